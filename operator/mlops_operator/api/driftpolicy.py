@@ -1,0 +1,180 @@
+"""DriftPolicy: what "the model went bad" means, and what to do about it."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .base import DNS_LABEL, Name, DURATION, ApiModel, Condition, Doc, ObjectMeta, Rule, parse_duration
+
+CheckType = Literal["dataDrift", "predictionDrift", "errorRate", "rmse", "psi"]
+
+
+def _duration(description: str, default: str) -> object:
+    return Doc(description, default, max_length=32, pattern=DURATION)
+
+
+class Window(ApiModel):
+    """The rows a check looks at: everything the model saw since the window began."""
+
+    min_samples: int = Doc("Fewest rows for a verdict; below it the check says NotEnoughData, never 'no drift'.", 500, ge=30, le=10_000_000)
+    max_age: str | None = Doc("Start a new window after this long (a duration such as 6h); never when left out.", None, max_length=32, pattern=DURATION)
+
+
+class Check(ApiModel):
+    """One test; any breached check counts as a breach of the policy."""
+
+    type: CheckType = Doc(
+        "dataDrift: per-feature KS / chi-square with a multiple-testing correction and an effect size; "
+        "predictionDrift: the same on predictions; errorRate / rmse: from ground-truth feedback; "
+        "psi: Population Stability Index per feature."
+    )
+    correction: Literal["bh", "bonferroni"] = Doc("Multiple-testing correction across features (drift checks).", "bh")
+    q: float = Doc("False discovery rate (bh) or family-wise error rate (bonferroni).", 0.05, gt=0, le=0.5)
+    numeric_effect: float = Doc("Smallest Wasserstein distance / reference std that counts as drift.", 0.1, ge=0, le=10)
+    categorical_effect: float = Doc("Smallest Jensen-Shannon distance that counts as drift.", 0.1, ge=0, le=1)
+    threshold: float = Doc("PSI above which a feature breaches (psi checks; 0.1 moderate, 0.25 major).", 0.25, gt=0, le=10)
+    maximum: float | None = Doc("Absolute limit of the error rate or RMSE.", None, ge=0)
+    max_increase: float | None = Doc("Limit of the error rate or RMSE above its training baseline.", None, ge=0)
+    features: list[Name] | None = Doc(
+        "Features to test; all when left out.",
+        None,
+        max_length=1000,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!(self.type in ['errorRate', 'rmse']) || has(self.maximum) || has(self.maxIncrease)",
+            message="errorRate and rmse checks need maximum or maxIncrease",
+            field=".maximum",
+            check=lambda c: c.type not in ("errorRate", "rmse") or c.maximum is not None or c.max_increase is not None,
+        ),
+        Rule(
+            cel="self.type != 'errorRate' || !has(self.maximum) || self.maximum <= 1.0",
+            message="an error rate maximum must lie in [0, 1]",
+            field=".maximum",
+            check=lambda c: c.type != "errorRate" or c.maximum is None or c.maximum <= 1.0,
+        ),
+    )
+
+
+class Trigger(ApiModel):
+    """When breaches turn into action."""
+
+    consecutive: int = Doc("Breaching checks in a row before acting.", 2, ge=1, le=100)
+    cooldown: str = _duration("Quiet time after a trigger.", "30m")
+    max_retrains_per_day: int = Doc("Most retrains in any 24 hours.", 4, ge=0, le=96)
+
+
+class Retrain(ApiModel):
+    """The TrainingJob to clone when retraining."""
+
+    from_: str = Field(alias="from", description="Name of the TrainingJob whose spec is cloned.", max_length=52, pattern=DNS_LABEL)
+    include_feedback: bool = Doc("Add the labelled feedback rows to the training data.", True)
+
+
+class Promotion(ApiModel):
+    """How a retrained model replaces the serving one."""
+
+    mode: Literal["auto", "manual"] = Doc(
+        "auto: a passing retrain serves at once; manual: it waits for the annotation mlops.dev/approved=true on its TrainingJob.",
+        "auto",
+    )
+    must_beat: Literal["current", "none"] = Doc("current: the retrain must score better than the serving version on the same rows.", "current")
+
+
+class DriftPolicySpec(ApiModel):
+    """Watch a ModelDeployment and act when it drifts."""
+
+    deployment: str = Doc("Name of the ModelDeployment to watch, in the same namespace.", max_length=63, pattern=DNS_LABEL)
+    interval: str = _duration("Time between checks (at least 5s).", "60s")
+    window: Window = Doc("The rows a check looks at.", default_factory=Window)
+    checks: list[Check] = Doc(
+        "The tests; any breach counts. One per type.",
+        default_factory=lambda: [Check(type="dataDrift")],
+        min_length=1,
+        max_length=5,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+            "default": [{"type": "dataDrift"}],
+        },
+    )
+    trigger: Trigger = Doc("When breaches turn into action.", default_factory=Trigger)
+    action: Literal["retrain", "alert"] = Doc("retrain: start a retraining TrainingJob; alert: report only.", "retrain")
+    retrain: Retrain | None = Doc("What to retrain (needed when action is retrain).", None)
+    promotion: Promotion = Doc("How the retrained model takes over.", default_factory=Promotion)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.action != 'retrain' || has(self.retrain)",
+            message="action retrain needs spec.retrain.from",
+            field=".retrain",
+            check=lambda s: s.action != "retrain" or s.retrain is not None,
+        ),
+        Rule(
+            cel="duration(self.interval) >= duration('5s')",
+            message="interval must be at least 5s",
+            field=".interval",
+            check=lambda s: parse_duration(s.interval) >= 5,
+        ),
+        Rule(
+            cel="self.checks.all(c, self.checks.exists_one(d, d.type == c.type))",
+            message="at most one check per type",
+            field=".checks",
+            check=lambda s: len({c.type for c in s.checks}) == len(s.checks),
+        ),
+    )
+
+
+class FeatureScore(ApiModel):
+    check: str = Doc("The check that scored it.")
+    feature: str = Doc("Feature, or 'prediction'.")
+    statistic: float | None = Doc("KS statistic, chi-square or PSI.", None)
+    p_value: float | None = Doc("Corrected p-value.", None)
+    effect: float | None = Doc("Wasserstein/std or Jensen-Shannon distance.", None)
+    psi: float | None = Doc("Population Stability Index.", None)
+    drifted: bool = Doc("Whether it breached.", False)
+
+
+class RetrainRecord(ApiModel):
+    name: str = Doc("The retraining TrainingJob.")
+    reason: str = Doc("What breached.", "")
+    time: str | None = Doc("When it was created.", None, json_schema_extra={"format": "date-time"})
+    result: str | None = Doc("Running, Succeeded, GateFailed, Failed.", None)
+    promoted: bool = Doc("Whether it became the serving version.", False)
+
+
+class DriftPolicyStatus(ApiModel):
+    model_config = ApiModel.model_config | {"extra": "allow"}
+
+    observed_generation: int | None = Doc("The .metadata.generation this status describes.", None)
+    last_check: str | None = Doc("When the last check ran.", None, json_schema_extra={"format": "date-time"})
+    verdict: Literal["Drift", "NoDrift", "NotEnoughData", "Unavailable"] | None = Doc("Outcome of the last check.", None)
+    samples: int | None = Doc("Rows in the current window.", None)
+    score: float | None = Doc("Largest effect size in the last check.", None)
+    scores: list[FeatureScore] | None = Doc("Per check and feature, most drifted first.", None, max_length=100)
+    consecutive_breaches: int | None = Doc("Breaching checks in a row.", None)
+    last_triggered: str | None = Doc("When the last retrain was started.", None, json_schema_extra={"format": "date-time"})
+    active_retrain: str | None = Doc("The retraining TrainingJob still running.", None)
+    retrain_count: int | None = Doc("Retrains started by this policy.", None)
+    retrains: list[RetrainRecord] | None = Doc("The last retrains, newest first.", None, max_length=20)
+    conditions: list[Condition] | None = Doc(
+        "Ready, Drifting, Retraining, Stalled.",
+        None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class DriftPolicy(ApiModel):
+    """A DriftPolicy manifest."""
+
+    model_config = ApiModel.model_config | {"alias_generator": None}
+
+    apiVersion: Literal["mlops.dev/v1alpha1"]
+    kind: Literal["DriftPolicy"]
+    metadata: ObjectMeta
+    spec: DriftPolicySpec
+    status: DriftPolicyStatus | None = None

@@ -1,0 +1,118 @@
+"""The three kinds: their names, models and how ``kubectl get`` shows them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import API_VERSION, GROUP, VERSION
+from .base import ApiModel
+from .driftpolicy import DriftPolicy, DriftPolicySpec, DriftPolicyStatus
+from .modeldeployment import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
+from .trainingjob import TrainingJob, TrainingJobSpec, TrainingJobStatus
+
+
+def _condition(type_: str, field_: str = "status") -> str:
+    return f'.status.conditions[?(@.type=="{type_}")].{field_}'
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    plural: str
+    short: str
+    model: type[ApiModel]
+    spec: type[ApiModel]
+    status: type[ApiModel]
+    columns: tuple[dict[str, Any], ...]
+    max_name_length: int = 63
+    categories: tuple[str, ...] = field(default=("mlops",))
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+    @property
+    def api_version(self) -> str:
+        return API_VERSION
+
+    @property
+    def version(self) -> str:
+        return VERSION
+
+
+_READY = {"name": "Ready", "type": "string", "jsonPath": _condition("Ready")}
+_REASON = {"name": "Reason", "type": "string", "jsonPath": _condition("Ready", "reason"), "priority": 1}
+_MESSAGE = {"name": "Message", "type": "string", "jsonPath": _condition("Ready", "message"), "priority": 1}
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+TRAINING_JOB = Kind(
+    kind="TrainingJob",
+    plural="trainingjobs",
+    short="tj",
+    model=TrainingJob,
+    spec=TrainingJobSpec,
+    status=TrainingJobStatus,
+    # The Job is named <name>-g<generation>, and a Job's name must fit a 63-character label.
+    max_name_length=52,
+    columns=(
+        _READY,
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+        {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion"},
+        {"name": "Metric", "type": "string", "jsonPath": ".status.gate.metric"},
+        {"name": "Score", "type": "number", "jsonPath": ".status.gate.value"},
+        {"name": "Gate", "type": "string", "jsonPath": ".status.gate.result"},
+        _AGE,
+        _REASON,
+        _MESSAGE,
+    ),
+)
+
+MODEL_DEPLOYMENT = Kind(
+    kind="ModelDeployment",
+    plural="modeldeployments",
+    short="md",
+    model=ModelDeployment,
+    spec=ModelDeploymentSpec,
+    status=ModelDeploymentStatus,
+    columns=(
+        _READY,
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+        {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion"},
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+        _AGE,
+        _REASON,
+        _MESSAGE,
+    ),
+)
+
+DRIFT_POLICY = Kind(
+    kind="DriftPolicy",
+    plural="driftpolicies",
+    short="dp",
+    model=DriftPolicy,
+    spec=DriftPolicySpec,
+    status=DriftPolicyStatus,
+    columns=(
+        _READY,
+        {"name": "Deployment", "type": "string", "jsonPath": ".spec.deployment"},
+        {"name": "Drifting", "type": "string", "jsonPath": _condition("Drifting")},
+        {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict"},
+        {"name": "Score", "type": "number", "jsonPath": ".status.score"},
+        {"name": "Samples", "type": "integer", "jsonPath": ".status.samples"},
+        {"name": "Retrains", "type": "integer", "jsonPath": ".status.retrainCount"},
+        {"name": "Last-Check", "type": "date", "jsonPath": ".status.lastCheck", "priority": 1},
+        _AGE,
+        _REASON,
+        _MESSAGE,
+    ),
+)
+
+KINDS: tuple[Kind, ...] = (TRAINING_JOB, MODEL_DEPLOYMENT, DRIFT_POLICY)
+BY_KIND: dict[str, Kind] = {k.kind: k for k in KINDS}

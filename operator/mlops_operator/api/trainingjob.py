@@ -1,0 +1,232 @@
+"""TrainingJob: one training run, data → preprocessing → estimator → evaluation → gate → artifact."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from .base import DNS_LABEL, Name, ApiModel, Condition, Doc, ObjectMeta, Resources, Rule
+
+Task = Literal["classification", "regression"]
+
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+UNIT_INTERVAL_METRICS = frozenset({"accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"})
+Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "rmse", "mae", "r2"]
+
+SOURCE_PATTERN = r"^(sklearn://[a-z_0-9]+|file:///.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|https://.+)$"
+
+
+def metric_task(metric: str) -> Task:
+    return "classification" if metric in CLASSIFICATION_METRICS else "regression"
+
+
+class Validation(ApiModel):
+    """How the held-out evaluation rows are drawn."""
+
+    fraction: float = Doc("Share of rows held out for evaluation.", 0.2, ge=0.05, le=0.5)
+    stratify: bool = Doc("Keep class proportions in the split (classification only).", True)
+    seed: int = Doc("Seed of the split, so a run is reproducible.", 0, ge=0, le=2**31 - 1)
+
+
+class Data(ApiModel):
+    """Where the rows come from and which columns matter."""
+
+    source: str = Doc(
+        "sklearn://<dataset> (iris, wine, breast_cancer, digits, diabetes, ...), "
+        "file:///path, pvc://<claim>/<path> or https://... to a CSV or Parquet file.",
+        max_length=2048,
+        pattern=SOURCE_PATTERN,
+    )
+    target: str = Doc("Column to predict. For sklearn:// data sets it names the target.", "target", min_length=1, max_length=253)
+    features: list[Name] | None = Doc(
+        "Columns to train on; all but the target when left out.",
+        None,
+        max_length=1000,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    categorical: list[Name] | None = Doc(
+        "Columns to treat as categories; detected from the data types when left out.",
+        None,
+        max_length=1000,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    validation: Validation = Doc("The held-out split used for metrics and the gate.", default_factory=Validation)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.features) || !(self.target in self.features)",
+            message="the target column must not also be a feature",
+            field=".features",
+            check=lambda d: not d.features or d.target not in d.features,
+        ),
+    )
+
+
+class NumericPreprocessing(ApiModel):
+    """Steps applied to numeric columns."""
+
+    impute: Literal["median", "mean", "most_frequent", "none"] = Doc("How missing values are filled.", "median")
+    scale: Literal["standard", "minmax", "robust", "none"] = Doc("How values are scaled.", "standard")
+
+
+class CategoricalPreprocessing(ApiModel):
+    """Steps applied to categorical columns."""
+
+    impute: Literal["most_frequent", "constant", "none"] = Doc("How missing values are filled.", "most_frequent")
+    encode: Literal["onehot", "ordinal"] = Doc("How categories become numbers; unseen ones are ignored.", "onehot")
+
+
+class Preprocessing(ApiModel):
+    """The ColumnTransformer in front of the estimator."""
+
+    numeric: NumericPreprocessing = Doc("Numeric columns.", default_factory=NumericPreprocessing)
+    categorical: CategoricalPreprocessing = Doc("Categorical columns.", default_factory=CategoricalPreprocessing)
+
+
+class Estimator(ApiModel):
+    """The scikit-learn estimator to fit."""
+
+    class_path: str = Field(
+        alias="class",
+        description="Import path of the estimator class, inside the operator's allow-list (scikit-learn by default).",
+        max_length=256,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
+    )
+    params: dict[str, Any] = Doc(
+        "Constructor parameters; each must be one of the estimator's get_params().",
+        default_factory=dict,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class QualityGate(ApiModel):
+    """The bar a run must clear before its model may serve."""
+
+    metric: Metric = Doc("Metric on the held-out rows that decides.")
+    minimum: float | None = Doc("Fail below this (for metrics where higher is better).", None)
+    maximum: float | None = Doc("Fail above this (for metrics where lower is better).", None)
+    must_beat: Literal["none", "current"] = Doc(
+        "current: also score the serving version on the same held-out rows and fail unless this run is better.",
+        "none",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.minimum) || has(self.maximum) || self.mustBeat != 'none'",
+            message="a quality gate needs minimum, maximum or mustBeat",
+            check=lambda g: g.minimum is not None or g.maximum is not None or g.must_beat != "none",
+        ),
+        Rule(
+            cel="!has(self.minimum) || !(self.metric in ['log_loss', 'rmse', 'mae'])",
+            message="lower is better for this metric: use maximum, not minimum",
+            field=".minimum",
+            check=lambda g: g.minimum is None or g.metric not in LOWER_IS_BETTER,
+        ),
+        Rule(
+            cel="!has(self.maximum) || self.metric in ['log_loss', 'rmse', 'mae']",
+            message="higher is better for this metric: use minimum, not maximum",
+            field=".maximum",
+            check=lambda g: g.maximum is None or g.metric in LOWER_IS_BETTER,
+        ),
+        Rule(
+            cel="!has(self.minimum) || !(self.metric in ['accuracy', 'balanced_accuracy', 'f1_macro', 'roc_auc_ovr'])"
+            " || (self.minimum >= 0.0 && self.minimum <= 1.0)",
+            message="minimum must lie in [0, 1] for this metric",
+            field=".minimum",
+            check=lambda g: g.minimum is None or g.metric not in UNIT_INTERVAL_METRICS or 0.0 <= g.minimum <= 1.0,
+        ),
+        Rule(
+            cel="!has(self.maximum) || self.maximum >= 0.0",
+            message="maximum must not be negative",
+            field=".maximum",
+            check=lambda g: g.maximum is None or g.maximum >= 0.0,
+        ),
+    )
+
+
+class TrainingJobSpec(ApiModel):
+    """What to train, on what, and how good it must be."""
+
+    model: str = Doc(
+        "The model lineage; versions of one model share it and a ModelDeployment selects by it.",
+        max_length=63,
+        pattern=DNS_LABEL,
+        json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "model is immutable"}]},
+    )
+    task: Task | None = Doc("classification or regression; inferred from the estimator when left out.", None)
+    data: Data = Doc("The training data.")
+    preprocessing: Preprocessing = Doc("Imputation, scaling and encoding before the estimator.", default_factory=Preprocessing)
+    estimator: Estimator = Doc("The scikit-learn estimator.")
+    quality_gate: QualityGate | None = Doc("Fail the run when the model misses this bar.", None)
+    resources: Resources | None = Doc("CPU and memory of the training container.", None)
+    backoff_limit: int = Doc("Retries of the training pod before the run fails.", 1, ge=0, le=10)
+    active_deadline_seconds: int = Doc("Wall-clock limit of the run.", 3600, ge=10, le=7 * 24 * 3600)
+    ttl_seconds_after_finished: int = Doc("How long the finished Job is kept.", 86400, ge=0, le=30 * 24 * 3600)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.task) || !has(self.qualityGate) || "
+            "(self.task == 'classification') == (self.qualityGate.metric in "
+            "['accuracy', 'balanced_accuracy', 'f1_macro', 'roc_auc_ovr', 'log_loss'])",
+            message="the gate's metric does not fit the task",
+            field=".qualityGate.metric",
+            check=lambda s: s.task is None or s.quality_gate is None or metric_task(s.quality_gate.metric) == s.task,
+        ),
+    )
+
+
+class Artifact(ApiModel):
+    uri: str | None = Doc("Where the version is stored.", None)
+    sha256: str | None = Doc("Digest of model.skops; the server refuses any other.", None)
+
+
+class GateResult(ApiModel):
+    result: Literal["Passed", "Failed", "Skipped"] | None = Doc("Outcome of the quality gate.", None)
+    metric: str | None = Doc("The deciding metric.", None)
+    value: float | None = Doc("This run's score on the held-out rows.", None)
+    bound: float | None = Doc("The gate's minimum or maximum.", None)
+    champion_version: str | None = Doc("The serving version this run had to beat.", None)
+    champion_value: float | None = Doc("The champion's score on the same rows.", None)
+    reason: str | None = Doc("Why the gate failed.", None)
+
+
+class Lineage(ApiModel):
+    data_digest: str | None = Doc("sha256 of the training rows.", None)
+    image: str | None = Doc("Image that trained the model.", None)
+    parent: str | None = Doc("Version this run was retrained from.", None)
+    triggered_by: str | None = Doc("DriftPolicy that asked for this run.", None)
+
+
+class TrainingJobStatus(ApiModel):
+    model_config = ApiModel.model_config | {"extra": "allow"}
+
+    observed_generation: int | None = Doc("The .metadata.generation this status describes.", None)
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Doc("Where the run is.", None)
+    job_name: str | None = Doc("The batch/v1 Job running this generation.", None)
+    model_version: str | None = Doc("The version this run produces.", None)
+    artifact: Artifact | None = Doc("The stored model.", None)
+    metrics: dict[str, float] | None = Doc("Metrics on the held-out rows.", None)
+    gate: GateResult | None = Doc("The quality gate's verdict.", None)
+    lineage: Lineage | None = Doc("Where the model came from.", None)
+    start_time: str | None = Doc("When the run started.", None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Doc("When the run ended.", None, json_schema_extra={"format": "date-time"})
+    conditions: list[Condition] | None = Doc(
+        "Ready, Reconciling, Stalled, Succeeded, Failed.",
+        None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class TrainingJob(ApiModel):
+    """A TrainingJob manifest."""
+
+    model_config = ApiModel.model_config | {"alias_generator": None}
+
+    apiVersion: Literal["mlops.dev/v1alpha1"]
+    kind: Literal["TrainingJob"]
+    metadata: ObjectMeta
+    spec: TrainingJobSpec
+    status: TrainingJobStatus | None = None
