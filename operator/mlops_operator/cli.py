@@ -66,17 +66,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="YAML files or folders")
     p.set_defaults(func=_cmd_validate)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    for name, target, text in _DELEGATED:
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate(target))
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
-"""Other layers add their sub-commands here (train, serve, run, local, demo)."""
+_DELEGATED = (
+    ("train", "mlops_operator.runtime.trainer", "train, evaluate, gate and store one model version (in a Job)"),
+    ("serve", "mlops_operator.runtime.server", "serve one model version over KServe V1 and Open Inference V2"),
+    ("run", "mlops_operator.k8s.main", "run the operator against a Kubernetes cluster"),
+    ("local", "mlops_operator.local.main", "run manifests on this machine: no cluster needed"),
+    ("demo", "mlops_operator.local.demo", "the whole loop on a real data set with injected drift"),
+)
+"""Roles that own their flags: ``mlops-operator ROLE ARGS`` calls ``ROLE_MODULE.main(ARGS)``.
+
+Imported only when used, so ``validate`` never pays for scikit-learn or kopf."""
+
+
+def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(importlib.import_module(module).main(list(args.rest)) or 0)
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in {name for name, _, _ in _DELEGATED}:
+        # Hand everything after the role to it untouched, --help included.
+        return int(_delegate(dict((n, m) for n, m, _ in _DELEGATED)[argv[0]])(argparse.Namespace(rest=argv[1:])))
+    args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -1,0 +1,40 @@
+# Two entry points on a fresh machine: `make demo` (the whole loop, locally) and `make test`.
+# Both create the virtualenv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: test unit integration e2e demo crds lint-crds envtest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+envtest:
+	bash hack/envtest/build.sh
+
+test: $(STAMP) envtest
+	$(VENV)/bin/mlops-operator crds --check
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP) envtest
+	$(PY) -m pytest -q tests/integration tests/chart
+
+e2e: $(STAMP)
+	$(PY) -m pytest -q tests/e2e
+
+demo: $(STAMP)
+	$(VENV)/bin/mlops-operator demo --out out/demo
+
+crds: $(STAMP)
+	$(VENV)/bin/mlops-operator crds
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
