@@ -54,6 +54,9 @@ class Data(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     validation: Validation = Doc("The held-out split used for metrics and the gate.", default_factory=Validation)
+    include_feedback: bool = Doc(
+        "Append the labelled rows the model server collected for this model (DriftPolicy retrains set it).", False
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

@@ -1,0 +1,65 @@
+"""The narrow view of a cluster the reconcilers need, implemented by ``k8s/`` and ``local/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """An API resource: what a REST path needs."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+
+TRAINING_JOBS = Resource("mlops.dev/v1alpha1", "TrainingJob", "trainingjobs")
+MODEL_DEPLOYMENTS = Resource("mlops.dev/v1alpha1", "ModelDeployment", "modeldeployments")
+DRIFT_POLICIES = Resource("mlops.dev/v1alpha1", "DriftPolicy", "driftpolicies")
+JOBS = Resource("batch/v1", "Job", "jobs")
+PODS = Resource("v1", "Pod", "pods")
+SERVICES = Resource("v1", "Service", "services")
+DEPLOYMENTS = Resource("apps/v1", "Deployment", "deployments")
+HPAS = Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
+PDBS = Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+
+RESOURCES = {r.kind: r for r in (TRAINING_JOBS, MODEL_DEPLOYMENTS, DRIFT_POLICIES, JOBS, PODS, SERVICES, DEPLOYMENTS, HPAS, PDBS)}
+
+
+def resource_of(obj: Obj) -> Resource:
+    return RESOURCES[obj["kind"]]
+
+
+class Conflict(Exception):
+    """The object changed since it was read (409 on a conditional write)."""
+
+
+class Cluster(Protocol):
+    """What a reconciler may do. Every method is idempotent where Kubernetes makes it so."""
+
+    async def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it does not exist."""
+
+    async def list(self, res: Resource, namespace: str, labels: dict[str, str] | None = None) -> list[Obj]:
+        """Objects of one resource in one namespace matching all the labels."""
+
+    async def apply(self, obj: Obj) -> Obj:
+        """Server-side apply with the operator's field manager; creates or updates."""
+
+    async def create(self, obj: Obj) -> Obj:
+        """Create; when the name is taken, return the existing object (409 is success)."""
+
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
+        """Merge-patch the status subresource (never the spec)."""
+
+    async def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event about the object (Normal or Warning)."""

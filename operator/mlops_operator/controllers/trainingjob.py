@@ -1,0 +1,311 @@
+"""TrainingJob: decide the Job that runs a generation, and read the outcome back into status."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..api.trainingjob import TrainingJobSpec
+from ..api.validation import validate_object
+from . import labels
+from .conditions import set_condition, summarize, timestamp
+from .security import container_security_context, pod_security_context
+from .settings import Settings
+from .versions import model_version
+
+Obj = dict[str, Any]
+
+SPEC_PATH = "/etc/mlops/trainingjob.json"
+SPEC_ANNOTATION = f"{labels.PREFIX}/trainingjob"
+EXIT_INVALID, EXIT_GATE = 2, 3
+"""Trainer exit codes that no retry can fix; the Job's podFailurePolicy fails at once on them."""
+
+
+@dataclass
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class TrainingDecision:
+    """What the reconciler should do: create ``job`` when it is not None, then write ``status``."""
+
+    status: Obj
+    job: Obj | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def job_name(tj: Obj) -> str:
+    return f"{tj['metadata']['name']}-g{tj['metadata'].get('generation', 1)}"
+
+
+def _spec_document(tj: Obj) -> str:
+    """The manifest the trainer reads: only what it needs, as JSON (which is YAML)."""
+    meta = tj["metadata"]
+    doc = {
+        "apiVersion": tj["apiVersion"],
+        "kind": tj["kind"],
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace", "default"),
+            "generation": meta.get("generation", 1),
+            "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k.startswith(labels.PREFIX + "/")},
+        },
+        "spec": tj["spec"],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
+    """The batch/v1 Job for the TrainingJob's current generation."""
+    spec = TrainingJobSpec.model_validate(tj["spec"])
+    meta = tj["metadata"]
+    version = model_version(meta["name"], meta.get("generation", 1))
+
+    def names() -> dict[str, str]:
+        return labels.owned_labels(
+            "training", **{labels.TRAINING_JOB: meta["name"], labels.MODEL: spec.model, labels.VERSION: version}
+        )
+
+    args = ["train", "--spec", SPEC_PATH, "--store", settings.store_path, "--version", version,
+            "--termination-log", "/dev/termination-log"]
+    for module in settings.allowed_estimator_modules:
+        args += ["--allow-module", module]
+    if champion and spec.quality_gate and spec.quality_gate.must_beat == "current":
+        args += ["--champion", champion]
+    volumes: list[Obj] = [
+        {"name": "store", **settings.store_volume},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        {
+            "name": "spec",
+            "downwardAPI": {"items": [{"path": "trainingjob.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}]},
+        },
+    ]
+    mounts: list[Obj] = [
+        {"name": "store", "mountPath": settings.store_path},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "spec", "mountPath": "/etc/mlops", "readOnly": True},
+    ]
+    if spec.data.include_feedback and settings.feedback_volume:
+        args += ["--feedback", settings.feedback_path]
+        volumes.append({"name": "feedback", **settings.feedback_volume})
+        mounts.append({"name": "feedback", "mountPath": settings.feedback_path, "readOnly": True})
+    container: Obj = {
+        "name": "trainer",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}],
+        "securityContext": container_security_context(),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    if spec.resources:
+        container["resources"] = spec.resources.to_dict()
+    pod_spec: Obj = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(tj),
+            "namespace": meta.get("namespace", "default"),
+            "labels": names(),
+            "ownerReferences": [labels.owner_reference(tj)],
+        },
+        "spec": {
+            "backoffLimit": spec.backoff_limit,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [EXIT_INVALID, EXIT_GATE]}},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": names(), "annotations": {SPEC_ANNOTATION: _spec_document(tj)}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def termination_summary(pods: list[Obj]) -> Obj | None:
+    """The trainer's one-line JSON summary from the newest terminated trainer container."""
+    best: tuple[str, Obj] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if cs.get("name") != "trainer" or not term:
+                continue
+            when = term.get("finishedAt") or ""
+            if best is None or when >= best[0]:
+                best = (when, term)
+    if best is None:
+        return None
+    text = (best[1].get("message") or "").strip().splitlines()
+    for line in reversed(text):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            return found
+    return None
+
+
+def _job_condition(job: Obj, type_: str) -> Obj | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c
+    return None
+
+
+def _gate_status(gate: Obj | None) -> Obj | None:
+    if not gate:
+        return None
+    keys = {"result", "metric", "value", "bound", "championVersion", "championValue", "reason"}
+    return {k: v for k, v in gate.items() if k in keys and v is not None}
+
+
+def _main_metric(tj: Obj) -> str:
+    gate = (tj.get("spec") or {}).get("qualityGate") or {}
+    return gate.get("metric", "")
+
+
+def decide(
+    tj: Obj, job: Obj | None, pods: list[Obj], settings: Settings, now: datetime, champion: str | None = None
+) -> TrainingDecision:
+    """Level-based: the same inputs give the same answer, however often it is asked.
+
+    ``champion`` is the version serving the lineage now; a gate with
+    ``mustBeat: current`` scores this run against it on the same rows.
+    """
+    meta = tj["metadata"]
+    generation = meta.get("generation", 1)
+    old: Obj = dict(tj.get("status") or {})
+    same_generation = old.get("observedGeneration") == generation
+    status: Obj = dict(old) if same_generation else {"conditions": old.get("conditions") or []}
+    status["observedGeneration"] = generation
+    events: list[Event] = []
+
+    errors = validate_object(tj)
+    if errors:
+        message = "; ".join(str(e) for e in errors)[:1000]
+        status.update(phase="Failed")
+        status["conditions"] = summarize(status.get("conditions"), ready=False, reason="InvalidSpec", message=message,
+                                         reconciling=False, stalled=True, now=now, generation=generation)
+        status["conditions"] = set_condition(status["conditions"], "Failed", True, "InvalidSpec", message, now, generation)
+        if old.get("phase") != "Failed" or not same_generation:
+            events.append(Event("Warning", "InvalidSpec", message))
+        return TrainingDecision(status=status, events=events)
+
+    version = model_version(meta["name"], generation)
+    status["modelVersion"] = version
+    status["jobName"] = job_name(tj)
+
+    if same_generation and old.get("phase") in ("Succeeded", "Failed") and job is None:
+        # The Job went away after its TTL: the outcome is recorded, nothing more to run.
+        return TrainingDecision(status=status)
+
+    if job is None:
+        status["phase"] = "Pending"
+        msg = f"creating Job {job_name(tj)}"
+        status["conditions"] = summarize(status.get("conditions"), ready=False, reason="JobCreated", message=msg,
+                                         reconciling=True, stalled=False, now=now, generation=generation)
+        return TrainingDecision(status=status, job=build_job(tj, settings, champion), events=[Event("Normal", "JobCreated", msg)])
+
+    job_status = job.get("status") or {}
+    if job_status.get("startTime"):
+        status.setdefault("startTime", job_status["startTime"])
+    summary = termination_summary(pods)
+    complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+
+    if complete:
+        summary = summary or {}
+        status.update(
+            phase="Succeeded",
+            completionTime=job_status.get("completionTime") or timestamp(now),
+            artifact={k: v for k, v in {"uri": summary.get("uri"), "sha256": summary.get("sha256")}.items() if v},
+            metrics={k: float(v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))},
+        )
+        gate = _gate_status(summary.get("gate")) or {"result": "Skipped"}
+        status["gate"] = gate
+        status["lineage"] = {
+            k: v
+            for k, v in {
+                "dataDigest": summary.get("dataDigest"),
+                "image": settings.image,
+                "parent": (meta.get("labels") or {}).get(labels.PARENT_VERSION),
+                "triggeredBy": (meta.get("labels") or {}).get(labels.TRIGGERED_BY),
+            }.items()
+            if v
+        }
+        if not summary.get("sha256"):
+            msg = "the Job completed but its pod left no readable summary; the version cannot be verified"
+            status["phase"] = "Failed"
+            status["conditions"] = summarize(status.get("conditions"), ready=False, reason="NoSummary", message=msg,
+                                             reconciling=False, stalled=True, now=now, generation=generation)
+            status["conditions"] = set_condition(status["conditions"], "Failed", True, "NoSummary", msg, now, generation)
+        else:
+            metric = gate.get("metric") or _main_metric(tj)
+            value = status["metrics"].get(metric) if metric else None
+            msg = f"{version} stored" + (f"; {metric} {value:.4g}" if metric and value is not None else "")
+            status["conditions"] = summarize(status.get("conditions"), ready=True, reason="Succeeded", message=msg,
+                                             reconciling=False, stalled=False, now=now, generation=generation)
+            status["conditions"] = set_condition(status["conditions"], "Succeeded", True, "Succeeded", msg, now, generation)
+            status["conditions"] = [c for c in status["conditions"] if c["type"] != "Failed"]
+        if old.get("phase") != status["phase"] or not same_generation:
+            ok = status["phase"] == "Succeeded"
+            events.append(Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)))
+        return TrainingDecision(status=status, events=events)
+
+    if failed:
+        reason, message = _failure(failed, summary)
+        status.update(phase="Failed", completionTime=job_status.get("completionTime") or failed.get("lastTransitionTime") or timestamp(now))
+        if summary and summary.get("gate"):
+            status["gate"] = _gate_status(summary["gate"])
+        if summary and summary.get("metrics"):
+            status["metrics"] = {k: float(v) for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
+        status["conditions"] = summarize(status.get("conditions"), ready=False, reason=reason, message=message,
+                                         reconciling=False, stalled=True, now=now, generation=generation)
+        status["conditions"] = set_condition(status["conditions"], "Failed", True, reason, message, now, generation)
+        if old.get("phase") != "Failed" or not same_generation:
+            events.append(Event("Warning", reason, message))
+        return TrainingDecision(status=status, events=events)
+
+    running = (job_status.get("active") or 0) > 0
+    status["phase"] = "Running" if running else "Pending"
+    msg = f"Job {job_name(tj)} is {'running' if running else 'waiting for its pod'}"
+    status["conditions"] = summarize(status.get("conditions"), ready=False, reason="Running" if running else "Pending",
+                                     message=msg, reconciling=True, stalled=False, now=now, generation=generation)
+    if running and old.get("phase") != "Running":
+        events.append(Event("Normal", "Running", msg))
+    return TrainingDecision(status=status, events=events)
+
+
+def _ready_message(status: Obj) -> str:
+    ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+    return ready["message"] if ready else ""
+
+
+def _failure(condition: Obj, summary: Obj | None) -> tuple[str, str]:
+    """Why a Job failed, preferring the trainer's own words over the Job controller's."""
+    if summary and summary.get("reason"):
+        return str(summary["reason"]), str(summary.get("message") or summary["reason"])[:1000]
+    reason = condition.get("reason") or "Failed"
+    known = {"BackoffLimitExceeded": "BackoffLimitExceeded", "DeadlineExceeded": "DeadlineExceeded", "PodFailurePolicy": "Failed"}
+    return known.get(reason, "Failed"), condition.get("message") or reason
