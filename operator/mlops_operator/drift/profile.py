@@ -1,0 +1,582 @@
+"""The reference profile (``reference.json``) and the counting that feeds it.
+
+The trainer calls :func:`build_reference` on the training columns and stores
+``to_dict()`` as JSON next to the model.  The model server loads it with
+:meth:`Reference.from_dict` and turns each request into counts
+(:meth:`Reference.count_window`, or the per-feature ``bin_counts`` /
+``category_counts`` / ``prediction_counts``); counts from many requests and
+replicas add up in a :class:`WindowCounts`, and a drift check only ever reads
+those counts, never rows.
+
+Numeric features are binned on reference quantiles: the union of the ``bins``
+quantiles ``k/bins`` and the nine deciles, taken with ``inverted_cdf`` so
+every edge is an observed value, deduplicated so tied/discrete data does not
+make empty bins, plus an edge just below the training minimum and one at the
+maximum.  Bins are right-closed ``(e[i-1], e[i]]`` with open outer bins, so
+every number, ±inf included, lands in a bin, and the two outer bins (empty in
+the reference) hold exactly the values outside the training range; NaN has
+its own slot at the end of the count vector.  Because the deciles are edges, the ten PSI bins
+are unions of fine bins (``psi_edges``) and need no second pass.
+
+Categorical features keep a count per level (compared as ``str(value)``) and
+an ``unseen`` slot; levels absent from training are kept by name in the
+window so they can be reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+FORMAT = 1
+DECILES = np.arange(1, 10) / 10
+MAX_UNSEEN_NAMES = 100
+OTHER_UNSEEN = "(other unseen)"
+
+Task = Literal["classification", "regression"]
+Counts = np.ndarray | dict[str, int]
+
+
+def _float_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _floats(values: Iterable[float | None]) -> np.ndarray:
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class NumericProfile:
+    """Reference bins of one numeric column.
+
+    ``counts`` has one entry per bin (``len(edges) + 1``); ``values`` is the
+    mean of the reference values in each bin (used as the bin's position for
+    Wasserstein), ``lo``/``hi`` their min/max; ``quantization`` is the mean
+    distance of a reference value to its bin's ``values`` entry.
+    """
+
+    edges: np.ndarray
+    counts: np.ndarray
+    missing: int
+    mean: float
+    std: float
+    values: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    psi_edges: np.ndarray
+    quantization: float
+    psi_groups: np.ndarray = field(init=False, repr=False)
+    ref: dict[str, Any] = field(init=False, repr=False)
+
+    kind = "numeric"
+
+    def __post_init__(self) -> None:
+        groups = np.searchsorted(self.psi_edges, self.edges, side="left")
+        object.__setattr__(self, "psi_groups", np.append(groups, self.psi_edges.size))
+        object.__setattr__(self, "ref", {})
+
+    def prepared(self) -> dict[str, Any]:
+        """Reference-side arrays a check reuses (computed once, cached)."""
+        if not self.ref:
+            full = self.full_counts().astype(np.float64)
+            present = float(self.counts.sum())
+            psi_full = self.psi_counts(full)
+            self.ref.update(
+                full=full,
+                n=float(full.sum()),
+                cdf=np.cumsum(full) / max(full.sum(), 1.0),
+                present=present,
+                pcdf=np.cumsum(self.counts)[:-1] / max(present, 1.0),
+                gaps=np.diff(self.values),
+                psi=psi_full / max(psi_full.sum(), 1.0),
+            )
+        return self.ref
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum()) + self.missing
+
+    @property
+    def size(self) -> int:
+        """Length of a count vector: the bins plus the NaN slot."""
+        return self.edges.size + 2
+
+    def full_counts(self) -> np.ndarray:
+        """Reference counts in window layout: bins then NaN."""
+        return np.append(self.counts, self.missing)
+
+    def count(self, values: Any) -> np.ndarray:
+        """Count values into bins; the last slot counts NaN (and None)."""
+        x = np.asarray(values, dtype=np.float64).reshape(-1)
+        idx = np.searchsorted(self.edges, x, side="left")
+        idx[np.isnan(x)] = self.edges.size + 1
+        return np.bincount(idx, minlength=self.size)
+
+    def psi_counts(self, full: np.ndarray) -> np.ndarray:
+        """Fold a window-layout count vector into decile bins plus NaN."""
+        grouped = np.bincount(self.psi_groups, weights=full[:-1], minlength=self.psi_edges.size + 1)
+        return np.append(grouped, full[-1])
+
+    @classmethod
+    def build(cls, column: Any, bins: int) -> NumericProfile:
+        x = np.asarray(column, dtype=np.float64).reshape(-1)
+        finite = np.sort(x[np.isfinite(x)])
+        if finite.size:
+            probs = np.arange(1, bins) / bins
+            fine = np.quantile(finite, probs, method="inverted_cdf")
+            psi_edges = np.unique(np.quantile(finite, DECILES, method="inverted_cdf"))
+            # Outer edges just below the minimum and at the maximum give values
+            # outside the training range bins of their own (empty in the reference).
+            outer = [np.nextafter(finite[0], -np.inf), finite[-1]]
+            edges = np.unique(np.concatenate([fine, psi_edges, outer]))
+        else:
+            edges = psi_edges = np.zeros(0)
+        # Per-bin statistics of the finite values via sorted boundaries.
+        bounds = np.concatenate([[0], np.searchsorted(finite, edges, side="right"), [finite.size]])
+        in_bin = np.diff(bounds)
+        csum = np.concatenate([[0.0], np.cumsum(finite)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (csum[bounds[1:]] - csum[bounds[:-1]]) / in_bin
+        empty = in_bin == 0
+        if finite.size:
+            first = finite[np.minimum(bounds[:-1], finite.size - 1)]
+            last = finite[np.maximum(bounds[1:] - 1, 0)]
+        else:
+            first = last = np.full(in_bin.size, math.nan)
+        lo = np.where(empty, math.nan, first)
+        hi = np.where(empty, math.nan, last)
+        # An empty bin (only the top one can be) sits at its lower edge.
+        lower = np.concatenate([edges[:1] if edges.size else [0.0], edges])
+        values = np.where(empty, lower, means)
+        values = np.maximum.accumulate(values) if values.size else values
+        if finite.size:
+            mean, std = float(finite.mean()), float(finite.std())
+            quantization = float(np.mean(np.abs(finite - np.repeat(values, in_bin))))
+        else:
+            mean = std = math.nan
+            quantization = 0.0
+        profile = cls(
+            edges=edges,
+            counts=np.zeros(edges.size + 1, dtype=np.int64),
+            missing=0,
+            mean=mean,
+            std=std,
+            values=values,
+            lo=lo,
+            hi=hi,
+            psi_edges=psi_edges,
+            quantization=quantization,
+        )
+        full = profile.count(x)
+        object.__setattr__(profile, "counts", full[:-1])
+        object.__setattr__(profile, "missing", int(full[-1]))
+        return profile
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "numeric",
+            "edges": self.edges.tolist(),
+            "counts": [int(c) for c in self.counts],
+            "missing": self.missing,
+            "mean": _float_or_none(self.mean),
+            "std": _float_or_none(self.std),
+            "values": self.values.tolist(),
+            "min": [_float_or_none(v) for v in self.lo],
+            "max": [_float_or_none(v) for v in self.hi],
+            "psi_edges": self.psi_edges.tolist(),
+            "quantization": self.quantization,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
+        mean, std = d.get("mean"), d.get("std")
+        return cls(
+            edges=_floats(d["edges"]),
+            counts=np.asarray(d["counts"], dtype=np.int64),
+            missing=int(d.get("missing", 0)),
+            mean=math.nan if mean is None else float(mean),
+            std=math.nan if std is None else float(std),
+            values=_floats(d["values"]),
+            lo=_floats(d["min"]),
+            hi=_floats(d["max"]),
+            psi_edges=_floats(d["psi_edges"]),
+            quantization=float(d.get("quantization", 0.0)),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalProfile:
+    """Reference counts per level; ``unseen`` is the slot for anything else."""
+
+    levels: tuple[str, ...]
+    counts: np.ndarray
+    unseen: int = 0
+    index: dict[str, int] = field(init=False, repr=False)
+
+    kind = "categorical"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", {lv: i for i, lv in enumerate(self.levels)})
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum()) + self.unseen
+
+    def full_counts(self) -> np.ndarray:
+        """Reference counts in vector layout: levels then the unseen slot."""
+        return np.append(self.counts, self.unseen)
+
+    def count(self, values: Any) -> dict[str, int]:
+        """Count values by ``str(value)``; unseen levels are kept by name."""
+        return _count_str(values)
+
+    def vector(self, counts: Mapping[str, int]) -> tuple[np.ndarray, dict[str, int]]:
+        """Window counts as a vector over levels + unseen, and the unseen names."""
+        vec = np.zeros(len(self.levels) + 1, dtype=np.int64)
+        unseen: dict[str, int] = {}
+        for name, c in counts.items():
+            i = self.index.get(name)
+            if i is None:
+                unseen[name] = unseen.get(name, 0) + int(c)
+                vec[-1] += int(c)
+            else:
+                vec[i] += int(c)
+        return vec, unseen
+
+    @classmethod
+    def build(cls, column: Any) -> CategoricalProfile:
+        counts = _count_str(column)
+        levels = tuple(sorted(counts))
+        return cls(levels=levels, counts=np.array([counts[lv] for lv in levels], dtype=np.int64))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "categorical",
+            "levels": {lv: int(c) for lv, c in zip(self.levels, self.counts)},
+            "unseen": int(self.unseen),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CategoricalProfile:
+        levels = tuple(str(k) for k in d["levels"])
+        counts = np.array([int(v) for v in d["levels"].values()], dtype=np.int64)
+        return cls(levels=levels, counts=counts, unseen=int(d.get("unseen", 0)))
+
+
+def _count_str(values: Any) -> dict[str, int]:
+    raw = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    out: dict[str, int] = {}
+    for key, c in Counter(raw).items():
+        name = str(key)
+        out[name] = out.get(name, 0) + c
+    return out
+
+
+Profile = NumericProfile | CategoricalProfile
+
+
+def _profile_from_dict(d: Mapping[str, Any]) -> Profile:
+    kind = d.get("kind")
+    if kind == "numeric":
+        return NumericProfile.from_dict(d)
+    if kind == "categorical":
+        return CategoricalProfile.from_dict(d)
+    raise ValueError(f"unknown profile kind {kind!r}")
+
+
+class WindowCounts:
+    """Counts of one window in the layout of its reference.
+
+    Add requests with :meth:`add`, combine replicas with :meth:`merge`, ship
+    with :meth:`to_dict`.  ``features[name]`` is a count vector (bins then
+    NaN; a read-only view into one flat array, so adding a batch is a single
+    in-place sum) for numeric features and a ``{level: count}`` dict for
+    categorical ones; the dict also keeps up to ``MAX_UNSEEN_NAMES`` unseen
+    names (the rest pool under ``OTHER_UNSEEN``) so a junk high-cardinality
+    input cannot grow it without bound.
+    """
+
+    def __init__(self, reference: Reference) -> None:
+        self.reference = reference
+        self.rows = 0
+        self.prediction_rows = 0
+        self._flat = np.zeros(reference._flat_size, dtype=np.int64)
+        self.features: dict[str, Counts] = {}
+        for name, prof in reference.features.items():
+            if isinstance(prof, NumericProfile):
+                off = reference._offset[name]
+                self.features[name] = self._flat[off : off + prof.size]
+            else:
+                self.features[name] = {lv: 0 for lv in prof.levels}
+        pred = reference.prediction
+        self.predictions: Counts | None = None if pred is None else _zeros(pred)
+
+    def add(self, columns: Mapping[str, Any] | None = None, predictions: Any = None) -> None:
+        """Count a batch of rows (columns by feature name) and/or its predictions."""
+        ref = self.reference
+        if columns:
+            flat, rows = ref._count_numeric(columns)
+            if flat is not None:
+                self._flat += flat
+            for name in ref._categorical:
+                if name in columns:
+                    counts = _count_str(columns[name])
+                    _add_levels(self.features[name], counts, ref.features[name])
+                    rows = max(rows, sum(counts.values()))
+            self.rows += rows
+        if predictions is not None and ref.prediction is not None:
+            counts = ref.prediction.count(predictions)
+            self._add_predictions(counts)
+            self.prediction_rows += _total(counts)
+
+    def _add_predictions(self, counts: Counts) -> None:
+        pred = self.reference.prediction
+        if isinstance(pred, NumericProfile):
+            self.predictions = self.predictions + np.asarray(counts, dtype=np.int64)
+        elif pred is not None:
+            _add_levels(self.predictions, counts, pred)
+
+    def merge(self, other: WindowCounts) -> None:
+        """Add another window's counts (same reference layout) into this one."""
+        if other._flat.shape != self._flat.shape:
+            raise ValueError("windows of different references cannot be merged")
+        self._flat += other._flat
+        for name in self.reference._categorical:
+            _add_levels(self.features[name], other.features[name], self.reference.features[name])
+        if other.predictions is not None:
+            self._add_predictions(other.predictions)
+        self.rows += other.rows
+        self.prediction_rows += other.prediction_rows
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(c: Counts | None) -> Any:
+            if c is None:
+                return None
+            if isinstance(c, dict):
+                return {k: int(v) for k, v in c.items()}
+            return [int(v) for v in c]
+
+        return {
+            "rows": self.rows,
+            "prediction_rows": self.prediction_rows,
+            "features": {name: plain(c) for name, c in self.features.items()},
+            "predictions": plain(self.predictions),
+        }
+
+    @classmethod
+    def from_dict(cls, reference: Reference, d: Mapping[str, Any]) -> WindowCounts:
+        w = cls(reference)
+        w.rows = int(d.get("rows", 0))
+        w.prediction_rows = int(d.get("prediction_rows", 0))
+        for name, raw in d.get("features", {}).items():
+            prof = reference.features.get(name)
+            if prof is None:
+                continue
+            if isinstance(prof, NumericProfile):
+                w.features[name][:] = _vector(raw, prof)
+            else:
+                _add_levels(w.features[name], {str(k): int(v) for k, v in raw.items()}, prof)
+        preds = d.get("predictions")
+        if preds is not None and reference.prediction is not None:
+            pred = reference.prediction
+            if isinstance(pred, NumericProfile):
+                w.predictions = _vector(preds, pred)
+            else:
+                w._add_predictions({str(k): int(v) for k, v in preds.items()})
+        return w
+
+
+def _zeros(prof: Profile) -> Counts:
+    if isinstance(prof, NumericProfile):
+        return np.zeros(prof.size, dtype=np.int64)
+    return {lv: 0 for lv in prof.levels}
+
+
+def _total(counts: Counts) -> int:
+    return int(sum(counts.values())) if isinstance(counts, dict) else int(np.sum(counts))
+
+
+def _vector(raw: Any, prof: NumericProfile) -> np.ndarray:
+    vec = np.asarray(raw, dtype=np.int64)
+    if vec.shape != (prof.size,):
+        raise ValueError(f"expected {prof.size} counts, got shape {vec.shape}")
+    return vec
+
+
+def _add_levels(dst: Any, src: Mapping[str, int], prof: CategoricalProfile) -> None:
+    """Add level counts into ``dst`` in place, capping the number of unseen names."""
+    for key, c in src.items():
+        if key in dst:
+            dst[key] += int(c)
+        elif len(dst) - len(prof.levels) < MAX_UNSEEN_NAMES:
+            dst[key] = int(c)
+        else:
+            dst[OTHER_UNSEEN] = dst.get(OTHER_UNSEEN, 0) + int(c)
+
+
+# Up to this many rows a batch is binned by one broadcast comparison against
+# all features' edges at once; larger batches use a searchsorted per feature.
+_SMALL_BATCH = 64
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """The reference profile: per-feature bins/levels and the prediction distribution."""
+
+    task: Task
+    features: dict[str, Profile]
+    prediction: Profile | None
+    n: int
+    format: int = FORMAT
+    _numeric: tuple[str, ...] = field(init=False, repr=False)
+    _categorical: tuple[str, ...] = field(init=False, repr=False)
+    _offset: dict[str, int] = field(init=False, repr=False)
+    _flat_size: int = field(init=False, repr=False)
+    _edges: np.ndarray = field(init=False, repr=False)
+    _offsets: np.ndarray = field(init=False, repr=False)
+    _nan_slot: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        numeric = tuple(k for k, p in self.features.items() if isinstance(p, NumericProfile))
+        profs = [self.features[k] for k in numeric]
+        sizes = np.array([p.size for p in profs], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        width = max((p.edges.size for p in profs), default=0)
+        edges = np.full((len(profs), width), np.inf)
+        for i, p in enumerate(profs):
+            edges[i, : p.edges.size] = p.edges
+        setattr_ = object.__setattr__
+        setattr_(self, "_numeric", numeric)
+        setattr_(self, "_categorical", tuple(k for k in self.features if k not in numeric))
+        setattr_(self, "_offset", dict(zip(numeric, offsets.tolist())))
+        setattr_(self, "_flat_size", int(sizes.sum()))
+        setattr_(self, "_edges", edges)
+        setattr_(self, "_offsets", offsets)
+        setattr_(self, "_nan_slot", sizes - 1)
+
+    def _count_numeric(self, columns: Mapping[str, Any]) -> tuple[np.ndarray | None, int]:
+        """Counts of every numeric feature present, as one flat vector, and the row count."""
+        names = self._numeric
+        if not names or not any(n in columns for n in names):
+            return None, 0
+        small = np.size(columns.get(names[0], ())) <= _SMALL_BATCH
+        if small and all(n in columns for n in names):
+            try:
+                x = np.array([columns[n] for n in names], dtype=np.float64)
+            except ValueError:  # ragged columns: count feature by feature below
+                x = None
+            if x is not None and x.ndim == 2 and x.shape[1] <= _SMALL_BATCH:
+                # Edges strictly below x == searchsorted(side="left"); the +inf padding never counts.
+                bins = (x[:, :, None] > self._edges[:, None, :]).sum(axis=2)
+                bins = np.where(np.isnan(x), self._nan_slot[:, None], bins) + self._offsets[:, None]
+                return np.bincount(bins.ravel(), minlength=self._flat_size), x.shape[1]
+        flat = np.zeros(self._flat_size, dtype=np.int64)
+        rows = 0
+        for name in names:
+            if name in columns:
+                prof = self.features[name]
+                off = self._offset[name]
+                values = columns[name]
+                counts = prof.count(values)  # type: ignore[union-attr]
+                flat[off : off + counts.size] += counts
+                rows = max(rows, int(np.size(values)))
+        return flat, rows
+
+    def bin_counts(self, feature: str, values: Any) -> np.ndarray:
+        """Counts of a numeric feature's values: one per bin, then NaN."""
+        prof = self.features[feature]
+        if not isinstance(prof, NumericProfile):
+            raise TypeError(f"{feature!r} is categorical; use category_counts")
+        return prof.count(values)
+
+    def category_counts(self, feature: str, values: Any) -> dict[str, int]:
+        """Counts of a categorical feature's values by ``str(value)``, unseen ones included."""
+        prof = self.features[feature]
+        if not isinstance(prof, CategoricalProfile):
+            raise TypeError(f"{feature!r} is numeric; use bin_counts")
+        return prof.count(values)
+
+    def prediction_counts(self, predictions: Any) -> Counts:
+        """Class counts (classification) or bin counts (regression) of predictions."""
+        if self.prediction is None:
+            raise ValueError("the reference has no prediction profile")
+        return self.prediction.count(predictions)
+
+    def new_window(self) -> WindowCounts:
+        """An empty window to :meth:`WindowCounts.add` requests into."""
+        return WindowCounts(self)
+
+    def count_window(self, columns: Mapping[str, Any], predictions: Any = None) -> WindowCounts:
+        """Counts of one batch of rows, ready to :meth:`WindowCounts.merge`."""
+        w = WindowCounts(self)
+        w.add(columns, predictions)
+        return w
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "task": self.task,
+            "n": self.n,
+            "features": {name: prof.to_dict() for name, prof in self.features.items()},
+            "prediction": self.prediction.to_dict() if self.prediction is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reference:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"unsupported reference format {d.get('format')!r}, expected {FORMAT}")
+        task = d["task"]
+        if task not in ("classification", "regression"):
+            raise ValueError(f"unknown task {task!r}")
+        pred = d.get("prediction")
+        return cls(
+            task=task,
+            features={name: _profile_from_dict(p) for name, p in d["features"].items()},
+            prediction=_profile_from_dict(pred) if pred is not None else None,
+            n=int(d["n"]),
+        )
+
+
+def build_reference(
+    columns: Mapping[str, Any],
+    categorical: set[str] | frozenset[str],
+    predictions: Any,
+    task: Task,
+    bins: int = 32,
+) -> dict[str, Any]:
+    """Profile the training columns and predictions; returns the JSON-ready dict.
+
+    ``columns`` maps feature name to its training values (any array-like);
+    names in ``categorical`` are profiled by level, the rest numerically with
+    ``bins`` quantile bins (plus the decile edges).  ``predictions`` are the
+    model's predictions on the same rows: class labels for classification,
+    numbers for regression (``None`` to skip prediction drift).
+    """
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', not {task!r}")
+    if bins < 2:
+        raise ValueError("bins must be at least 2")
+    unknown = set(categorical) - set(columns)
+    if unknown:
+        raise ValueError(f"categorical names not among the columns: {sorted(unknown)}")
+    features: dict[str, Profile] = {}
+    n = 0
+    for name, col in columns.items():
+        prof: Profile = (
+            CategoricalProfile.build(col) if name in categorical else NumericProfile.build(col, bins)
+        )
+        features[name] = prof
+        n = max(n, prof.n)
+    prediction: Profile | None = None
+    if predictions is not None:
+        prediction = (
+            CategoricalProfile.build(predictions)
+            if task == "classification"
+            else NumericProfile.build(predictions, bins)
+        )
+    return Reference(task=task, features=features, prediction=prediction, n=n).to_dict()
