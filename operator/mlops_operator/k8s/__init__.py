@@ -1,0 +1,1 @@
+"""The cluster side: a Cluster over the Kubernetes API, kopf handlers, the `run` command."""

@@ -1,29 +1,16 @@
-"""Reconcile loops: read through a Cluster, decide purely, apply the difference.
-
-The cluster operator and the embedded default both call these, with their own
-:class:`~.cluster.Cluster`; nothing here knows which one it is talking to.
-"""
+"""Reconcile a TrainingJob: its Job, then its status from the Job and the trainer's summary."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
-from . import labels, trainingjob
-from .cluster import JOBS, PODS, TRAINING_JOBS, Cluster
-from .settings import Settings
-from .versions import newest_promotable
+from .. import labels, trainingjob
+from ..cluster import JOBS, PODS, TRAINING_JOBS, Cluster
+from ..settings import Settings
+from ..versions import newest_promotable
+from . import Clock, changed, utcnow
 
 Obj = dict[str, Any]
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _changed(old: Obj | None, new: Obj) -> bool:
-    return (old or {}) != new
 
 
 async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow) -> Obj | None:
@@ -42,19 +29,11 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
     decision = trainingjob.decide(tj, job, pods, settings, clock(), champion=champion)
     if decision.job is not None:
         await cluster.create(decision.job)
-    if _changed(tj.get("status"), decision.status):
+    if changed(tj.get("status"), decision.status):
         await cluster.patch_status(TRAINING_JOBS, namespace, name, decision.status)
     for ev in decision.events:
         await cluster.event(tj, ev.type, ev.reason, ev.message)
     return decision.status
-
-
-def owner_name(obj: Obj, kind: str) -> str | None:
-    """The name of the controlling owner of a given kind, if any."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == kind and ref.get("controller"):
-            return ref.get("name")
-    return None
 
 
 def training_job_of(obj: Obj) -> str | None:

@@ -1,0 +1,193 @@
+"""A :class:`~mlops_operator.controllers.cluster.Cluster` over the Kubernetes REST API.
+
+Generic REST calls (one path scheme for every resource) through the official
+client's authenticated connection pool, run in worker threads so kopf's event
+loop never blocks. Children are written with server-side apply under one field
+manager, status with a merge patch of the status subresource only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from ..controllers.cluster import Conflict, Resource, resource_of
+
+FIELD_MANAGER = "mlops-operator"
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig."""
+    configuration = k8s.Configuration()
+    try:
+        if kubeconfig:
+            raise k8s_config.ConfigException("explicit kubeconfig")
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+def path_of(res: Resource, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    base = "/api/v1" if res.api_version == "v1" else f"/apis/{res.api_version}"
+    if res.namespaced and namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{res.plural}"
+    if name:
+        base += f"/{name}"
+    if sub:
+        base += f"/{sub}"
+    return base
+
+
+class KubeCluster:
+    """The real cluster. Safe to share between coroutines."""
+
+    def __init__(self, api: k8s.ApiClient, field_manager: str = FIELD_MANAGER, timeout: float = 30.0):
+        self.api = api
+        self.field_manager = field_manager
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json", query: dict | None = None) -> Obj | None:
+        url = path + (f"?{urlencode(query)}" if query else "")
+        serialized = self.api.param_serialize(
+            method=method,
+            resource_path=url,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(*serialized, _request_timeout=self.timeout)
+            response.read()
+        except k8s.exceptions.ApiException as exc:
+            raise ApiError(exc.status or 0, _message(exc.body)) from None
+        if response.status >= 400:
+            raise ApiError(response.status, _message(response.data))
+        return json.loads(response.data) if response.data else None
+
+    async def _call(self, *args: Any, **kwargs: Any) -> Obj | None:
+        return await asyncio.to_thread(self._request, *args, **kwargs)
+
+    async def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        try:
+            obj = await self._call("GET", path_of(res, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _with_kind(obj, res)
+
+    async def list(self, res: Resource, namespace: str | None, labels: dict[str, str] | None = None) -> list[Obj]:
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))} if labels else None
+        found = await self._call("GET", path_of(res, namespace), query=query)
+        return [_with_kind(item, res) for item in (found or {}).get("items", [])]
+
+    async def apply(self, obj: Obj) -> Obj:
+        res = resource_of(obj)
+        meta = obj["metadata"]
+        out = await self._call(
+            "PATCH",
+            path_of(res, meta.get("namespace"), meta["name"]),
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            query={"fieldManager": self.field_manager, "force": "true"},
+        )
+        return _with_kind(out, res)
+
+    async def create(self, obj: Obj) -> Obj:
+        res = resource_of(obj)
+        meta = obj["metadata"]
+        try:
+            out = await self._call("POST", path_of(res, meta.get("namespace")), body=obj, query={"fieldManager": self.field_manager})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            existing = await self.get(res, meta.get("namespace"), meta["name"])
+            if existing is None:
+                raise Conflict(f"{res.kind} {meta['name']} exists but cannot be read") from None
+            return existing
+        return _with_kind(out, res)
+
+    async def delete(self, res: Resource, namespace: str, name: str) -> None:
+        try:
+            await self._call("DELETE", path_of(res, namespace, name), body={"propagationPolicy": "Background"})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
+        try:
+            await self._call(
+                "PATCH",
+                path_of(res, namespace, name, "status"),
+                body={"status": status},
+                content_type="application/merge-patch+json",
+                query={"fieldManager": self.field_manager},
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile: nothing left to describe
+            raise
+
+    async def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace", "default")},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta.get("namespace", "default"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._call("POST", f"/api/v1/namespaces/{meta.get('namespace', 'default')}/events", body=event)
+        except ApiError as exc:  # an event is a courtesy: never fail a reconcile over it
+            log.warning("event %s on %s/%s not recorded: %s", reason, obj["kind"], meta["name"], exc)
+
+
+def _with_kind(obj: Obj | None, res: Resource) -> Obj:
+    obj = obj or {}
+    obj.setdefault("apiVersion", res.api_version)
+    obj.setdefault("kind", res.kind)
+    return obj
+
+
+def _message(data: Any) -> str:
+    try:
+        return json.loads(data).get("message", str(data))
+    except (TypeError, ValueError, AttributeError):
+        return str(data)[:500]

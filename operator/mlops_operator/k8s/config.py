@@ -1,0 +1,29 @@
+"""Operator settings from the environment (the Helm chart sets these)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+from ..controllers.settings import Settings
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``MLOPS_*`` variables; anything unset keeps its default."""
+    env = os.environ if env is None else env
+    base = Settings()
+    volume = json.loads(env["MLOPS_STORE_VOLUME"]) if env.get("MLOPS_STORE_VOLUME") else base.store_volume
+    feedback = base.feedback_volume
+    if "MLOPS_FEEDBACK_VOLUME" in env:
+        feedback = json.loads(env["MLOPS_FEEDBACK_VOLUME"]) or None
+    modules = tuple(m.strip() for m in env.get("MLOPS_ALLOWED_MODULES", "").split(",") if m.strip()) or base.allowed_estimator_modules
+    return Settings(
+        image=env.get("MLOPS_IMAGE", base.image),
+        image_pull_policy=env.get("MLOPS_IMAGE_PULL_POLICY", base.image_pull_policy),
+        store_volume=volume,
+        feedback_volume=feedback,
+        allowed_estimator_modules=modules,
+        service_account=env.get("MLOPS_WORKLOAD_SERVICE_ACCOUNT") or None,
+        cluster_domain=env.get("MLOPS_CLUSTER_DOMAIN", base.cluster_domain),
+    )

@@ -1,0 +1,66 @@
+"""Start-up, the periodic resync, and clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from ...controllers.cluster import Resource
+from ..context import current
+from ..runner import Reconcile
+
+log = logging.getLogger("mlops_operator")
+
+RESYNCED: dict[str, tuple[Resource, Reconcile]] = {}
+"""Kind → (resource, reconcile) run for every object on each resync; each kind module registers itself."""
+
+
+def register_resync(kind: str, res: Resource, fn: Reconcile) -> None:
+    RESYNCED[kind] = (res, fn)
+
+
+_task: asyncio.Task | None = None
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Our own prefix for anything kopf writes; no finalizers: nothing external needs clean-up.
+    settings.persistence.finalizer = "mlops.dev/kopf-finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlops.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="mlops.dev", key="last-handled-configuration")
+    # We post our own events on transitions; kopf's per-handler chatter stays in the log.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    global _task
+    _task = asyncio.get_running_loop().create_task(_resync_forever())
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    if _task:
+        _task.cancel()
+    current().runner.cancel()
+
+
+async def resync_once() -> None:
+    """Reconcile every object once: the safety net under event-driven reconciles."""
+    ctx = current()
+    for kind, (res, fn) in RESYNCED.items():
+        for ns in ctx.namespaces or (None,):
+            for obj in await ctx.cluster.list(res, ns):  # type: ignore[arg-type]
+                meta = obj["metadata"]
+                await ctx.runner.run(kind, fn, meta["namespace"], meta["name"])
+
+
+async def _resync_forever() -> None:
+    ctx = current()
+    while True:
+        await asyncio.sleep(ctx.resync_seconds)
+        try:
+            await resync_once()
+        except Exception as exc:  # noqa: BLE001 - keep the loop alive; the next round retries
+            log.warning("resync failed: %s", exc)

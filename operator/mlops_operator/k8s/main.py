@@ -1,0 +1,59 @@
+"""``mlops-operator run``: the operator against a Kubernetes cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import threading
+from typing import Sequence
+
+import kopf
+
+from .client import KubeCluster, load_api_client
+from .config import settings_from_env
+from .context import Context, install
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlops-operator run", description=__doc__)
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+    p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint ('' to disable)")
+    p.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile everything this often, as a safety net")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def setup(kubeconfig: str | None, namespaces: Sequence[str], resync_seconds: float) -> Context:
+    """Install the operator context and register the handlers (import side effect)."""
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
+    ctx = install(Context(KubeCluster(load_api_client(kubeconfig)), settings_from_env(),
+                          resync_seconds=resync_seconds, namespaces=tuple(namespaces)))
+    from . import handlers  # noqa: F401
+    return ctx
+
+
+async def operate(namespaces: Sequence[str], liveness: str | None, stop_flag: threading.Event | asyncio.Event | None = None,
+                  ready_flag: threading.Event | asyncio.Event | None = None) -> None:
+    await kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness or None,
+        standalone=True,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kopf.configure(verbose=args.verbose)
+    setup(args.kubeconfig, args.namespace, args.resync_seconds)
+    asyncio.run(operate(args.namespace, args.liveness))
+    return 0
