@@ -59,7 +59,7 @@ class Cluster(Protocol):
         """Create; when the name is taken, return the existing object (409 is success)."""
 
     async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
-        """Merge-patch the status subresource (never the spec)."""
+        """Replace the status subresource (never the spec); a vanished object is not an error."""
 
     async def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event about the object (Normal or Warning)."""

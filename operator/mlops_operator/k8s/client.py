@@ -135,12 +135,14 @@ class KubeCluster:
                 raise
 
     async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
+        # A JSON Patch "add" of /status replaces the whole status in one request: unlike a merge
+        # patch, fields the new status no longer has (an old run's artifact) really disappear.
         try:
             await self._call(
                 "PATCH",
                 path_of(res, namespace, name, "status"),
-                body={"status": status},
-                content_type="application/merge-patch+json",
+                body=[{"op": "add", "path": "/status", "value": status}],
+                content_type="application/json-patch+json",
                 query={"fieldManager": self.field_manager},
             )
         except ApiError as exc:
