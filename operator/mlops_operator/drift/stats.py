@@ -163,8 +163,8 @@ def _clean_pvalues(pvalues: ArrayLike) -> np.ndarray:
 def benjamini_hochberg(pvalues: ArrayLike, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Benjamini–Hochberg step-up: ``(rejected, adjusted)`` in input order.
 
-    ``adjusted[i] <= q`` exactly when hypothesis ``i`` is rejected at FDR
-    ``q``.  Under the global null (no feature drifted) this also bounds the
+    Hypothesis ``i`` is rejected at FDR ``q`` when ``adjusted[i] <= q`` (up
+    to rounding).  Under the global null (no feature drifted) this also bounds the
     chance of any rejection by ``q``, which is what a window-level alarm
     needs.  NaN p-values count as 1.
     """
@@ -177,7 +177,13 @@ def benjamini_hochberg(pvalues: ArrayLike, q: float = 0.05) -> tuple[np.ndarray,
     adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     adjusted = np.empty(m)
     adjusted[order] = adjusted_sorted
-    return adjusted <= q, adjusted
+    # Decide with the step-up comparison itself, not adjusted <= q, so
+    # rounding in p * m / i cannot flip a boundary case.
+    passing = np.nonzero(p[order] <= np.arange(1, m + 1) * q / m)[0]
+    rejected = np.zeros(m, dtype=bool)
+    if passing.size:
+        rejected[order[: passing[-1] + 1]] = True
+    return rejected, adjusted
 
 
 def bonferroni(pvalues: ArrayLike, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
