@@ -1,0 +1,149 @@
+"""The local controller manager: the operator's reconcile loops over a MemoryCluster.
+
+One task, one loop: drain the change feed, reconcile what the changes touch,
+let the executor catch up, and give every DriftPolicy its chance to check.
+Everything is serial, so no two reconciles of anything ever race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
+
+from ..controllers import labels
+from ..controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, RESOURCES, TRAINING_JOBS
+from ..controllers.reconcile import utcnow
+from ..controllers.reconcile.trainingjob import reconcile_training_job
+from ..controllers.settings import Settings
+from .cluster import Change, MemoryCluster
+from .executor import Executor, Paths
+from .processes import ProcessGroup
+
+log = logging.getLogger("mlops_operator.local")
+Obj = dict[str, Any]
+Key = tuple[str, str, str]
+
+
+class LocalManager:
+    """Owns the in-memory cluster, the executor and the processes; ``run`` until told to stop."""
+
+    def __init__(self, root: Path, settings: Settings | None = None, clock: Callable[[], datetime] = utcnow, tick: float = 1.0):
+        self.root = root
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.tick = tick
+        self.cluster = MemoryCluster(clock)
+        self.paths = Paths(root)
+        self.processes = ProcessGroup(root / "logs")
+        self.executor = Executor(self.cluster, self.settings, self.paths, self.processes)
+        self._feed = self.cluster.subscribe()
+        self._dirty: set[Key] = set()
+        self.reconcilers: dict[str, Callable[[str, str], Awaitable[object]]] = self._reconcilers()
+        self.errors: dict[Key, str] = {}
+
+    # -- wiring: the same reconcile functions the kopf operator calls ---------
+    def _reconcilers(self) -> dict[str, Callable[[str, str], Awaitable[object]]]:
+        out: dict[str, Callable[[str, str], Awaitable[object]]] = {
+            "TrainingJob": lambda ns, n: reconcile_training_job(self.cluster, ns, n, self.settings, self.clock),
+        }
+        try:
+            from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
+
+            out["ModelDeployment"] = lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock)
+        except ImportError:  # pragma: no cover - while the controller is being built
+            log.warning("ModelDeployment controller not available")
+        try:
+            from ..controllers.reconcile.driftpolicy import reconcile_drift_policy
+            from .sensors import LocalSensors
+
+            sensors = LocalSensors(self.paths.store)
+            out["DriftPolicy"] = lambda ns, n: reconcile_drift_policy(self.cluster, ns, n, self.settings, self.clock, sensors)
+        except ImportError:  # pragma: no cover
+            log.warning("DriftPolicy controller not available")
+        return out
+
+    # -- input -----------------------------------------------------------------
+    def apply(self, objs: Iterable[Obj], namespace: str = "default") -> None:
+        """Like ``kubectl apply``: create or update, never touching status."""
+        for obj in objs:
+            obj = dict(obj)
+            obj["metadata"] = {**obj.get("metadata", {}), "namespace": obj.get("metadata", {}).get("namespace") or namespace}
+            obj.pop("status", None)
+            self.cluster.apply_now(obj)
+
+    # -- the loop --------------------------------------------------------------
+    def _touch(self, change: Change) -> None:
+        """Map a change to the objects whose reconcile it may affect (what kopf's watches do)."""
+        ns, obj = change.namespace, change.obj
+        obj_labels = obj.get("metadata", {}).get("labels") or {}
+        if change.kind in self.reconcilers:
+            self._dirty.add((change.kind, ns, change.name))
+        if change.kind in ("Job", "Pod") and obj_labels.get(labels.TRAINING_JOB):
+            self._dirty.add(("TrainingJob", ns, obj_labels[labels.TRAINING_JOB]))
+        if change.kind in ("Deployment", "Pod") and obj_labels.get(labels.DEPLOYMENT):
+            self._dirty.add(("ModelDeployment", ns, obj_labels[labels.DEPLOYMENT]))
+        if change.kind == "TrainingJob":
+            model = (obj.get("spec") or {}).get("model")
+            for md in self.cluster.list_now(MODEL_DEPLOYMENTS, ns):
+                if md["spec"].get("model") == model:
+                    self._dirty.add(("ModelDeployment", ns, md["metadata"]["name"]))
+            if obj_labels.get(labels.TRIGGERED_BY):
+                self._dirty.add(("DriftPolicy", ns, obj_labels[labels.TRIGGERED_BY]))
+        if change.kind == "ModelDeployment":
+            for dp in self.cluster.list_now(DRIFT_POLICIES, ns):
+                if dp["spec"].get("deployment") == change.name:
+                    self._dirty.add(("DriftPolicy", ns, dp["metadata"]["name"]))
+
+    async def step(self) -> None:
+        """One round: reconcile everything dirty, then let the executor act."""
+        while not self._feed.empty():
+            self._touch(self._feed.get_nowait())
+        dirty, self._dirty = sorted(self._dirty), set()
+        for kind, ns, name in dirty:
+            fn = self.reconcilers.get(kind)
+            if fn is None or self.cluster.get_now(RESOURCES[kind], ns, name) is None:
+                continue
+            try:
+                await fn(ns, name)
+                self.errors.pop((kind, ns, name), None)
+            except Exception as exc:  # noqa: BLE001 - report, retry on the next round
+                self.errors[(kind, ns, name)] = str(exc)
+                log.warning("reconcile %s %s/%s failed: %s", kind, ns, name, exc)
+                self._dirty.add((kind, ns, name))
+        await self.executor.sync()
+
+    async def run(self, stop: asyncio.Event, on_tick: Callable[[], None] | None = None) -> None:
+        for dp in self.cluster.list_now(DRIFT_POLICIES):
+            self._dirty.add(("DriftPolicy", dp["metadata"]["namespace"], dp["metadata"]["name"]))
+        try:
+            while not stop.is_set():
+                await self.step()
+                if on_tick:
+                    on_tick()
+                try:
+                    await asyncio.wait_for(self._wait_for_change(stop), self.tick)
+                except asyncio.TimeoutError:
+                    # Periodic: DriftPolicies decide themselves whether a check is due.
+                    for dp in self.cluster.list_now(DRIFT_POLICIES):
+                        self._dirty.add(("DriftPolicy", dp["metadata"]["namespace"], dp["metadata"]["name"]))
+        finally:
+            await self.shutdown()
+
+    async def _wait_for_change(self, stop: asyncio.Event) -> None:
+        getter = asyncio.ensure_future(self._feed.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        done, pending = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if getter in done:
+            self._touch(getter.result())
+
+    async def shutdown(self) -> None:
+        await self.executor.stop()
+
+    # -- views -----------------------------------------------------------------
+    def objects(self) -> list[Obj]:
+        return [o for res in (TRAINING_JOBS, MODEL_DEPLOYMENTS, DRIFT_POLICIES) for o in self.cluster.list_now(res)]
