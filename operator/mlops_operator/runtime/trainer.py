@@ -1,0 +1,574 @@
+"""``mlops-operator train``: one TrainingJob run, data → pipeline → metrics → gate → store.
+
+The library entry point is :func:`train`; :func:`main` is the command line the
+training Job runs.  A run that fails (bad spec or data, gate missed, crash)
+writes no version.  Exit codes: 0 stored (or already stored), 2 invalid spec
+or data, 3 quality gate failed, 1 anything unexpected.  The pod's
+termination log gets a one-line JSON summary the operator turns into status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .. import __version__
+from ..api.trainingjob import TrainingJob, metric_task
+from ..store import DEFAULT_TRUSTED_MODULES, MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
+from . import data as data_mod
+from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
+from .metrics import Gate, baseline, better, check_bounds, compute_metrics
+from .pipeline import DEFAULT_ALLOWED_MODULES, SpecError, build_pipeline, categories_of, infer_task, make_estimator, normalize_prefixes, resolve_estimator
+
+PARENT_LABEL = "mlops.dev/parent-version"
+TRIGGERED_BY_LABEL = "mlops.dev/triggered-by"
+MAX_SUMMARY_BYTES = 4096
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_GATE = 0, 1, 2, 3
+
+Log = Callable[..., None]
+
+__all__ = [
+    "DataError",
+    "GateFailed",
+    "SpecError",
+    "TrainResult",
+    "json_log",
+    "load_manifest",
+    "main",
+    "model_version",
+    "train",
+]
+
+
+class GateFailed(Exception):
+    """The model missed its quality gate; nothing was stored."""
+
+    def __init__(self, gate: Gate, metrics: dict[str, float]) -> None:
+        super().__init__(gate.reason or "quality gate failed")
+        self.gate = gate
+        self.metrics = metrics
+
+
+@dataclass
+class TrainResult:
+    """What a run produced (or found already stored)."""
+
+    namespace: str
+    model: str
+    version: str
+    path: Path
+    uri: str
+    sha256: str
+    task: str
+    metrics: dict[str, float]
+    gate: dict[str, Any]
+    data_digest: str
+    rows: dict[str, int]
+    metadata: dict[str, Any]
+    created: bool
+    """False when the version already existed and was left as it was."""
+    pipeline: Any = None
+    """The fitted pipeline in memory (None when the version already existed)."""
+    X_test: np.ndarray | None = field(default=None, repr=False)
+    y_test: np.ndarray | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The termination-log summary of a successful run."""
+        return {
+            "version": self.version,
+            "uri": self.uri,
+            "sha256": self.sha256,
+            "metrics": self.metrics,
+            "gate": self.gate,
+            "dataDigest": self.data_digest,
+            "rows": self.rows,
+            "task": self.task,
+        }
+
+
+def model_version(name: str, generation: int | None) -> str:
+    """The default version id: ``<TrainingJob name>-g<generation>``."""
+    return f"{name}-g{int(generation or 1)}"
+
+
+def json_log(stream: TextIO | None = None) -> Log:
+    """A logger writing one JSON object per line: ``{"ts","level","event",...}``."""
+
+    def log(event: str, level: str = "info", **fields: Any) -> None:
+        rec = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"), "level": level, "event": event}
+        rec.update(fields)
+        out = stream if stream is not None else sys.stderr
+        out.write(json.dumps(rec, default=str) + "\n")
+        out.flush()
+
+    return log
+
+
+def _quiet(event: str, level: str = "info", **fields: Any) -> None:
+    pass
+
+
+def train(
+    job: TrainingJob | dict[str, Any],
+    store: ModelStore | str | os.PathLike[str],
+    *,
+    version: str | None = None,
+    champion: str | None = None,
+    feedback_dir: str | os.PathLike[str] | None = None,
+    allow_modules: Sequence[str] = (),
+    pvc_root: str | os.PathLike[str] = DEFAULT_PVC_ROOT,
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    log: Log | None = None,
+) -> TrainResult:
+    """Train, evaluate, gate and store one version.
+
+    ``allow_modules`` adds module prefixes to the estimator allow-list
+    (``sklearn.`` is always in it) and to the types a stored model may hold.
+    Raises :class:`SpecError` or :class:`DataError` (permanent, exit 2),
+    :class:`GateFailed` (exit 3); nothing is stored in any of these cases.
+    When the version already exists it is returned as is (``created=False``).
+    """
+    log = log or json_log()
+    if not isinstance(job, TrainingJob):
+        job = TrainingJob.model_validate(job)
+    if not isinstance(store, ModelStore):
+        store = ModelStore(store)
+    spec = job.spec
+    namespace = job.metadata.namespace or "default"
+    generation = getattr(job.metadata, "generation", None)
+    version = version or model_version(job.metadata.name, generation)
+    modules = normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules))
+    trusted = normalize_prefixes((*store.trusted_modules, *DEFAULT_TRUSTED_MODULES, *modules))
+    try:
+        store.version_dir(namespace, spec.model, version)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+
+    if store.exists(namespace, spec.model, version):
+        meta = store.read_metadata(namespace, spec.model, version)
+        log("exists", version=version, path=str(store.version_dir(namespace, spec.model, version)),
+            message="this version is already stored; left as it is")
+        return _result_from_metadata(store, namespace, spec.model, version, meta, created=False)
+
+    # The estimator first: a bad class path or parameter fails before any data is read.
+    class_path = spec.estimator.class_path
+    cls = resolve_estimator(class_path, modules)
+    estimator = make_estimator(cls, spec.estimator.params, class_path)
+    task = infer_task(estimator, spec.task, class_path)
+    gate_spec = spec.quality_gate
+    if gate_spec is not None and metric_task(gate_spec.metric) != task:
+        raise SpecError(f"qualityGate.metric {gate_spec.metric} does not fit the task {task}")
+
+    started = time.monotonic()
+    log("start", trainingJob=job.metadata.name, namespace=namespace, model=spec.model, version=version, estimator=class_path, task=task)
+    frame = data_mod.read_source(spec.data.source, target=spec.data.target, pvc_root=pvc_root, max_bytes=max_download_bytes)
+    log("loaded_data", source=spec.data.source, rows=len(frame), columns=int(frame.shape[1]))
+    feedback = None
+    if feedback_dir is not None:
+        if spec.data.include_feedback:
+            feedback, warns = data_mod.read_feedback(feedback_dir, namespace, spec.model, spec.data.features, spec.data.target)
+            for w in warns:
+                log("feedback", level="warning", message=w)
+        else:
+            log("feedback", level="warning", message="feedback ignored: spec.data.includeFeedback is false")
+    ds = data_mod.prepare(
+        frame,
+        target=spec.data.target,
+        features=spec.data.features,
+        categorical=spec.data.categorical,
+        task=task,
+        feedback=feedback,
+    )
+    for w in ds.warnings:
+        log("data", level="warning", message=w)
+    if ds.dropped_missing_target:
+        log("data", level="warning", message=f"{ds.dropped_missing_target} row(s) without a target were dropped")
+    digest = data_mod.data_digest(ds)
+
+    train_idx, test_idx = _split(ds, task, spec.data.validation, log)
+    X_train, X_test = ds.matrix(train_idx), ds.matrix(test_idx)
+    y_all = ds.y
+    y_train, y_test = y_all[train_idx], y_all[test_idx]
+    rows = {
+        "total": len(ds.frame),
+        "train": len(train_idx),
+        "test": len(test_idx),
+        "droppedMissingTarget": ds.dropped_missing_target,
+        "feedback": ds.feedback_rows,
+    }
+    if ds.feedback_rejected:
+        rows["feedbackRejected"] = ds.feedback_rejected
+    log("split", **rows, feedbackUsed=feedback is not None)
+
+    pipeline = build_pipeline(estimator, ds.features, ds.categorical, spec.preprocessing)
+    fit_started = time.monotonic()
+    _fit(pipeline, X_train, y_train, class_path)
+    fit_seconds = time.monotonic() - fit_started
+    log("fitted", estimator=class_path, seconds=round(fit_seconds, 3))
+
+    metrics = compute_metrics(pipeline, X_test, y_test, task)
+    log("evaluated", metrics=metrics, rows=len(test_idx))
+
+    gate = check_bounds(gate_spec, metrics)
+    if gate_spec is not None and gate_spec.must_beat == "current":
+        _challenge(gate, gate_spec.metric, metrics, champion, store, namespace, spec.model, ds, test_idx, y_test, task, trusted, log)
+    log("gate", level="info" if gate.passed else "warning", **gate.to_dict())
+    if not gate.passed:
+        raise GateFailed(gate, metrics)
+
+    import skops.io as sio
+
+    model_bytes = sio.dumps(pipeline)
+    # Load the bytes back the way the server will: a model it would refuse is not stored.
+    try:
+        reloaded = load_skops_bytes(model_bytes, trusted)
+    except ArtifactError as exc:
+        raise SpecError(f"the fitted {class_path} cannot be stored safely: {exc}") from None
+    if not _same_predictions(reloaded.predict(X_test), pipeline.predict(X_test)):
+        raise RuntimeError("the model loaded back from skops predicts differently from the fitted one")
+
+    from ..drift.profile import build_reference
+
+    train_pred = pipeline.predict(X_train)
+    train_frame = ds.frame.iloc[train_idx]
+    reference = build_reference(
+        {f: train_frame[f].to_numpy() for f in ds.features}, set(ds.categorical), train_pred, task
+    )
+
+    cats = categories_of(pipeline, ds.features, ds.categorical)
+    labels = job.metadata.labels or {}
+    metadata = {
+        "model": spec.model,
+        "version": version,
+        "namespace": namespace,
+        "task": task,
+        "target": ds.target,
+        "estimator": class_path,
+        "params": spec.estimator.params,
+        "preprocessing": spec.preprocessing.to_dict(),
+        "features": [
+            {"name": f, "dtype": ds.dtypes[f], "kind": kind, **({"categories": cats.get(f, [])} if kind == "categorical" else {})}
+            for f, kind in ds.kinds.items()
+        ],
+        "inputDtype": "object" if ds.categorical else "float64",
+        "classes": [_json_value(c) for c in pipeline.classes_] if task == "classification" else None,
+        "metrics": metrics,
+        "gate": gate.to_dict(),
+        "rows": rows,
+        "dataDigest": digest,
+        "source": spec.data.source,
+        "validation": spec.data.validation.to_dict(),
+        "libraries": _libraries(class_path),
+        "lineage": {
+            "trainingJob": job.metadata.name,
+            "generation": int(generation or 1),
+            "parent": labels.get(PARENT_LABEL),
+            "triggeredBy": labels.get(TRIGGERED_BY_LABEL),
+        },
+        "trainedAt": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "trainingSeconds": round(fit_seconds, 4),
+        "runSeconds": round(time.monotonic() - started, 4),
+        "baseline": baseline(metrics, task, len(test_idx)),
+    }
+    written = store.write_version(namespace, spec.model, version, model_bytes, metadata, reference)
+    if not written.created:
+        log("exists", version=version, path=str(written.path), message="another run stored this version first; left as it is")
+        return _result_from_metadata(store, namespace, spec.model, version, written.metadata, created=False)
+    log("stored", version=version, path=str(written.path), sha256=written.metadata["sha256"][MODEL_FILE])
+    result = _result_from_metadata(store, namespace, spec.model, version, written.metadata, created=True)
+    result.pipeline = pipeline
+    result.X_test, result.y_test = X_test, y_test
+    return result
+
+
+def _json_value(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _same_predictions(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return a.shape == b.shape and bool(np.allclose(a, b, rtol=0, atol=0, equal_nan=True))
+    return a.shape == b.shape and bool(np.all(a == b))
+
+
+def _result_from_metadata(store: ModelStore, namespace: str, model: str, version: str, meta: dict[str, Any], *, created: bool) -> TrainResult:
+    return TrainResult(
+        namespace=namespace,
+        model=model,
+        version=version,
+        path=store.version_dir(namespace, model, version),
+        uri=store.uri(namespace, model, version),
+        sha256=(meta.get("sha256") or {}).get(MODEL_FILE, ""),
+        task=meta.get("task", ""),
+        metrics=meta.get("metrics") or {},
+        gate=meta.get("gate") or {},
+        data_digest=meta.get("dataDigest", ""),
+        rows=meta.get("rows") or {},
+        metadata=meta,
+        created=created,
+    )
+
+
+def _split(ds: Dataset, task: str, validation: Any, log: Log) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(ds.frame))
+    y = ds.y
+    stratify = y if task == "classification" and validation.stratify else None
+    try:
+        train_idx, test_idx = train_test_split(idx, test_size=validation.fraction, random_state=validation.seed, stratify=stratify)
+    except ValueError as exc:
+        if stratify is None:
+            raise DataError(f"cannot split the data: {exc}") from None
+        log("split", level="warning", message=f"stratified split impossible ({exc}); splitting without stratification")
+        train_idx, test_idx = train_test_split(idx, test_size=validation.fraction, random_state=validation.seed)
+    if task == "classification":
+        classes = np.unique(y[train_idx].astype(str) if y.dtype == object else y[train_idx])
+        if len(classes) < 2:
+            raise DataError(f"classification needs at least two classes in the training rows; found {len(classes)}")
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def _fit(pipeline: Any, X: np.ndarray, y: np.ndarray, class_path: str) -> None:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    try:
+        from sklearn.utils._param_validation import InvalidParameterError
+    except ImportError:  # pragma: no cover - older scikit-learn
+        InvalidParameterError = ()  # type: ignore[assignment,misc]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            pipeline.fit(X, y)
+    except InvalidParameterError as exc:  # type: ignore[misc]
+        raise SpecError(f"{class_path}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"fitting {class_path} failed: {exc}") from None
+
+
+def _challenge(
+    gate: Gate,
+    metric: str,
+    metrics: dict[str, float],
+    champion: str | None,
+    store: ModelStore,
+    namespace: str,
+    model: str,
+    ds: Dataset,
+    test_idx: np.ndarray,
+    y_test: np.ndarray,
+    task: str,
+    trusted: Sequence[str],
+    log: Log,
+) -> None:
+    """mustBeat current: score the champion on the same held-out rows; fail unless strictly better."""
+    if champion is None:
+        log("champion", level="warning", message="mustBeat is current but no champion version was given; deciding on the bounds only")
+        gate.reason = gate.reason or "no serving version to beat; decided on the bounds only"
+        return
+    try:
+        meta = store.read_metadata(namespace, model, champion)
+    except VersionNotFound:
+        log("champion", level="warning", version=champion, message="champion version not in the store; deciding on the bounds only")
+        gate.reason = gate.reason or f"champion {champion} not in the store; decided on the bounds only"
+        return
+    gate.championVersion = champion
+
+    def fail(reason: str) -> None:
+        gate.result = "Failed"
+        gate.reason = reason if gate.reason is None else f"{gate.reason}; {reason}"
+
+    try:
+        champ = store.load_model(namespace, model, champion, trusted_modules=trusted)
+    except ArtifactError as exc:
+        fail(f"champion {champion} could not be loaded: {exc}")
+        return
+    if meta.get("task") != task:
+        fail(f"champion {champion} is a {meta.get('task')} model; this run is {task}")
+        return
+    feats = [f.get("name") for f in meta.get("features") or []]
+    cat = [f.get("name") for f in meta.get("features") or [] if f.get("kind") == "categorical"]
+    missing = [f for f in feats if f not in ds.frame.columns]
+    if missing:
+        fail(f"champion {champion} needs column(s) {', '.join(map(repr, missing))} that this run's data lacks")
+        return
+    test_frame = ds.frame.iloc[test_idx].copy()
+    for f in cat:
+        if f not in ds.categorical:
+            test_frame[f] = data_mod._as_categories(test_frame[f])
+    try:
+        champ_metrics = compute_metrics(champ, to_matrix(test_frame, feats, cat), y_test, task)
+    except Exception as exc:  # the champion cannot score these rows at all
+        fail(f"champion {champion} could not score the held-out rows: {type(exc).__name__}: {exc}")
+        return
+    value, champ_value = metrics.get(metric), champ_metrics.get(metric)
+    gate.championValue = champ_value
+    log("champion", version=champion, metric=metric, value=champ_value, challenger=value, rows=len(test_idx))
+    if value is None:
+        return  # already failed in check_bounds
+    if champ_value is None:
+        fail(f"{metric} of champion {champion} could not be computed on the held-out rows")
+    elif not better(metric, value, champ_value):
+        fail(f"{metric} {value:.6g} does not beat champion {champion} ({champ_value:.6g}) on the same {len(test_idx)} held-out rows")
+
+
+def _libraries(class_path: str) -> dict[str, str]:
+    out = {"python": platform.python_version(), "mlops-operator": __version__}
+    for dist in ("scikit-learn", "numpy", "scipy", "pandas", "skops"):
+        out[dist] = _dist_version(dist)
+    top = class_path.split(".")[0]
+    if top != "sklearn":
+        out[top] = _dist_version(top)
+    return {k: v for k, v in out.items() if v}
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        mod = sys.modules.get(name)
+        return str(getattr(mod, "__version__", "")) if mod else ""
+
+
+# -- command line -------------------------------------------------------------------
+
+
+def load_manifest(path: str) -> dict[str, Any]:
+    """The TrainingJob document of a YAML/JSON file (``-`` = stdin)."""
+    import yaml
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML/JSON: {exc}") from None
+    jobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "TrainingJob"]
+    if len(jobs) != 1:
+        if len(docs) == 1 and isinstance(docs[0], dict):
+            return docs[0]  # let validation say what is wrong with it
+        raise SpecError(f"{path}: expected one TrainingJob, found {len(jobs)} among {len(docs)} document(s)")
+    return jobs[0]
+
+
+def validate_manifest(doc: dict[str, Any]) -> TrainingJob:
+    from ..api.validation import validate_object
+
+    errors = validate_object(doc)
+    if errors:
+        raise SpecError("; ".join(str(e) for e in errors))
+    return TrainingJob.model_validate(doc)
+
+
+def _fit_summary(summary: dict[str, Any]) -> str:
+    """One line of at most 4 KiB: metrics and long messages are trimmed first."""
+    text = json.dumps(summary, separators=(",", ":"), default=str)
+    if len(text.encode()) <= MAX_SUMMARY_BYTES:
+        return text
+    summary = dict(summary)
+    metrics = dict(summary.get("metrics") or {})
+    while metrics and len(json.dumps(summary, separators=(",", ":"), default=str).encode()) > MAX_SUMMARY_BYTES:
+        metrics.pop(next(reversed(metrics)))
+        summary["metrics"] = metrics
+    for key in ("message",):
+        while isinstance(summary.get(key), str) and len(json.dumps(summary, separators=(",", ":"), default=str).encode()) > MAX_SUMMARY_BYTES:
+            summary[key] = summary[key][: max(0, len(summary[key]) // 2)] + "…"
+    if isinstance(summary.get("gate"), dict) and len(json.dumps(summary, separators=(",", ":"), default=str).encode()) > MAX_SUMMARY_BYTES:
+        gate = dict(summary["gate"])
+        gate["reason"] = (gate.get("reason") or "")[:500]
+        summary["gate"] = gate
+    text = json.dumps(summary, separators=(",", ":"), default=str)
+    return text if len(text.encode()) <= MAX_SUMMARY_BYTES else text.encode()[:MAX_SUMMARY_BYTES].decode(errors="ignore")
+
+
+def write_termination_log(path: str | None, summary: dict[str, Any], log: Log) -> None:
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(_fit_summary(summary) + "\n")
+    except OSError as exc:
+        log("termination_log", level="warning", path=path, message=f"cannot write the termination log: {exc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlops-operator train",
+        description="Train, evaluate, gate and store one model version from a TrainingJob manifest.",
+        epilog="Exit codes: 0 stored (or already stored), 2 invalid spec or data, 3 quality gate failed, 1 unexpected error.",
+    )
+    p.add_argument("--spec", required=True, help="TrainingJob manifest (YAML or JSON); '-' reads stdin")
+    p.add_argument("--store", required=True, help="root directory of the model store")
+    p.add_argument("--version", help="version id (default: <metadata.name>-g<metadata.generation or 1>)")
+    p.add_argument("--champion", help="serving version to beat when qualityGate.mustBeat is current")
+    p.add_argument("--feedback", help="directory of labelled feedback rows: DIR/<namespace>/<model>/*.csv")
+    p.add_argument("--termination-log", default=DEFAULT_TERMINATION_LOG, help="where the one-line JSON summary goes (default: %(default)s)")
+    p.add_argument("--allow-module", action="append", default=[], metavar="PREFIX",
+                   help="also allow estimator classes (and stored types) from this module prefix; repeatable (sklearn. is always allowed)")
+    p.add_argument("--pvc-root", default=DEFAULT_PVC_ROOT, help="where pvc://<claim>/<path> claims are mounted (default: %(default)s)")
+    p.add_argument("--max-download-bytes", type=int, default=DEFAULT_MAX_DOWNLOAD_BYTES, help="size limit of https:// sources (default: 100 MiB)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    log = json_log()
+    term = args.termination_log
+
+    def failed(reason: str, message: str, code: int, **extra: Any) -> int:
+        log("failed", level="error", reason=reason, message=message, **extra)
+        write_termination_log(term, {"reason": reason, "message": message, **extra}, log)
+        return code
+
+    try:
+        job = validate_manifest(load_manifest(args.spec))
+    except SpecError as exc:
+        return failed("InvalidSpec", str(exc), EXIT_INVALID)
+    except OSError as exc:
+        return failed("InvalidSpec", f"cannot read {args.spec}: {exc}", EXIT_INVALID)
+    try:
+        result = train(
+            job,
+            ModelStore(args.store),
+            version=args.version,
+            champion=args.champion,
+            feedback_dir=args.feedback,
+            allow_modules=args.allow_module,
+            pvc_root=args.pvc_root,
+            max_download_bytes=args.max_download_bytes,
+            log=log,
+        )
+    except SpecError as exc:
+        return failed("InvalidSpec", str(exc), EXIT_INVALID)
+    except DataError as exc:
+        return failed("DataError", str(exc), EXIT_INVALID)
+    except GateFailed as exc:
+        return failed("GateFailed", str(exc), EXIT_GATE, gate=exc.gate.to_dict(), metrics=exc.metrics)
+    except Exception as exc:  # noqa: BLE001 - the summary must say something
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        return failed("Error", f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+    write_termination_log(term, result.summary(), log)
+    print(result.path)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
