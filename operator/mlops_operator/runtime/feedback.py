@@ -1,0 +1,193 @@
+"""Prediction ids, the memory of recent predictions, and ground-truth feedback.
+
+Every predicted row gets the id ``"<request id>:<row>"``.  The server
+remembers each request's rows and predictions (one entry per request, so
+remembering costs O(1) per request) for ``keep_seconds``, holding at most
+``max_pending`` rows: the oldest requests are forgotten first.  A label sent
+to ``POST /v1/models/{name}/feedback`` is matched to its row, moves the error
+counters and, with a feedback directory, appends the row and its label to
+``<dir>/<namespace>/<model>/feedback-<hostname>-<pid>.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .protocol import FeedbackItem, Schema
+
+
+class IdFactory:
+    """Request ids unique per process: a random prefix and a counter."""
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(4)
+        self.n = 0
+
+    def __call__(self) -> str:
+        self.n += 1
+        return f"{self.prefix}-{self.n}"
+
+
+def row_ids(rid: str, n: int) -> list[str]:
+    return [f"{rid}:{i}" for i in range(n)]
+
+
+@dataclass
+class _Entry:
+    t: float
+    rows: np.ndarray
+    predictions: np.ndarray
+    labelled: set[int] = field(default_factory=set)
+
+
+class PredictionMemory:
+    """Recent predictions by request id, bounded in age and in rows."""
+
+    def __init__(self, keep_seconds: float, max_pending: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keep_seconds = keep_seconds
+        self.max_pending = max_pending
+        self.clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.pending = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def remember(self, rid: str, rows: np.ndarray, predictions: np.ndarray) -> None:
+        if self.max_pending <= 0:
+            return
+        old = self._entries.pop(rid, None)
+        if old is not None:  # a client reused its request id: the newest wins
+            self.pending -= old.rows.shape[0]
+        self._entries[rid] = _Entry(self.clock(), rows, predictions)
+        self.pending += rows.shape[0]
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = self._entries
+        horizon = self.clock() - self.keep_seconds
+        while entries:
+            rid, first = next(iter(entries.items()))
+            if self.pending > self.max_pending or first.t < horizon:
+                entries.popitem(last=False)
+                self.pending -= first.rows.shape[0]
+            else:
+                break
+
+    def lookup(self, pid: str) -> tuple[str, np.ndarray | None, Any]:
+        """``(status, row, prediction)``; status is ok, unknown, expired or duplicate."""
+        rid, sep, idx = pid.rpartition(":")
+        if not sep or not idx.isdigit():
+            return "unknown", None, None
+        entry = self._entries.get(rid)
+        if entry is None:
+            return "unknown", None, None
+        i = int(idx)
+        if i >= entry.rows.shape[0]:
+            return "unknown", None, None
+        if entry.t < self.clock() - self.keep_seconds:
+            return "expired", None, None
+        if i in entry.labelled:
+            return "duplicate", None, None
+        entry.labelled.add(i)
+        return "ok", entry.rows[i], entry.predictions[i]
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class FeedbackWriter:
+    """Appends labelled rows to this process's CSV file (header: features then target)."""
+
+    def __init__(self, directory: str | os.PathLike[str], namespace: str, model: str, columns: Sequence[str]) -> None:
+        self.path = Path(directory) / namespace / model / f"feedback-{socket.gethostname()}-{os.getpid()}.csv"
+        self.columns = list(columns)
+        self._fh: Any = None
+
+    def write(self, rows: list[list[Any]]) -> None:
+        if not rows:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            self._fh = open(self.path, "a", newline="", encoding="utf-8")
+            if new:
+                csv.writer(self._fh).writerow(self.columns)
+        w = csv.writer(self._fh)
+        for r in rows:
+            w.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in r])
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class FeedbackProcessor:
+    """Matches labels to remembered predictions and updates the metrics and the CSV."""
+
+    def __init__(self, schema: Schema, memory: PredictionMemory, metrics: Any, writer: FeedbackWriter | None) -> None:
+        self.schema = schema
+        self.memory = memory
+        self.metrics = metrics
+        self.writer = writer
+        self.classes = None if schema.classes is None else set(schema.classes)
+
+    def _valid(self, label: Any) -> bool:
+        if self.schema.task == "classification":
+            if self.classes is None:
+                return True
+            return label in self.classes and (type(label) is bool) == any(type(c) is bool for c in self.classes)
+        return type(label) in (int, float) and math.isfinite(label)
+
+    def apply(self, items: Sequence[FeedbackItem]) -> dict[str, Any]:
+        accepted = correct = errors = 0
+        sq = ab = 0.0
+        lists: dict[str, list[str]] = {"unknown": [], "expired": [], "duplicate": [], "invalid": []}
+        out_rows: list[list[Any]] = []
+        for it in items:
+            if not self._valid(it.label):
+                lists["invalid"].append(it.id)
+                continue
+            status, row, pred = self.memory.lookup(it.id)
+            if status != "ok":
+                lists[status].append(it.id)
+                continue
+            accepted += 1
+            pred = _plain(pred)
+            if self.schema.task == "classification":
+                if pred == it.label:
+                    correct += 1
+                else:
+                    errors += 1
+            else:
+                err = float(pred) - float(it.label)
+                sq += err * err
+                ab += abs(err)
+            if self.writer is not None:
+                assert row is not None
+                out_rows.append([_plain(v) for v in row.tolist()] + [it.label])
+        self.metrics.observe_feedback(
+            labels=accepted, correct=correct, errors=errors, squared_error=sq, abs_error=ab,
+            rejected={k: len(v) for k, v in lists.items() if v},
+        )
+        if self.writer is not None:
+            self.writer.write(out_rows)
+        resp: dict[str, Any] = {"accepted": accepted, "unknown": lists["unknown"] + lists["expired"]}
+        for k in ("expired", "duplicate", "invalid"):
+            if lists[k]:
+                resp[k] = lists[k]
+        return resp
