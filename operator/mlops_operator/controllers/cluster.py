@@ -58,6 +58,9 @@ class Cluster(Protocol):
     async def create(self, obj: Obj) -> Obj:
         """Create; when the name is taken, return the existing object (409 is success)."""
 
+    async def delete(self, res: Resource, namespace: str, name: str) -> None:
+        """Delete (children cascade in the background); an absent object is success."""
+
     async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
         """Replace the status subresource (never the spec); a vanished object is not an error."""
 

@@ -1,0 +1,613 @@
+"""ModelDeployment: resolve the version to serve, build its Deployment, Service, HPA and PDB, report status.
+
+Pure: the object, the TrainingJobs of its namespace and the children observed
+go in; the children to apply or delete, the status and the events come out.
+
+Two rules shape every branch:
+
+- the resolved version lives in ``status`` (never in the user's spec), and the
+  version a Deployment runs is written on its pod template
+  (``mlops.dev/version``, ``mlops.dev/sha256``), so a new version rolls and the
+  serving version can always be read back from the cluster;
+- what serves is never torn down because resolution got worse (no passing
+  version any more, a pin to a version that does not exist, an invalid spec):
+  the Deployment keeps its version, and the condition says why nothing moves.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api.modeldeployment import ModelDeploymentSpec
+from ..api.validation import validate_object
+from . import labels
+from .cluster import DEPLOYMENTS, HPAS, PDBS, SERVICES, Resource
+from .conditions import get_condition, set_condition, summarize, timestamp
+from .security import container_security_context, pod_security_context
+from .settings import Settings
+from .trainingjob import Event
+from .versions import find_version, newest_promotable, of_lineage
+
+Obj = dict[str, Any]
+
+COMPONENT = "serving"
+SHA256 = f"{labels.PREFIX}/sha256"
+"""Pod-template annotation: the artifact digest the server checks on load."""
+APPLIED = f"{labels.PREFIX}/applied"
+"""Child annotation: a digest of what the operator last applied, so dropping a field is noticed."""
+LATEST = "latest"
+SERVICE_PORT = 80
+TERMINATION_GRACE_SECONDS = 30
+HISTORY_MAX = 20
+"""The schema's bound on status.history."""
+DEFAULT_CPU_REQUEST = "100m"
+"""CPU request given to serving pods under an autoscaler when the spec sets none (CPU utilisation needs one)."""
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+# Reasons of the Ready condition.
+READY = "Ready"
+ROLLING_OUT = "RollingOut"
+UPDATING = "Updating"
+NO_PASSING_VERSION = "NoPassingVersion"
+VERSION_NOT_FOUND = "VersionNotFound"
+ARTIFACT_MISSING = "ArtifactMissing"
+INVALID_SPEC = "InvalidSpec"
+NAME_CONFLICT = "NameConflict"
+PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
+
+# Reasons of history entries.
+INITIAL, NEW_VERSION, PINNED, PROMOTED = "Initial", "NewVersion", "Pinned", "Promoted"
+
+
+@dataclass
+class Observed:
+    """The children as last read from the cluster (None: absent)."""
+
+    deployment: Obj | None = None
+    service: Obj | None = None
+    hpa: Obj | None = None
+    pdb: Obj | None = None
+
+    def items(self) -> list[tuple[Resource, Obj | None]]:
+        return [(DEPLOYMENTS, self.deployment), (SERVICES, self.service), (HPAS, self.hpa), (PDBS, self.pdb)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The version resolution chose, and the TrainingJob that made it."""
+
+    version: str
+    sha256: str
+    training_job: Obj
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why nothing new can roll out; ``stalled`` when only a person can fix it."""
+
+    reason: str
+    message: str
+    stalled: bool
+
+
+@dataclass
+class DeploymentDecision:
+    """What the reconciler should do: apply ``apply``, delete ``delete``, write ``status``, post ``events``.
+
+    ``apply`` holds only children that differ from what was observed, so a
+    decision over an unchanged world asks for no writes at all.
+    """
+
+    status: Obj
+    apply: list[Obj] = field(default_factory=list)
+    delete: list[Obj] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+# --- names -----------------------------------------------------------------------------------------------
+
+
+def url_of(md: Obj, settings: Settings) -> str:
+    meta = md["metadata"]
+    return f"http://{meta['name']}.{meta.get('namespace', 'default')}.svc.{settings.cluster_domain}"
+
+
+def selector_labels(md: Obj) -> dict[str, str]:
+    """What the Deployment, Service and PDB select on: stable for the object's life (never the version)."""
+    return {labels.COMPONENT: COMPONENT, labels.DEPLOYMENT: md["metadata"]["name"]}
+
+
+def _child_labels(md: Obj, model: str) -> dict[str, str]:
+    return labels.owned_labels(COMPONENT, **{labels.DEPLOYMENT: md["metadata"]["name"], labels.MODEL: model})
+
+
+def _child_meta(md: Obj, model: str) -> Obj:
+    meta = md["metadata"]
+    return {
+        "name": meta["name"],
+        "namespace": meta.get("namespace", "default"),
+        "labels": _child_labels(md, model),
+        "ownerReferences": [labels.owner_reference(md)],
+    }
+
+
+# --- version resolution ----------------------------------------------------------------------------------
+
+
+def _in_progress(tj: Obj) -> bool:
+    """Still on its way to an outcome: not yet reconciled for its generation, or pending or running."""
+    status = tj.get("status") or {}
+    if status.get("observedGeneration") != tj.get("metadata", {}).get("generation"):
+        return True
+    return status.get("phase") in (None, "Pending", "Running")
+
+
+def resolve(spec: ModelDeploymentSpec, training_jobs: list[Obj]) -> Target | Problem:
+    """The version ``spec.version`` asks for, or why there is none (yet)."""
+    lineage = of_lineage(training_jobs, spec.model)
+    if spec.version == LATEST:
+        tj = newest_promotable(lineage, spec.model)
+        if tj is None:
+            running = [t["metadata"]["name"] for t in lineage if _in_progress(t)]
+            if running:
+                msg = f"no version of model {spec.model} has passed yet; waiting for {', '.join(sorted(running)[:5])}"
+            elif lineage:
+                msg = (f"none of the {len(lineage)} TrainingJob(s) of model {spec.model} succeeded with a passing gate "
+                       "(and approval, where promotion is manual)")
+            else:
+                msg = f"no TrainingJob of model {spec.model} in this namespace"
+            return Problem(NO_PASSING_VERSION, msg, stalled=not running)
+    else:
+        tj = find_version(lineage, spec.model, spec.version)
+        if tj is None:
+            return _pin_problem(spec, lineage)
+    status = tj.get("status") or {}
+    sha = (status.get("artifact") or {}).get("sha256")
+    if not sha:
+        return Problem(ARTIFACT_MISSING, f"TrainingJob {tj['metadata']['name']} records no artifact sha256 for {status.get('modelVersion')}", True)
+    return Target(version=status["modelVersion"], sha256=sha, training_job=tj)
+
+
+def _pin_problem(spec: ModelDeploymentSpec, lineage: list[Obj]) -> Problem:
+    makers = [t for t in lineage if (t.get("status") or {}).get("modelVersion") == spec.version]
+    if not makers:
+        return Problem(VERSION_NOT_FOUND, f"no TrainingJob of model {spec.model} produced version {spec.version}", True)
+    tj = makers[0]
+    status = tj.get("status") or {}
+    name = tj["metadata"]["name"]
+    if _in_progress(tj):
+        return Problem(VERSION_NOT_FOUND, f"version {spec.version} is not ready yet: TrainingJob {name} is {status.get('phase') or 'pending'}", False)
+    gate = (status.get("gate") or {}).get("result", "Skipped")
+    if status.get("phase") == "Succeeded" and gate in ("Passed", "Skipped") and not (status.get("artifact") or {}).get("sha256"):
+        return Problem(ARTIFACT_MISSING, f"TrainingJob {name} records no artifact sha256 for {spec.version}", True)
+    return Problem(VERSION_NOT_FOUND, f"version {spec.version} did not pass: TrainingJob {name} is {status.get('phase')}, gate {gate}", True)
+
+
+# --- builders --------------------------------------------------------------------------------------------
+
+
+def _num(x: float | int) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, settings: Settings) -> list[str]:
+    """The ``serve`` command line of the server container."""
+    s = spec.server
+    args = [
+        "serve", "--store", settings.store_path, "--namespace", md["metadata"].get("namespace", "default"),
+        "--model", spec.model, "--version", version, "--sha256", sha256,
+        "--host", "0.0.0.0", "--port", str(settings.server_port),
+        "--max-batch-size", str(s.max_batch_size), "--max-batch-delay-ms", _num(s.max_batch_delay_ms),
+        "--max-body-bytes", str(s.max_body_bytes),
+    ]
+    if not s.drift_sensor:
+        args.append("--no-drift-sensor")
+    if not spec.feedback.enabled:
+        args.append("--no-feedback")
+    else:
+        if settings.feedback_volume:
+            args += ["--feedback-dir", settings.feedback_path]
+        args += ["--feedback-keep-seconds", str(spec.feedback.keep_seconds), "--feedback-max-pending", str(spec.feedback.max_pending)]
+    return args
+
+
+def _resources(spec: ModelDeploymentSpec) -> Obj | None:
+    out = spec.resources.to_dict() if spec.resources else {}
+    if spec.autoscaling and "cpu" not in (out.get("requests") or {}):
+        out.setdefault("requests", {})["cpu"] = DEFAULT_CPU_REQUEST
+    return out or None
+
+
+def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> Obj:
+    """The apps/v1 Deployment serving one version; the pod template changes (and rolls) with the version."""
+    spec = ModelDeploymentSpec.model_validate(md["spec"])
+    pod_labels = {**_child_labels(md, spec.model)}
+    if len(version) <= 63 and LABEL_VALUE.match(version):
+        pod_labels[labels.VERSION] = version
+    port = settings.server_port
+    volumes: list[Obj] = [
+        {"name": "store", **copy.deepcopy(settings.store_volume)},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    mounts: list[Obj] = [
+        {"name": "store", "mountPath": settings.store_path, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if spec.feedback.enabled and settings.feedback_volume:
+        volumes.append({"name": "feedback", **copy.deepcopy(settings.feedback_volume)})
+        mounts.append({"name": "feedback", "mountPath": settings.feedback_path})
+
+    def probe(path: str, period: int) -> Obj:
+        return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3}
+
+    container: Obj = {
+        "name": "server",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": server_args(md, spec, version, sha256, settings),
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": probe("/v2/health/ready", 5),
+        "livenessProbe": probe("/v2/health/live", 10),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    pod_spec: Obj = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    dep_spec: Obj = {
+        "selector": {"matchLabels": selector_labels(md)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    labels.VERSION: version,
+                    SHA256: sha256,
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(port),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if spec.autoscaling is None:
+        dep_spec = {"replicas": 1 if spec.replicas is None else spec.replicas, **dep_spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _child_meta(md, spec.model), "spec": dep_spec}
+
+
+def build_service(md: Obj) -> Obj:
+    """ClusterIP Service on port 80 in front of the serving pods."""
+    model = md["spec"]["model"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _child_meta(md, model),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(md),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(md: Obj) -> Obj | None:
+    """autoscaling/v2 HorizontalPodAutoscaler on CPU; None without ``spec.autoscaling``."""
+    spec = ModelDeploymentSpec.model_validate(md["spec"])
+    a = spec.autoscaling
+    if a is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _child_meta(md, spec.model),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": md["metadata"]["name"]},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage}}}],
+        },
+    }
+
+
+def wanted_replicas(spec: ModelDeploymentSpec) -> int:
+    """Fewest replicas the spec asks for (the autoscaler's minimum under autoscaling)."""
+    if spec.autoscaling:
+        return spec.autoscaling.min_replicas
+    return 1 if spec.replicas is None else spec.replicas
+
+
+def build_pdb(md: Obj) -> Obj | None:
+    """policy/v1 PodDisruptionBudget letting one pod go at a time; None when only one replica is wanted."""
+    spec = ModelDeploymentSpec.model_validate(md["spec"])
+    if wanted_replicas(spec) <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _child_meta(md, spec.model),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(md)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def desired_children(md: Obj, version: str, sha256: str, settings: Settings) -> Observed:
+    """Every child that should exist while ``version`` serves (absent ones are None)."""
+    return Observed(
+        deployment=stamp(build_deployment(md, version, sha256, settings)),
+        service=stamp(build_service(md)),
+        hpa=stamp(build_hpa(md)),
+        pdb=stamp(build_pdb(md)),
+    )
+
+
+# --- comparing desired and observed ----------------------------------------------------------------------
+
+
+def _digest(obj: Obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def stamp(obj: Obj | None) -> Obj | None:
+    """The object with an annotation digesting its own content (what we apply, and so own)."""
+    if obj is None:
+        return None
+    out = copy.deepcopy(obj)
+    out["metadata"].setdefault("annotations", {})[APPLIED] = _digest(obj)
+    return out
+
+
+def contains(observed: Any, desired: Any) -> bool:
+    """Whether every field of ``desired`` is in ``observed`` with the same value.
+
+    Fields others set or the API server defaults are ignored; lists of named
+    objects (containers, volumes, ports, env) match by name, other lists by
+    position and length; scalars compare as text too (``1`` and ``"1"``).
+    """
+    if isinstance(desired, dict):
+        return isinstance(observed, dict) and all(k in observed and contains(observed[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(observed, list):
+            return False
+        if desired and all(isinstance(d, dict) and "name" in d for d in desired):
+            by_name = {o.get("name"): o for o in observed if isinstance(o, dict)}
+            return all(d["name"] in by_name and contains(by_name[d["name"]], d) for d in desired)
+        return len(observed) == len(desired) and all(contains(o, d) for o, d in zip(observed, desired))
+    return observed == desired or (not isinstance(desired, bool) and str(observed) == str(desired))
+
+
+def needs_apply(desired: Obj, observed: Obj | None) -> bool:
+    """Apply when the child is missing, when what we apply changed (a dropped field counts), or when someone changed our fields."""
+    if observed is None:
+        return True
+    applied = ((observed.get("metadata") or {}).get("annotations") or {}).get(APPLIED)
+    if applied != desired["metadata"]["annotations"][APPLIED]:
+        return True
+    return not contains(observed, desired)
+
+
+def controlled_by(child: Obj, owner: Obj) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(r.get("controller") and r.get("uid") == uid for r in child.get("metadata", {}).get("ownerReferences") or [])
+
+
+def serving_of(deployment: Obj | None) -> tuple[str, str] | None:
+    """(version, sha256) the Deployment's pod template runs, read back from its annotations."""
+    if not deployment:
+        return None
+    ann = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations") or {}
+    version, sha = ann.get(labels.VERSION), ann.get(SHA256)
+    return (version, sha) if version and sha else None
+
+
+# --- rollout state ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollout:
+    done: bool
+    stalled: bool
+    message: str
+
+
+def rollout_of(deployment: Obj, version: str) -> Rollout:
+    """Whether the observed Deployment runs ``version`` on all its desired replicas, all ready (kubectl rollout status)."""
+    spec, st = deployment.get("spec") or {}, deployment.get("status") or {}
+    gen = (deployment.get("metadata") or {}).get("generation")
+    served = serving_of(deployment)
+    if not served or served[0] != version:
+        return Rollout(False, False, f"rolling out {version}")
+    if gen is not None and (st.get("observedGeneration") or 0) < gen:
+        return Rollout(False, False, f"rolling out {version}: the Deployment controller has not seen the change yet")
+    for c in st.get("conditions") or []:
+        if c.get("type") == "Progressing" and c.get("status") == "False" and c.get("reason") == PROGRESS_DEADLINE:
+            return Rollout(False, True, f"rollout of {version} made no progress in time ({c.get('message') or PROGRESS_DEADLINE})")
+    want = spec.get("replicas", 1)
+    updated, total = st.get("updatedReplicas") or 0, st.get("replicas") or 0
+    ready, available = st.get("readyReplicas") or 0, st.get("availableReplicas") or 0
+    if updated < want or total > updated or ready < want or available < want:
+        old = total - updated
+        return Rollout(False, False, f"rolling out {version}: {updated}/{want} updated, {ready} ready"
+                                     + (f", {old} old pod(s) left" if old > 0 else ""))
+    return Rollout(True, False, f"{ready}/{want} replicas ready")
+
+
+# --- the decision ----------------------------------------------------------------------------------------
+
+
+def _invalid(md: Obj) -> str | None:
+    errors = [str(e) for e in validate_object({k: v for k, v in md.items() if k != "status"})]
+    name = md["metadata"]["name"]
+    if not (len(name) <= 63 and DNS_1035.match(name)):
+        errors.append(f"metadata.name: {name!r} must be a DNS-1035 label (lower-case letters, digits and '-', "
+                      "starting with a letter, at most 63 characters): it names the Service")
+    return "; ".join(str(e) for e in errors)[:1000] if errors else None
+
+
+def _history_reason(target: Target, spec: ModelDeploymentSpec, previous: str | None) -> str:
+    if previous is None:
+        return INITIAL
+    if spec.version != LATEST:
+        return PINNED
+    if (target.training_job.get("metadata", {}).get("labels") or {}).get(labels.TRIGGERED_BY):
+        return PROMOTED
+    return NEW_VERSION
+
+
+def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Settings, now: datetime) -> DeploymentDecision:
+    """Level-based: the same inputs give the same answer, however often it is asked."""
+    meta = md["metadata"]
+    name, generation = meta["name"], meta.get("generation", 1)
+    old: Obj = dict(md.get("status") or {})
+    status: Obj = dict(old)
+    status["observedGeneration"] = generation
+    events: list[Event] = []
+    served = serving_of(observed.deployment)
+    previous = old.get("modelVersion") or next((h.get("version") for h in old.get("history") or []), None)
+
+    spec: ModelDeploymentSpec | None = None
+    problem: Problem | None = None
+    target: Target | None = None
+    invalid = _invalid(md)
+    if invalid:
+        problem = Problem(INVALID_SPEC, invalid, True)
+    else:
+        try:
+            spec = ModelDeploymentSpec.model_validate(md["spec"])
+        except ValidationError as exc:  # validate_object said fine; belt and braces
+            problem = Problem(INVALID_SPEC, str(exc)[:1000], True)
+    if spec is not None:
+        foreign = [f"{res.kind} {name}" for res, child in observed.items() if child is not None and not controlled_by(child, md)]
+        if foreign:
+            problem = Problem(NAME_CONFLICT, f"{' and '.join(foreign)} exist(s) and belong(s) to something else; "
+                                             "delete or rename it, or rename this ModelDeployment", True)
+        else:
+            found = resolve(spec, training_jobs)
+            if isinstance(found, Target):
+                target = found
+            else:
+                problem = found
+
+    # What the children should run: the resolved version, else whatever serves now.
+    run: tuple[str, str] | None = (target.version, target.sha256) if target else served
+    apply: list[Obj] = []
+    delete: list[Obj] = []
+    desired = None
+    if spec is not None and problem is not None and problem.reason == NAME_CONFLICT:
+        run = None  # touch nothing that is not ours
+    if spec is not None and run is not None:
+        desired = desired_children(md, run[0], run[1], settings)
+        for (res, want), (_, have) in zip(desired.items(), observed.items()):
+            if want is not None and needs_apply(want, have):
+                apply.append(want)
+            elif want is None and have is not None and controlled_by(have, md):
+                delete.append(have)
+
+    if run is not None and spec is not None:
+        status["modelVersion"] = run[0]
+        status["url"] = url_of(md, settings)
+        if target is not None and run[0] != previous:
+            entry = {"version": run[0], "time": timestamp(now), "reason": _history_reason(target, spec, previous)}
+            limit = max(1, min(settings.history_limit, HISTORY_MAX))
+            status["history"] = ([entry] + list(old.get("history") or []))[:limit]
+            frm = f"{previous} -> {run[0]}" if previous else run[0]
+            events.append(Event("Normal", "RolloutStarted", f"rolling out {frm} ({entry['reason']})"))
+    if observed.deployment is not None:
+        dst = observed.deployment.get("status") or {}
+        status["replicas"] = dst.get("replicas") or 0
+        status["readyReplicas"] = dst.get("readyReplicas") or 0
+    else:
+        status.pop("replicas", None)
+        status.pop("readyReplicas", None)
+
+    # Conditions.
+    conds = old.get("conditions") or []
+    dep_applied = any(o["kind"] == "Deployment" for o in apply)
+    if run is not None and observed.deployment is not None and not dep_applied:
+        rollout = rollout_of(observed.deployment, run[0])
+    elif run is not None:
+        changing = served is None or served[0] != run[0]
+        rollout = Rollout(False, False, f"rolling out {run[0]}" if changing else f"updating Deployment {name} ({run[0]})")
+    else:
+        rollout = None
+
+    if problem is not None:
+        msg = problem.message + (f"; still serving {served[0]}" if served else "")
+        conds = summarize(conds, ready=False, reason=problem.reason, message=msg, reconciling=not problem.stalled,
+                          stalled=problem.stalled, now=now, generation=generation)
+    elif rollout is not None and rollout.stalled:
+        msg = rollout.message + (f"; {served[0]} keeps serving on the old pods" if served else "")
+        conds = summarize(conds, ready=False, reason=PROGRESS_DEADLINE, message=msg, reconciling=False, stalled=True,
+                          now=now, generation=generation)
+    elif rollout is not None and rollout.done:
+        conds = summarize(conds, ready=True, reason=READY, message=f"serving {run[0]} at {status['url']}: {rollout.message}",  # type: ignore[index]
+                          reconciling=False, stalled=False, now=now, generation=generation)
+    elif rollout is not None:
+        reason = ROLLING_OUT if served is None or served[0] != run[0] else UPDATING  # type: ignore[index]
+        conds = summarize(conds, ready=False, reason=reason, message=rollout.message, reconciling=True, stalled=False,
+                          now=now, generation=generation)
+    if rollout is not None and rollout.stalled:
+        conds = set_condition(conds, "Progressing", False, PROGRESS_DEADLINE, rollout.message, now, generation)
+    elif rollout is not None and not rollout.done:
+        conds = set_condition(conds, "Progressing", True, ROLLING_OUT, rollout.message, now, generation)
+    elif rollout is not None:
+        conds = set_condition(conds, "Progressing", False, "RolloutComplete", f"{run[0]} rolled out", now, generation)  # type: ignore[index]
+    else:
+        conds = set_condition(conds, "Progressing", False, "NothingToRollOut", "no version to serve yet", now, generation)
+    status["conditions"] = _ordered(conds)
+
+    before, after = get_condition(old.get("conditions"), "Ready"), get_condition(conds, "Ready")
+    assert after is not None
+    if before is None or (before.get("status"), before.get("reason")) != (after["status"], after["reason"]):
+        if after["status"] == "True":
+            events.append(Event("Normal", READY, after["message"]))
+        elif after["reason"] not in (ROLLING_OUT, UPDATING):
+            stalled = get_condition(conds, "Stalled")
+            kind = "Warning" if stalled and stalled["status"] == "True" else "Normal"
+            events.append(Event(kind, after["reason"], after["message"]))
+    return DeploymentDecision(status=status, apply=apply, delete=delete, events=events)
+
+
+_ORDER = {"Ready": 0, "Progressing": 1, "Reconciling": 2, "Stalled": 3}
+
+
+def _ordered(conds: list[Obj]) -> list[Obj]:
+    return sorted(conds, key=lambda c: (_ORDER.get(c["type"], 9), c["type"]))
+
+
+def model_deployments_for(training_job: Obj, model_deployments: list[Obj]) -> list[str]:
+    """Names of the ModelDeployments a TrainingJob's change may concern: those of its lineage."""
+    model = (training_job.get("spec") or {}).get("model")
+    return sorted(m["metadata"]["name"] for m in model_deployments if (m.get("spec") or {}).get("model") == model)
+
+
+__all__ = [
+    "Observed", "Target", "Problem", "DeploymentDecision", "Rollout", "decide", "resolve", "build_deployment",
+    "build_service", "build_hpa", "build_pdb", "desired_children", "needs_apply", "contains", "serving_of",
+    "rollout_of", "url_of", "selector_labels", "server_args", "model_deployments_for",
+]

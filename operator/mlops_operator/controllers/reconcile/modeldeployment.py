@@ -1,0 +1,54 @@
+"""Reconcile a ModelDeployment: resolve its version, apply its children, report status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import labels, modeldeployment
+from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster, resource_of
+from ..settings import Settings
+from . import Clock, changed, owner_name, utcnow
+
+Obj = dict[str, Any]
+
+
+async def observe(cluster: Cluster, namespace: str, name: str) -> modeldeployment.Observed:
+    """The children of one ModelDeployment as they are now (all share its name)."""
+    return modeldeployment.Observed(
+        deployment=await cluster.get(DEPLOYMENTS, namespace, name),
+        service=await cluster.get(SERVICES, namespace, name),
+        hpa=await cluster.get(HPAS, namespace, name),
+        pdb=await cluster.get(PDBS, namespace, name),
+    )
+
+
+async def reconcile_model_deployment(
+    cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow
+) -> Obj | None:
+    """Bring one ModelDeployment's children and status in line; returns the status written (or None if gone)."""
+    md = await cluster.get(MODEL_DEPLOYMENTS, namespace, name)
+    if md is None or md["metadata"].get("deletionTimestamp"):
+        return None  # owner references cascade; nothing to build for an object on its way out
+    training_jobs = await cluster.list(TRAINING_JOBS, namespace)
+    observed = await observe(cluster, namespace, name)
+    decision = modeldeployment.decide(md, training_jobs, observed, settings, clock())
+    for obj in decision.apply:
+        await cluster.apply(obj)
+    for obj in decision.delete:
+        await cluster.delete(resource_of(obj), namespace, obj["metadata"]["name"])
+    if changed(md.get("status"), decision.status):
+        await cluster.patch_status(MODEL_DEPLOYMENTS, namespace, name, decision.status)
+    for ev in decision.events:
+        await cluster.event(md, ev.type, ev.reason, ev.message)
+    return decision.status
+
+
+def model_deployment_of(obj: Obj) -> str | None:
+    """The ModelDeployment a child belongs to: its controlling owner, else its label."""
+    return owner_name(obj, MODEL_DEPLOYMENTS.kind) or (obj.get("metadata", {}).get("labels") or {}).get(labels.DEPLOYMENT)
+
+
+async def model_deployments_of_lineage(cluster: Cluster, training_job: Obj) -> list[str]:
+    """The ModelDeployments in the TrainingJob's namespace that serve its model."""
+    namespace = training_job["metadata"].get("namespace", "default")
+    return modeldeployment.model_deployments_for(training_job, await cluster.list(MODEL_DEPLOYMENTS, namespace))
