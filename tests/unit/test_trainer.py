@@ -240,6 +240,13 @@ def test_bad_estimators_are_refused_before_training(tmp_path: Path, estimator: s
     assert no_artifacts(tmp_path)
 
 
+def test_invalid_manifest_is_a_spec_error(tmp_path: Path) -> None:
+    doc = manifest()
+    doc["spec"]["data"]["validation"]["fraction"] = 0.9
+    with pytest.raises(SpecError, match="spec.data.validation.fraction"):
+        train(doc, tmp_path, log=quiet)
+
+
 def test_allow_module_extends_the_list(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="outside"):
         train(manifest(estimator="mlops_fake_pkg.Model"), tmp_path, log=quiet)

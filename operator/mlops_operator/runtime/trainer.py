@@ -144,7 +144,7 @@ def train(
     """
     log = log or json_log()
     if not isinstance(job, TrainingJob):
-        job = TrainingJob.model_validate(job)
+        job = validate_manifest(job)
     if not isinstance(store, ModelStore):
         store = ModelStore(store)
     spec = job.spec
