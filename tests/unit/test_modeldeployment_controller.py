@@ -72,6 +72,7 @@ def _server_side(obj: dict, *, generation: int = 1) -> dict:
     spec = out["spec"]
     if obj["kind"] == "Deployment":
         spec.setdefault("progressDeadlineSeconds", 600)
+        spec.setdefault("replicas", 1)
         pod = spec["template"]["spec"]
         pod.update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
         c = pod["containers"][0]
@@ -606,3 +607,16 @@ def test_children_map_back_to_their_model_deployment() -> None:
     assert model_deployment_of(dep) == "iris"
     assert model_deployment_of({"metadata": {"labels": {"mlops.dev/model-deployment": "x"}}}) == "x"
     assert model_deployment_of({"metadata": {}}) is None
+
+
+def test_an_autoscaler_scaling_up_is_not_a_rollout() -> None:
+    md = _md(replicas=None, autoscaling={"minReplicas": 2, "maxReplicas": 6})
+    _, obs, _ = _converge(md, [_tj("a")])
+    assert _cond(md["status"], "Ready")["status"] == "True"
+    obs.deployment["spec"]["replicas"] = 4  # the HPA asked for more; two are still starting
+    obs.deployment["metadata"]["generation"] += 1
+    obs.deployment["status"].update(observedGeneration=obs.deployment["metadata"]["generation"], replicas=4, updatedReplicas=4,
+                                    readyReplicas=2, availableReplicas=2)
+    d = ctl.decide(md, [_tj("a")], obs, Settings(), NOW)
+    assert d.apply == [] and _cond(d.status, "Ready")["status"] == "True" and d.events == []
+    assert d.status["replicas"] == 4 and d.status["readyReplicas"] == 2

@@ -435,8 +435,13 @@ class Rollout:
     message: str
 
 
-def rollout_of(deployment: Obj, version: str) -> Rollout:
-    """Whether the observed Deployment runs ``version`` on all its desired replicas, all ready (kubectl rollout status)."""
+def rollout_of(deployment: Obj, version: str, minimum: int | None = None) -> Rollout:
+    """Whether the observed Deployment runs ``version`` on all its desired replicas, all ready (kubectl rollout status).
+
+    ``minimum`` lowers the number of ready replicas that counts as done: under
+    an autoscaler, a scale-up beyond its minimum is not a rollout, and all pods
+    already run the version.
+    """
     spec, st = deployment.get("spec") or {}, deployment.get("status") or {}
     gen = (deployment.get("metadata") or {}).get("generation")
     served = serving_of(deployment)
@@ -448,9 +453,10 @@ def rollout_of(deployment: Obj, version: str) -> Rollout:
         if c.get("type") == "Progressing" and c.get("status") == "False" and c.get("reason") == PROGRESS_DEADLINE:
             return Rollout(False, True, f"rollout of {version} made no progress in time ({c.get('message') or PROGRESS_DEADLINE})")
     want = spec.get("replicas", 1)
+    floor = want if minimum is None else min(want, minimum)
     updated, total = st.get("updatedReplicas") or 0, st.get("replicas") or 0
     ready, available = st.get("readyReplicas") or 0, st.get("availableReplicas") or 0
-    if updated < want or total > updated or ready < want or available < want:
+    if updated < want or total > updated or ready < floor or available < floor:
         old = total - updated
         return Rollout(False, False, f"rolling out {version}: {updated}/{want} updated, {ready} ready"
                                      + (f", {old} old pod(s) left" if old > 0 else ""))
@@ -549,7 +555,8 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
     conds = old.get("conditions") or []
     dep_applied = any(o["kind"] == "Deployment" for o in apply)
     if run is not None and observed.deployment is not None and not dep_applied:
-        rollout = rollout_of(observed.deployment, run[0])
+        floor = spec.autoscaling.min_replicas if spec is not None and spec.autoscaling else None
+        rollout = rollout_of(observed.deployment, run[0], floor)
     elif run is not None:
         changing = served is None or served[0] != run[0]
         rollout = Rollout(False, False, f"rolling out {run[0]}" if changing else f"updating Deployment {name} ({run[0]})")
