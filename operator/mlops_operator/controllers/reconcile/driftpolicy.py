@@ -1,0 +1,183 @@
+"""Reconcile a DriftPolicy: run a check when one is due, start a retrain when the trigger fires, follow it.
+
+The sensor I/O (scraping a serving pod's ``/metrics``, fetching a version's
+reference profile) sits behind an injected :class:`Sensors`, so this module
+sees only plain data; the cluster operator and the local runner each bring
+their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from ...api.base import parse_duration
+from ...api.driftpolicy import DriftPolicySpec
+from ...drift import Reference
+from .. import driftpolicy, labels
+from ..conditions import set_condition
+from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster
+from ..settings import Settings
+from ..trainingjob import Event
+from . import Clock, utcnow
+
+Obj = dict[str, Any]
+log = logging.getLogger("mlops_operator")
+
+SCRAPE_CONCURRENCY = 8
+
+
+class Sensors(Protocol):
+    """Where drift observations come from."""
+
+    async def snapshot(self, pod: Obj) -> driftpolicy.Snapshot | None:
+        """The counters of one serving pod's drift sensor, or None when it cannot be read."""
+
+    async def reference(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
+        """``(reference.json, metadata.json)`` of a model version as dicts, or None when unavailable."""
+
+
+def pod_ready(pod: Obj) -> bool:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if meta.get("deletionTimestamp") or not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch turning ``old`` into ``new`` (None for keys that went away)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    out: Obj = {}
+    for k in old.keys() - new.keys():
+        out[k] = None
+    for k, v in new.items():
+        if k not in old:
+            out[k] = v
+        elif old[k] != v:
+            out[k] = merge_patch(old[k], v)
+    return out
+
+
+async def _observe(sensors: Sensors, pods: list[Obj]) -> list[tuple[Obj, driftpolicy.Snapshot]]:
+    gate = asyncio.Semaphore(SCRAPE_CONCURRENCY)
+
+    async def one(pod: Obj) -> tuple[Obj, driftpolicy.Snapshot | None]:
+        async with gate:
+            try:
+                return pod, await sensors.snapshot(pod)
+            except Exception as exc:  # noqa: BLE001 - one pod that cannot be read must not stop the check
+                log.info("drift sensor of pod %s unreadable: %s", pod["metadata"].get("name"), exc)
+                return pod, None
+
+    found = await asyncio.gather(*(one(p) for p in pods))
+    return [(p, s) for p, s in found if s is not None]
+
+
+async def run_check(
+    cluster: Cluster, policy: Obj, deployment: Obj | None, sensors: Sensors | None, now: Any
+) -> tuple[driftpolicy.CheckResult, Obj | None, str | None]:
+    """One check: ``(result, new window state or None, task of the reference)``."""
+    ns = policy["metadata"].get("namespace", "default")
+    spec = DriftPolicySpec.model_validate(policy["spec"])
+    if deployment is None:
+        return driftpolicy.unavailable(f"ModelDeployment {spec.deployment} does not exist"), None, None
+    version = (deployment.get("status") or {}).get("modelVersion")
+    if not version:
+        return driftpolicy.unavailable(f"ModelDeployment {spec.deployment} serves no version yet"), None, None
+    if sensors is None:
+        return driftpolicy.unavailable("no drift sensor source is configured"), None, None
+    pods = await cluster.list(PODS, ns, {labels.DEPLOYMENT: deployment["metadata"]["name"]})
+    ready = [p for p in pods if pod_ready(p)]
+    if not ready:
+        return driftpolicy.unavailable(f"no ready serving pod of {spec.deployment}"), None, None
+    observed = await _observe(sensors, ready)
+    if not observed:
+        return driftpolicy.unavailable(f"none of the {len(ready)} serving pods answered"), None, None
+    model = (deployment.get("spec") or {}).get("model", "")
+    reference: Reference | None = None
+    metadata: Obj | None = None
+    try:
+        found = await sensors.reference(ns, model, version)
+    except Exception as exc:  # noqa: BLE001 - reported as Unavailable, retried next interval
+        log.info("reference of %s/%s unreadable: %s", model, version, exc)
+        found = None
+    if found is not None:
+        ref_doc, metadata = found
+        try:
+            reference = Reference.from_dict(ref_doc) if ref_doc else None
+        except (ValueError, KeyError, TypeError) as exc:
+            log.info("reference of %s/%s invalid: %s", model, version, exc)
+    max_age = parse_duration(spec.window.max_age) if spec.window.max_age else None
+    old_window = (policy.get("status") or {}).get("window")
+    update = driftpolicy.advance_window(old_window, version, observed, [p["metadata"]["name"] for p in pods], now, max_age)
+    if update.reporting == 0:
+        return driftpolicy.unavailable(f"the serving pods answered for another version than {version} (rollout in progress?)"), None, None
+    result = driftpolicy.run_checks(spec, reference, metadata, update.counts)
+    if reference is None and result.verdict == "Unavailable":
+        result.message = f"no reference profile for {version}; " + result.message
+    if update.reset:
+        result.message = f"new window ({update.reset}); " + result.message
+    return result, update.state, reference.task if reference else None
+
+
+async def reconcile_drift_policy(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    settings: Settings | None = None,
+    clock: Clock = utcnow,
+    sensors: Sensors | None = None,
+    *,
+    force: bool = False,
+) -> driftpolicy.PolicyDecision | None:
+    """Bring one DriftPolicy up to date; returns the decision applied (None when the policy is gone).
+
+    A check runs only when due (``force`` runs one regardless); otherwise the
+    reconcile only follows the retrains the policy started.
+    """
+    policy = await cluster.get(DRIFT_POLICIES, namespace, name)
+    if policy is None:
+        return None
+    now = clock()
+    spec = policy.get("spec") or {}
+    deployment = await cluster.get(MODEL_DEPLOYMENTS, namespace, spec["deployment"]) if spec.get("deployment") else None
+    retrains = await cluster.list(TRAINING_JOBS, namespace, {labels.TRIGGERED_BY: name})
+    source_name = (spec.get("retrain") or {}).get("from")
+    source = await cluster.get(TRAINING_JOBS, namespace, source_name) if source_name else None
+
+    check, window, task = None, None, None
+    if (force or driftpolicy.is_due(policy, now)) and not driftpolicy.spec_errors(policy):
+        check, window, task = await run_check(cluster, policy, deployment, sensors, now)
+    decision = driftpolicy.decide(policy, check, retrains, deployment, source, now, window=window, task=task)
+
+    if decision.retrain is not None:
+        created = await cluster.create(decision.retrain)
+        if not driftpolicy.owned_by(created, policy):
+            _name_taken(decision, decision.retrain["metadata"]["name"], now)
+    patch = merge_patch(policy.get("status") or {}, decision.status)
+    if patch:
+        await cluster.patch_status(DRIFT_POLICIES, namespace, name, patch)
+    for ev in decision.events:
+        await cluster.event(policy, ev.type, ev.reason, ev.message)
+    return decision
+
+
+def _name_taken(decision: driftpolicy.PolicyDecision, name: str, now: Any) -> None:
+    """The retrain's name belongs to a TrainingJob this policy does not own: record it as failed, move on."""
+    status = decision.status
+    msg = f"a TrainingJob named {name} already exists and is not owned by this policy; the next retrain takes the next number"
+    for rec in status.get("retrains") or []:
+        if rec["name"] == name:
+            rec["result"] = "Failed"
+    if status.get("activeRetrain") == name:
+        status.pop("activeRetrain")
+    status["conditions"] = set_condition(status.get("conditions"), "Retraining", False, "NameTaken", msg, now, status.get("observedGeneration"))
+    decision.events = [e for e in decision.events if e.reason != "RetrainTriggered"] + [Event("Warning", "NameTaken", msg)]
+    decision.retrain = None
+
+
+def policy_of(tj: Obj) -> str | None:
+    """The DriftPolicy a retrain TrainingJob belongs to, by label."""
+    return (tj.get("metadata", {}).get("labels") or {}).get(labels.TRIGGERED_BY)

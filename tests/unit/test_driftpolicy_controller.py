@@ -1,0 +1,723 @@
+"""DriftPolicy decisions: windows, checks, the trigger over time, the retrain it starts, and the status."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from mlops_operator.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus
+from mlops_operator.controllers import driftpolicy as dp
+from mlops_operator.controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, resource_of
+from mlops_operator.controllers.conditions import get_condition, timestamp
+from mlops_operator.controllers.reconcile.driftpolicy import merge_patch, reconcile_drift_policy
+from mlops_operator.drift import Reference, build_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def _example(name: str) -> dict:
+    return yaml.safe_load((ROOT / "examples" / "iris" / name).read_text())
+
+
+def _policy(**spec: Any) -> dict:
+    obj = _example("driftpolicy.yaml")
+    obj["metadata"].update(namespace="ml", uid="dp-uid", generation=1, creationTimestamp=timestamp(T0 - timedelta(days=1)))
+    obj["spec"].update(spec)
+    return obj
+
+
+def _source() -> dict:
+    obj = _example("trainingjob.yaml")
+    obj["metadata"].update(namespace="ml", uid="tj-uid", generation=1)
+    return obj
+
+
+def _md(version: str | None = "iris-v1-g1") -> dict:
+    obj = _example("modeldeployment.yaml")
+    obj["metadata"].update(namespace="ml", uid="md-uid", generation=1)
+    obj["status"] = {"modelVersion": version} if version else {}
+    return obj
+
+
+def _cond(status: dict, type_: str) -> dict:
+    c = get_condition(status.get("conditions"), type_)
+    assert c is not None, f"no {type_} condition"
+    return c
+
+
+def _result(verdict: str, samples: int = 600) -> dp.CheckResult:
+    if verdict == "Drift":
+        checks = [dp.CheckOutcome("dataDrift", "breach", "dataDrift on petal_length")]
+        scores = [{"check": "dataDrift", "feature": "petal_length", "effect": 0.5, "pValue": 1e-9, "drifted": True}]
+    elif verdict == "NoDrift":
+        checks = [dp.CheckOutcome("dataDrift", "ok", "dataDrift: no drift in 4 features")]
+        scores = [{"check": "dataDrift", "feature": "petal_length", "effect": 0.01, "pValue": 0.8, "drifted": False}]
+    else:
+        checks, scores = [], []
+    return dp.CheckResult(verdict=verdict, samples=samples, scores=scores, checks=checks, message=f"{verdict} message")
+
+
+# --------------------------------------------------------------------------- the trigger over time
+
+
+class World:
+    """The policy (kept only as JSON, as the API server keeps it) and the TrainingJobs it created."""
+
+    def __init__(self, **spec: Any) -> None:
+        self.policy_json = json.dumps(_policy(**spec))
+        self.tjs: dict[str, dict] = {}
+        self.md = _md()
+        self.source = _source()
+        self.events: list[dp.Event] = []
+
+    @property
+    def policy(self) -> dict:
+        return json.loads(self.policy_json)  # a fresh copy every time: nothing survives but what was written
+
+    def step(self, minute: float, verdict: str | None) -> dp.PolicyDecision:
+        now = T0 + timedelta(minutes=minute)
+        check = _result(verdict) if verdict else None
+        d = dp.decide(self.policy, check, list(self.tjs.values()), self.md, self.source, now)
+        if d.retrain is not None:
+            name = d.retrain["metadata"]["name"]
+            tj = copy.deepcopy(d.retrain)
+            tj["metadata"].update(uid=f"uid-{name}", generation=1, creationTimestamp=timestamp(now))
+            self.tjs.setdefault(name, tj)  # a second create of the same name is a 409: the first stays
+        obj = self.policy
+        obj["status"] = d.status
+        self.policy_json = json.dumps(obj)
+        self.events += d.events
+        return d
+
+    def finish(self, name: str, *, gate: str = "Passed", version: str | None = None) -> None:
+        tj = self.tjs[name]
+        version = version or f"{name}-g1"
+        phase = "Succeeded" if gate == "Passed" else "Failed"
+        tj["status"] = {"observedGeneration": 1, "phase": phase, "modelVersion": version,
+                        "artifact": {"sha256": "ab" * 32}, "gate": {"result": gate, "metric": "accuracy", "value": 0.9,
+                                                                     "championVersion": "iris-v1-g1", "championValue": 0.95}}
+
+
+def _run(world: World, sequence: list[tuple[float, str | None]]) -> list[str | None]:
+    """The retrain each step created (None when it created none)."""
+    out = []
+    for minute, verdict in sequence:
+        d = world.step(minute, verdict)
+        out.append(d.retrain["metadata"]["name"] if d.retrain else None)
+    return out
+
+
+TRIGGER_TABLE = [
+    ("breach, breach -> trigger", {}, [(0, "Drift"), (1, "Drift")], [None, "iris-retrain-1"]),
+    ("breach, ok, breach -> nothing", {}, [(0, "Drift"), (1, "NoDrift"), (2, "Drift")], [None, None, None]),
+    ("not enough data resets nothing", {}, [(0, "Drift"), (1, "NotEnoughData"), (2, "Drift")], [None, None, "iris-retrain-1"]),
+    ("unavailable resets nothing", {}, [(0, "Drift"), (1, "Unavailable"), (2, "Drift")], [None, None, "iris-retrain-1"]),
+    ("not enough data is never a breach", {"trigger": {"consecutive": 1}}, [(0, "NotEnoughData"), (1, "NotEnoughData")], [None, None]),
+    ("three in a row", {"trigger": {"consecutive": 3}}, [(0, "Drift"), (1, "Drift"), (2, "NoDrift"), (3, "Drift"), (4, "Drift"), (5, "Drift")],
+     [None, None, None, None, None, "iris-retrain-1"]),
+    ("no check, no count", {"trigger": {"consecutive": 2}}, [(0, "Drift"), (1, None), (2, None), (3, "Drift")], [None, None, None, "iris-retrain-1"]),
+    ("maxRetrainsPerDay 0 never retrains", {"trigger": {"consecutive": 1, "maxRetrainsPerDay": 0}}, [(0, "Drift"), (1, "Drift")], [None, None]),
+]
+
+
+@pytest.mark.parametrize("title,spec,sequence,expected", TRIGGER_TABLE, ids=[t[0] for t in TRIGGER_TABLE])
+def test_trigger_sequences(title, spec, sequence, expected) -> None:
+    assert _run(World(**spec), sequence) == expected
+
+
+def test_breach_streak_and_events() -> None:
+    w = World()
+    d = w.step(0, "Drift")
+    assert d.status["consecutiveBreaches"] == 1 and d.status["verdict"] == "Drift"
+    assert [e.reason for e in d.events] == ["DriftDetected"] and "1 of 2" in d.events[0].message
+    d = w.step(1, "Drift")
+    assert [e.reason for e in d.events] == ["DriftDetected", "RetrainTriggered"]
+    assert d.status["consecutiveBreaches"] == 0, "a trigger starts a new streak"
+    assert d.status["activeRetrain"] == "iris-retrain-1" and d.status["retrainCount"] == 1
+    assert d.status["lastTriggered"] == timestamp(T0 + timedelta(minutes=1))
+    assert d.status["retrains"] == [{"name": "iris-retrain-1", "reason": "dataDrift on petal_length",
+                                     "time": timestamp(T0 + timedelta(minutes=1)), "result": "Running", "promoted": False}]
+    assert _cond(d.status, "Retraining")["status"] == "True" and _cond(d.status, "Drifting")["status"] == "True"
+
+
+def test_active_retrain_blocks_until_it_finishes() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "1m"})
+    assert _run(w, [(0, "Drift"), (5, "Drift"), (10, "Drift")]) == ["iris-retrain-1", None, None]
+    assert "still active" in w.events[-1].message
+    w.finish("iris-retrain-1", gate="Failed")
+    d = w.step(11, None)  # the TrainingJob's change alone is reconciled
+    assert "activeRetrain" not in d.status and d.status["retrains"][0]["result"] == "GateFailed"
+    assert [e.reason for e in d.events] == ["RetrainGateFailed"]
+    assert _run(w, [(12, "Drift")]) == ["iris-retrain-2"]
+
+
+def test_cooldown() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "30m"})
+    assert _run(w, [(0, "Drift")]) == ["iris-retrain-1"]
+    w.finish("iris-retrain-1", gate="Failed")
+    assert _run(w, [(10, "Drift"), (29, "Drift"), (30, "Drift")]) == [None, None, "iris-retrain-2"]
+    blocked = [e for e in w.events if e.reason == "DriftDetected"][1]
+    assert "cooling down until 2026-03-01T12:30:00Z" in blocked.message
+
+
+def test_max_retrains_per_day_is_a_rolling_24_hours() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "1m", "maxRetrainsPerDay": 2})
+    got = []
+    for minute in (0, 10, 20, 60 * 24 - 1, 60 * 24 + 1, 60 * 24 + 5):
+        created = _run(w, [(minute, "Drift")])[0]
+        got.append(created)
+        if created:
+            w.finish(created, gate="Failed")
+    assert got == ["iris-retrain-1", "iris-retrain-2", None, None, "iris-retrain-3", None]
+    assert any("maxRetrainsPerDay 2" in e.message for e in w.events)
+
+
+def test_restart_mid_sequence_gives_the_same_decisions() -> None:
+    """Only status carries state: replaying from a status read back as JSON decides the same."""
+    sequence = [(0, "Drift"), (1, "NotEnoughData"), (2, "Drift"), (3, "Drift"), (4, "NoDrift"), (5, "Drift"), (6, "Drift")]
+    straight = World(trigger={"consecutive": 2, "cooldown": "1m"})
+    a = _run(straight, sequence[:3])
+    straight.finish("iris-retrain-1", gate="Failed")
+    a += _run(straight, sequence[3:])
+    restarted = World(trigger={"consecutive": 2, "cooldown": "1m"})
+    b = _run(restarted, sequence[:3])
+    restarted.finish("iris-retrain-1", gate="Failed")
+    snapshot = json.loads(json.dumps({"policy": restarted.policy, "tjs": restarted.tjs}))
+    fresh = World(trigger={"consecutive": 2, "cooldown": "1m"})
+    fresh.policy_json, fresh.tjs = json.dumps(snapshot["policy"]), snapshot["tjs"]
+    b += _run(fresh, sequence[3:])
+    assert a == b == [None, None, "iris-retrain-1", None, None, None, "iris-retrain-2"]
+    assert straight.policy["status"] == fresh.policy["status"]
+
+
+def test_a_retrain_created_before_a_crash_is_adopted_not_duplicated() -> None:
+    w = World(trigger={"consecutive": 1})
+    before = w.policy_json
+    assert _run(w, [(0, "Drift")]) == ["iris-retrain-1"]
+    w.policy_json = before  # the status write was lost; the TrainingJob exists
+    d = w.step(0.5, None)
+    assert d.retrain is None
+    assert d.status["activeRetrain"] == "iris-retrain-1" and d.status["retrainCount"] == 1
+    assert d.status["retrains"][0]["name"] == "iris-retrain-1" and d.status["retrains"][0]["reason"] == "dataDrift on petal_length"
+    assert _run(w, [(1, "Drift")]) == [None], "the adopted retrain is active: no second one"
+    assert len(w.tjs) == 1
+
+
+def test_alert_only_reports() -> None:
+    w = World(action="alert", trigger={"consecutive": 2, "cooldown": "10m"})
+    assert _run(w, [(0, "Drift"), (1, "Drift"), (2, "Drift"), (3, "Drift")]) == [None] * 4
+    assert [e.reason for e in w.events].count("DriftAlert") == 1
+    status = w.policy["status"]
+    assert status.get("retrainCount") in (None, 0) and "activeRetrain" not in status
+    assert status["lastTriggered"] == timestamp(T0 + timedelta(minutes=1))
+
+
+def test_success_promotion_and_history() -> None:
+    w = World(trigger={"consecutive": 1})
+    _run(w, [(0, "Drift")])
+    w.finish("iris-retrain-1")
+    d = w.step(5, None)
+    assert d.status["retrains"][0]["result"] == "Succeeded" and d.status["retrains"][0]["promoted"] is False
+    assert "activeRetrain" not in d.status and [e.reason for e in d.events] == ["RetrainSucceeded"]
+    w.md["status"]["modelVersion"] = "iris-retrain-1-g1"
+    d = w.step(6, None)
+    assert d.status["retrains"][0]["promoted"] is True and [e.reason for e in d.events] == ["Promoted"]
+    assert "it serves now" in _cond(d.status, "Retraining")["message"]
+    assert w.step(7, None).events == [], "bookkeeping is idempotent"
+
+
+def test_manual_promotion_waits_for_approval() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "1m"}, promotion={"mode": "manual", "mustBeat": "current"})
+    _run(w, [(0, "Drift")])
+    assert w.tjs["iris-retrain-1"]["metadata"]["annotations"]["mlops.dev/promotion"] == "manual"
+    w.finish("iris-retrain-1")
+    d = w.step(5, None)
+    retraining = _cond(d.status, "Retraining")
+    assert retraining["reason"] == "AwaitingApproval"
+    assert "kubectl annotate tj iris-retrain-1 mlops.dev/approved=true" in retraining["message"]
+    assert d.status["activeRetrain"] == "iris-retrain-1"
+    assert _run(w, [(10, "Drift")]) == [None], "waiting for approval still blocks"
+    w.tjs["iris-retrain-1"]["metadata"]["annotations"]["mlops.dev/approved"] = "true"
+    d = w.step(11, None)
+    assert "activeRetrain" not in d.status
+
+
+def test_a_deleted_retrain_releases_the_slot() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "1m"})
+    _run(w, [(0, "Drift")])
+    del w.tjs["iris-retrain-1"]
+    d = w.step(1, None)
+    assert "activeRetrain" not in d.status and d.status["retrains"][0]["result"] == "Deleted"
+    assert _run(w, [(2, "Drift")]) == ["iris-retrain-2"]
+
+
+def test_history_is_bounded() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "1m", "maxRetrainsPerDay": 96})
+    for i in range(25):
+        name = _run(w, [(i * 2, "Drift")])[0]
+        assert name == f"iris-retrain-{i + 1}"
+        w.finish(name, gate="Failed")
+    status = w.policy["status"]
+    assert len(status["retrains"]) == dp.MAX_RETRAINS and status["retrains"][0]["name"] == "iris-retrain-25"
+    assert status["retrainCount"] == 25
+    DriftPolicyStatus.model_validate(status)
+
+
+# --------------------------------------------------------------------------- stalled, invalid, status shape
+
+
+def test_missing_deployment_and_source_stall() -> None:
+    w = World()
+    w.md = None
+    d = w.step(0, "Unavailable")
+    assert _cond(d.status, "Ready")["reason"] == "DeploymentNotFound" and _cond(d.status, "Stalled")["status"] == "True"
+    w = World(trigger={"consecutive": 1})
+    w.source = None
+    d = w.step(0, "Drift")
+    assert d.retrain is None
+    assert _cond(d.status, "Ready")["reason"] == "RetrainSourceNotFound"
+    assert "iris-v1 does not exist" in _cond(d.status, "Stalled")["message"]
+    assert "spec.retrain.from iris-v1 does not exist" in d.events[0].message
+
+
+def test_invalid_spec() -> None:
+    pol = _policy(interval="1s")
+    d = dp.decide(pol, None, [], _md(), _source(), T0)
+    assert _cond(d.status, "Ready")["reason"] == "InvalidSpec" and "interval must be at least 5s" in _cond(d.status, "Ready")["message"]
+    assert [e.reason for e in d.events] == ["InvalidSpec"]
+
+
+def test_status_shape_fits_the_api() -> None:
+    w = World()
+    d = w.step(0, "Drift")
+    DriftPolicyStatus.model_validate(d.status)
+    assert {c["type"] for c in d.status["conditions"]} == {"Ready", "Reconciling", "Stalled", "Drifting", "Retraining"}
+    assert d.status["score"] == 0.5 and d.status["samples"] == 600 and d.status["lastCheck"] == timestamp(T0)
+    assert _cond(d.status, "Ready")["status"] == "True" and _cond(d.status, "Ready")["reason"] == "Drift"
+    first = dp.decide(_policy(), None, [], _md(), _source(), T0)
+    assert _cond(first.status, "Ready")["reason"] == "Waiting" and _cond(first.status, "Drifting")["status"] == "Unknown"
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_is_due_after_interval() -> None:
+    pol = _policy(interval="60s")
+    pol["status"] = {"lastCheck": timestamp(T0)}
+    assert not dp.is_due(pol, T0 + timedelta(seconds=59))
+    assert dp.is_due(pol, T0 + timedelta(seconds=60))
+
+
+def test_first_check_is_spread_by_uid() -> None:
+    delays = []
+    for i in range(50):
+        pol = _policy(interval="60s")
+        pol["metadata"].update(uid=f"uid-{i}", creationTimestamp=timestamp(T0))
+        when = dp.next_check(pol)
+        assert T0 <= when <= T0 + timedelta(seconds=60)
+        assert dp.next_check(pol) == when, "deterministic"
+        delays.append((when - T0).total_seconds())
+    assert max(delays) - min(delays) > 30, "spread over the interval"
+
+
+# --------------------------------------------------------------------------- retrain spec
+
+
+def test_retrain_is_a_clone_with_the_gate_and_lineage() -> None:
+    pol, src = _policy(), _source()
+    tj = dp.build_retrain(pol, src, 3, parent_version="iris-v1-g1", reason="dataDrift on petal_length")
+    assert tj["metadata"]["name"] == "iris-retrain-3"
+    assert tj["metadata"]["ownerReferences"] == [{"apiVersion": "mlops.dev/v1alpha1", "kind": "DriftPolicy", "name": "iris",
+                                                  "uid": "dp-uid", "controller": True, "blockOwnerDeletion": True}]
+    lab = tj["metadata"]["labels"]
+    assert lab["mlops.dev/model"] == "iris" and lab["mlops.dev/triggered-by"] == "iris" and lab["mlops.dev/parent-version"] == "iris-v1-g1"
+    assert "mlops.dev/promotion" not in tj["metadata"]["annotations"]
+    spec = tj["spec"]
+    assert spec["data"]["includeFeedback"] is True
+    assert spec["qualityGate"] == {"metric": "accuracy", "minimum": 0.9, "mustBeat": "current"}
+    assert spec["estimator"] == src["spec"]["estimator"] and spec["model"] == "iris"
+    assert src["spec"]["qualityGate"] == {"metric": "accuracy", "minimum": 0.9}, "the source is not touched"
+    from mlops_operator.api.validation import validate_object
+    assert validate_object(tj) == []
+
+
+@pytest.mark.parametrize(
+    "gate,task,must_beat,expected",
+    [
+        (None, None, "current", {"metric": "accuracy", "mustBeat": "current"}),
+        (None, "regression", "current", {"metric": "rmse", "mustBeat": "current"}),
+        ({"metric": "f1_macro", "minimum": 0.5}, None, "none", {"metric": "f1_macro", "minimum": 0.5, "mustBeat": "none"}),
+        ({"metric": "accuracy", "mustBeat": "current"}, None, "none", None),
+    ],
+)
+def test_retrain_gate(gate, task, must_beat, expected) -> None:
+    pol = _policy(promotion={"mode": "auto", "mustBeat": must_beat}, retrain={"from": "iris-v1", "includeFeedback": False})
+    src = _source()
+    if gate is None:
+        src["spec"].pop("qualityGate")
+    else:
+        src["spec"]["qualityGate"] = gate
+    tj = dp.build_retrain(pol, src, 1, parent_version=None, reason="", task=task)
+    assert tj["spec"].get("qualityGate") == expected
+    assert tj["spec"]["data"]["includeFeedback"] is False
+    assert "mlops.dev/parent-version" not in tj["metadata"]["labels"]
+
+
+def test_retrain_names_are_deterministic_and_fit() -> None:
+    assert dp.retrain_name("iris", 1) == "iris-retrain-1"
+    long = "a" * 63
+    name = dp.retrain_name(long, 123)
+    assert len(name) <= 52 and name.endswith("-retrain-123") and name == dp.retrain_name(long, 123)
+    assert dp.retrain_name("a" * 62 + "b", 123) != name
+    assert dp.retrain_index(long, name) == 123 and dp.retrain_index("iris", "iris-retrain-7") == 7
+    assert dp.retrain_index("iris", "other-retrain-7") is None and dp.retrain_index("iris", "iris-v1") is None
+
+
+# --------------------------------------------------------------------------- the window
+
+
+def _pod(name: str, created: datetime = T0 - timedelta(hours=1)) -> dict:
+    return {"metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": timestamp(created)}}
+
+
+def _snap(rows: int, version: str = "v1", started: float | None = 1.0, bins: list[int] | None = None) -> dp.Snapshot:
+    return dp.Snapshot(version=version, rows=rows, features={"x": bins if bins is not None else [rows, 0]},
+                       feedback_rows=rows // 10, started=started)
+
+
+def _advance(window, observed, minute=0, alive=None, max_age=None, version="v1"):
+    alive = alive if alive is not None else [p["metadata"]["name"] for p, _ in observed]
+    return dp.advance_window(window, version, observed, alive, T0 + timedelta(minutes=minute), max_age)
+
+
+def test_window_counts_deltas_over_pods() -> None:
+    a, b = _pod("a"), _pod("b")
+    w = _advance(None, [(a, _snap(100)), (b, _snap(50))])
+    assert w.reset == "New" and w.counts["rows"] == 0
+    w = _advance(w.state, [(a, _snap(130)), (b, _snap(70))], 1)
+    assert w.reset is None and w.counts["rows"] == 50 and w.counts["features"]["x"] == [50, 0]
+    assert w.counts["feedbackRows"] == (13 - 10) + (7 - 5)
+
+
+def test_window_pod_restart_counts_from_zero() -> None:
+    a = _pod("a")
+    w = _advance(None, [(a, _snap(100))])
+    w = _advance(w.state, [(a, _snap(120))], 1)
+    w = _advance(w.state, [(a, _snap(30))], 2)  # lower than before: restarted
+    assert w.counts["rows"] == 20 + 30
+    w = _advance(w.state, [(a, _snap(200, started=2.0))], 3)  # a new start time: restarted, though higher
+    assert w.counts["rows"] == 50 + 200
+
+
+def test_window_keeps_what_departed_pods_counted() -> None:
+    a, b = _pod("a"), _pod("b")
+    w = _advance(None, [(a, _snap(100)), (b, _snap(100))])
+    w = _advance(w.state, [(a, _snap(150)), (b, _snap(140))], 1)
+    assert w.counts["rows"] == 90
+    w = _advance(w.state, [(a, _snap(160))], 2, alive=["a"])  # b is gone
+    assert w.counts["rows"] == 100 and [p["name"] for p in w.state["pods"]] == ["a"]
+
+
+def test_window_unanswered_pod_catches_up() -> None:
+    a, b = _pod("a"), _pod("b")
+    w = _advance(None, [(a, _snap(10)), (b, _snap(10))])
+    w = _advance(w.state, [(a, _snap(20))], 1, alive=["a", "b"])  # b did not answer
+    assert w.counts["rows"] == 10 and [p["name"] for p in w.state["pods"]] == ["a", "b"]
+    w = _advance(w.state, [(a, _snap(20)), (b, _snap(40))], 2)
+    assert w.counts["rows"] == 10 + 30
+
+
+def test_window_new_pods() -> None:
+    a = _pod("a")
+    w = _advance(None, [(a, _snap(10))])
+    born_inside = _pod("n", T0 + timedelta(seconds=30))
+    born_before = _pod("o", T0 - timedelta(minutes=5))
+    w = _advance(w.state, [(a, _snap(10)), (born_inside, _snap(25)), (born_before, _snap(500))], 1)
+    assert w.counts["rows"] == 25, "a pod born inside the window counts whole; one born earlier only from now"
+    w = _advance(w.state, [(a, _snap(10)), (born_inside, _snap(25)), (born_before, _snap(510))], 2)
+    assert w.counts["rows"] == 35
+
+
+def test_window_resets_on_new_version_and_max_age() -> None:
+    a = _pod("a")
+    w = _advance(None, [(a, _snap(10))])
+    w = _advance(w.state, [(a, _snap(60))], 1)
+    assert w.counts["rows"] == 50
+    v2 = _advance(w.state, [(a, _snap(70, version="v2"))], 2, version="v2")
+    assert v2.reset == "NewVersion" and v2.counts["rows"] == 0 and v2.state["version"] == "v2"
+    old = _advance(w.state, [(a, _snap(70))], 60, max_age=3600)
+    assert old.reset == "MaxAge" and old.counts["rows"] == 0 and old.state["start"] == timestamp(T0 + timedelta(hours=1))
+    young = _advance(w.state, [(a, _snap(70))], 59, max_age=3600)
+    assert young.reset is None and young.counts["rows"] == 60
+
+
+def test_window_skips_pods_of_another_version() -> None:
+    a, b = _pod("a"), _pod("b")
+    w = _advance(None, [(a, _snap(10)), (b, _snap(10, version="v0"))])
+    assert w.skipped == ["b"] and w.reporting == 1
+
+
+def test_window_categorical_counts_and_json_roundtrip() -> None:
+    a = _pod("a")
+    snap = lambda n, m: dp.Snapshot(version="v1", rows=n + m, features={"c": {"x": n, "y": m}}, started=None)  # noqa: E731
+    w = _advance(None, [(a, snap(1, 1))])
+    state = json.loads(json.dumps(w.state))
+    w = _advance(state, [(a, snap(5, 2))], 1)
+    assert w.counts["features"]["c"] == {"x": 4, "y": 1}
+
+
+# --------------------------------------------------------------------------- checks against a real reference
+
+
+@pytest.fixture(scope="module")
+def reference() -> Reference:
+    rng = np.random.default_rng(0)
+    n = 3000
+    cols = {"a": rng.normal(0, 1, n), "b": rng.normal(5, 2, n), "c": rng.choice(["x", "y", "z"], n)}
+    preds = np.where(cols["a"] > 0, "p", "q")
+    return Reference.from_dict(build_reference(cols, {"c"}, preds, "classification", bins=20))
+
+
+def _counts(reference: Reference, shift: float, n: int, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    cols = {"a": rng.normal(shift, 1, n), "b": rng.normal(5, 2, n), "c": rng.choice(["x", "y", "z"], n)}
+    preds = np.where(cols["a"] > 0, "p", "q")
+    wd = reference.count_window(cols, preds).to_dict()
+    snap = dp.Snapshot(version="v1", rows=wd["rows"], features=wd["features"], predictions=wd["predictions"],
+                       prediction_rows=wd["prediction_rows"])
+    return dp.counters_of(snap)
+
+
+def _spec(**kw: Any) -> DriftPolicySpec:
+    base = {"deployment": "iris", "checks": [{"type": "dataDrift"}, {"type": "predictionDrift"}], "retrain": {"from": "iris-v1"}}
+    base.update(kw)
+    return DriftPolicySpec.model_validate(base)
+
+
+def test_checks_on_shifted_and_unshifted_windows(reference) -> None:
+    drift = dp.run_checks(_spec(), reference, {}, _counts(reference, 0.8, 1000))
+    assert drift.verdict == "Drift" and drift.samples == 1000
+    assert {c.type for c in drift.breaches} == {"dataDrift", "predictionDrift"}
+    assert drift.scores[0]["feature"] == "a" and drift.scores[0]["drifted"]
+    assert "dataDrift on a" in drift.reason
+    drifted = [s for s in drift.scores if s["drifted"]]
+    assert drift.scores[: len(drifted)] == drifted, "most drifted first"
+    calm = dp.run_checks(_spec(), reference, {}, _counts(reference, 0.0, 1000))
+    assert calm.verdict == "NoDrift" and not any(s["drifted"] for s in calm.scores)
+    few = dp.run_checks(_spec(), reference, {}, _counts(reference, 0.8, 100))
+    assert few.verdict == "NotEnoughData" and few.scores == []
+
+
+def test_feature_selection_and_psi(reference) -> None:
+    only_b = dp.run_checks(_spec(checks=[{"type": "dataDrift", "features": ["b"]}]), reference, {}, _counts(reference, 0.8, 1000))
+    assert only_b.verdict == "NoDrift" and {s["feature"] for s in only_b.scores} == {"b"}
+    psi = dp.run_checks(_spec(checks=[{"type": "psi", "threshold": 0.1}]), reference, {}, _counts(reference, 1.0, 2000))
+    assert psi.verdict == "Drift" and psi.scores[0]["check"] == "psi" and psi.scores[0]["psi"] >= 0.1
+
+
+def test_performance_checks() -> None:
+    counts = dp.empty_counters() | {"rows": 1000, "feedbackRows": 200, "feedbackErrors": 30, "feedbackSquaredError": 800.0}
+    spec = _spec(checks=[{"type": "errorRate", "maximum": 0.1}])
+    r = dp.run_checks(spec, None, None, counts)
+    assert r.verdict == "Drift" and r.scores[0]["feature"] == "errorRate" and r.scores[0]["statistic"] == 0.15
+    spec = _spec(checks=[{"type": "errorRate", "maxIncrease": 0.05}])
+    assert dp.run_checks(spec, None, {"baseline": {"errorRate": 0.12}}, counts).verdict == "NoDrift"
+    assert dp.run_checks(spec, None, {"baseline": {"errorRate": 0.05}}, counts).verdict == "Drift"
+    assert dp.run_checks(spec, None, {}, counts).verdict == "Unavailable"
+    rmse = _spec(checks=[{"type": "rmse", "maxIncrease": 0.5}])
+    assert dp.run_checks(rmse, None, {"baseline": {"rmse": 1.4}}, counts).verdict == "Drift"  # sqrt(800/200) = 2 > 1.9
+    assert dp.run_checks(rmse, None, {"baseline": {"rmse": 1.6}}, counts).verdict == "NoDrift"
+    few = counts | {"feedbackRows": 20, "feedbackErrors": 10}
+    assert dp.run_checks(_spec(checks=[{"type": "errorRate", "maximum": 0.1}]), None, None, few).verdict == "NotEnoughData"
+
+
+def test_checks_without_reference_or_with_foreign_bins(reference) -> None:
+    assert dp.run_checks(_spec(), None, None, _counts(reference, 0, 1000)).verdict == "Unavailable"
+    bad = _counts(reference, 0, 1000)
+    bad["features"]["a"] = bad["features"]["a"][:-3]
+    r = dp.run_checks(_spec(checks=[{"type": "dataDrift"}]), reference, {}, bad)
+    assert r.verdict == "Unavailable" and "do not fit" in r.message
+
+
+def test_scores_are_bounded() -> None:
+    rng = np.random.default_rng(3)
+    cols = {f"f{i}": rng.normal(0, 1, 2000) for i in range(120)}
+    ref = Reference.from_dict(build_reference(cols, set(), None, "regression", bins=8))
+    cur = {k: rng.normal(0.5, 1, 600) for k in cols}
+    wd = ref.count_window(cur).to_dict()
+    counts = dp.counters_of(dp.Snapshot(rows=wd["rows"], features=wd["features"]))
+    r = dp.run_checks(_spec(checks=[{"type": "dataDrift"}]), ref, {}, counts)
+    assert r.verdict == "Drift" and len(r.scores) == dp.MAX_SCORES
+
+
+# --------------------------------------------------------------------------- the reconcile loop, in memory
+
+
+class MemoryCluster:
+    """Enough of a cluster for the reconcile: get/list/create (409 = existing), merge-patch status, events."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.creates = 0
+
+    def put(self, obj: dict) -> dict:
+        obj = copy.deepcopy(obj)
+        meta = obj["metadata"]
+        meta.setdefault("uid", f"uid-{obj['kind']}-{meta['name']}")
+        meta.setdefault("generation", 1)
+        meta.setdefault("creationTimestamp", timestamp(T0 - timedelta(days=1)))
+        self.objects[(obj["kind"], meta.get("namespace", "ml"), meta["name"])] = obj
+        return obj
+
+    async def get(self, res, namespace, name):
+        found = self.objects.get((res.kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    async def list(self, res, namespace, labels=None):
+        out = []
+        for (kind, ns, _), obj in sorted(self.objects.items()):
+            have = obj["metadata"].get("labels") or {}
+            if kind == res.kind and ns == namespace and all(have.get(k) == v for k, v in (labels or {}).items()):
+                out.append(copy.deepcopy(obj))
+        return out
+
+    async def create(self, obj):
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if key in self.objects:
+            return copy.deepcopy(self.objects[key])
+        self.creates += 1
+        return copy.deepcopy(self.put(obj))
+
+    async def patch_status(self, res, namespace, name, patch):
+        obj = self.objects[(res.kind, namespace, name)]
+        obj["status"] = _apply_merge(obj.get("status") or {}, json.loads(json.dumps(patch)))
+
+    async def event(self, obj, type_, reason, message):
+        self.events.append((obj["metadata"]["name"], reason, message))
+
+    async def apply(self, obj):  # pragma: no cover - unused here
+        return self.put(obj)
+
+
+def _apply_merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _apply_merge(out.get(k), v)
+    return out
+
+
+class FakeSensors:
+    """Serving pods whose counters grow by a shifted (or not) batch per scrape."""
+
+    def __init__(self, reference: Reference, shift: float, rows_per_scrape: int = 400) -> None:
+        self.ref = reference
+        self.shift = shift
+        self.rows = rows_per_scrape
+        self.totals: dict[str, dict] = {}
+        self.seed = 10
+
+    async def snapshot(self, pod: dict) -> dp.Snapshot | None:
+        name = pod["metadata"]["name"]
+        self.seed += 1
+        batch = _counts(self.ref, self.shift, self.rows, self.seed)
+        total = self.totals.get(name)
+        self.totals[name] = batch if total is None else dp.add_counters(total, batch)
+        t = self.totals[name]
+        return dp.Snapshot(version="iris-v1-g1", rows=t["rows"], features=t["features"], predictions=t["predictions"],
+                           prediction_rows=t["predictionRows"], started=1.0)
+
+    async def reference(self, namespace, model, version):
+        return self.ref.to_dict(), {"baseline": {"errorRate": 0.03}}
+
+
+def _serving_pod(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ml", "labels": {"mlops.dev/model-deployment": "iris"}},
+            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def _loop_world(reference: Reference, shift: float) -> tuple[MemoryCluster, FakeSensors]:
+    cluster = MemoryCluster()
+    pol = _policy(interval="60s", trigger={"consecutive": 2, "cooldown": "30m", "maxRetrainsPerDay": 4},
+                  checks=[{"type": "dataDrift"}])
+    pol.pop("status", None)
+    cluster.put(pol)
+    cluster.put(_md())
+    cluster.put(_source())
+    cluster.put(_serving_pod("iris-a"))
+    cluster.put(_serving_pod("iris-b"))
+    return cluster, FakeSensors(reference, shift)
+
+
+def test_reconcile_loop_triggers_exactly_once(reference) -> None:
+    cluster, sensors = _loop_world(reference, shift=0.8)
+
+    async def scenario() -> list[dp.PolicyDecision | None]:
+        out = []
+        for minute in range(0, 8):
+            # Each minute: a fresh reconcile, as after an operator restart, plus an extra event-driven one.
+            for _ in range(2):
+                now = T0 + timedelta(minutes=minute)
+                out.append(await reconcile_drift_policy(cluster, "ml", "iris", None, lambda now=now: now, sensors))
+        return out
+
+    decisions = asyncio.run(scenario())
+    assert decisions[0].status["verdict"] == "NotEnoughData", "a new window starts empty"
+    assert decisions[1].check is None, "the second reconcile of the same minute runs no check"
+    tjs = [k for k in cluster.objects if k[0] == "TrainingJob" and k[2] != "iris-v1"]
+    assert tjs == [("TrainingJob", "ml", "iris-retrain-1")] and cluster.creates == 1
+    status = cluster.objects[("DriftPolicy", "ml", "iris")]["status"]
+    assert status["retrainCount"] == 1 and status["activeRetrain"] == "iris-retrain-1"
+    assert status["verdict"] == "Drift" and status["scores"][0]["feature"] == "a"
+    assert {p["name"] for p in status["window"]["pods"]} == {"iris-a", "iris-b"}
+    reasons = [e[1] for e in cluster.events]
+    assert reasons.count("RetrainTriggered") == 1 and "DriftDetected" in reasons
+    tj = cluster.objects[("TrainingJob", "ml", "iris-retrain-1")]
+    assert tj["metadata"]["labels"]["mlops.dev/parent-version"] == "iris-v1-g1"
+
+
+def test_reconcile_without_drift_creates_nothing(reference) -> None:
+    cluster, sensors = _loop_world(reference, shift=0.0)
+
+    async def scenario() -> None:
+        for minute in range(0, 6):
+            now = T0 + timedelta(minutes=minute)
+            await reconcile_drift_policy(cluster, "ml", "iris", None, lambda now=now: now, sensors)
+
+    asyncio.run(scenario())
+    status = cluster.objects[("DriftPolicy", "ml", "iris")]["status"]
+    assert cluster.creates == 0 and status["verdict"] == "NoDrift" and status["consecutiveBreaches"] == 0
+    assert status["samples"] > 500
+
+
+def test_reconcile_without_pods_is_unavailable(reference) -> None:
+    cluster, sensors = _loop_world(reference, shift=0.8)
+    for name in ("iris-a", "iris-b"):
+        del cluster.objects[("Pod", "ml", name)]
+    d = asyncio.run(reconcile_drift_policy(cluster, "ml", "iris", None, lambda: T0, sensors))
+    assert d.status["verdict"] == "Unavailable" and _cond(d.status, "Ready")["reason"] == "Unavailable"
+    assert "no ready serving pod" in _cond(d.status, "Ready")["message"]
+
+
+def test_merge_patch_removes_what_went_away() -> None:
+    old = {"activeRetrain": "x", "window": {"pods": [1, 2], "counts": {"features": {"c": {"l": 1}}}}, "same": 1}
+    new = {"window": {"pods": [1], "counts": {"features": {"c": {}}}}, "same": 1}
+    patch = merge_patch(old, new)
+    assert patch == {"activeRetrain": None, "window": {"pods": [1], "counts": {"features": {"c": {"l": None}}}}}
+    assert _apply_merge(old, patch) == new
+    assert merge_patch(new, new) == {}
