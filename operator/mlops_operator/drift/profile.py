@@ -71,31 +71,12 @@ class NumericProfile:
     psi_edges: np.ndarray
     quantization: float
     psi_groups: np.ndarray = field(init=False, repr=False)
-    ref: dict[str, Any] = field(init=False, repr=False)
 
     kind = "numeric"
 
     def __post_init__(self) -> None:
         groups = np.searchsorted(self.psi_edges, self.edges, side="left")
         object.__setattr__(self, "psi_groups", np.append(groups, self.psi_edges.size))
-        object.__setattr__(self, "ref", {})
-
-    def prepared(self) -> dict[str, Any]:
-        """Reference-side arrays a check reuses (computed once, cached)."""
-        if not self.ref:
-            full = self.full_counts().astype(np.float64)
-            present = float(self.counts.sum())
-            psi_full = self.psi_counts(full)
-            self.ref.update(
-                full=full,
-                n=float(full.sum()),
-                cdf=np.cumsum(full) / max(full.sum(), 1.0),
-                present=present,
-                pcdf=np.cumsum(self.counts)[:-1] / max(present, 1.0),
-                gaps=np.diff(self.values),
-                psi=psi_full / max(psi_full.sum(), 1.0),
-            )
-        return self.ref
 
     @property
     def n(self) -> int:

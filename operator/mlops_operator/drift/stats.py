@@ -80,6 +80,10 @@ def chi2_homogeneity(
     exact.  Returns ``(statistic, pvalue, dof)``.
     """
     ref, cur = _pair(ref_counts, cur_counts)
+    return _chi2(ref, cur, correction)
+
+
+def _chi2(ref: np.ndarray, cur: np.ndarray, correction: bool = True) -> tuple[float, float, int]:
     keep = (ref + cur) > 0
     observed = np.vstack([ref[keep], cur[keep]])
     rows = observed.sum(axis=1, keepdims=True)
@@ -128,6 +132,10 @@ def js_distance(p: ArrayLike, q: ArrayLike) -> float:
     if either side sums to zero.
     """
     a, b = _pair(p, q)
+    return _js(a, b)
+
+
+def _js(a: np.ndarray, b: np.ndarray) -> float:
     sa, sb = a.sum(), b.sum()
     if sa == 0 or sb == 0:
         return math.nan
@@ -145,6 +153,10 @@ def psi(ref_counts: ArrayLike, cur_counts: ArrayLike, eps: float = PSI_EPS) -> f
     0.1–0.25 moderate, > 0.25 major shift.  Returns nan if either side is empty.
     """
     ref, cur = _pair(ref_counts, cur_counts)
+    return _psi(ref, cur, eps)
+
+
+def _psi(ref: np.ndarray, cur: np.ndarray, eps: float = PSI_EPS) -> float:
     n, m = ref.sum(), cur.sum()
     if n == 0 or m == 0:
         return math.nan
