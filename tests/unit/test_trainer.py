@@ -199,6 +199,7 @@ def test_feedback_rows_are_appended_and_counted(tmp_path: Path) -> None:
     fb.loc[0, "species"] = np.nan  # unlabelled: dropped
     fb["sepal width (cm)"] = fb["sepal width (cm)"].astype(object)
     fb.loc[1, "sepal width (cm)"] = "oops"  # the server never writes this, but if it did: left out
+    fb.loc[2, "species"] = "virgin"  # not a class (a torn line): left out
     folder = tmp_path / "feedback" / "team-a" / "iris"
     folder.mkdir(parents=True)
     fb.to_csv(folder / "part-0001.csv", index=False)
@@ -208,9 +209,9 @@ def test_feedback_rows_are_appended_and_counted(tmp_path: Path) -> None:
     doc["spec"]["data"]["includeFeedback"] = True
     result = train(doc, tmp_path / "store", feedback_dir=tmp_path / "feedback", log=quiet)
     rows = result.rows
-    assert rows["feedback"] == 29 and rows["feedbackRejected"] == 1
+    assert rows["feedback"] == 28 and rows["feedbackRejected"] == 2
     assert rows["droppedMissingTarget"] == 1
-    assert rows["total"] == 150 + 28
+    assert rows["total"] == 150 + 27
     plain = train(manifest(), tmp_path / "store2", feedback_dir=tmp_path / "feedback", log=quiet)
     assert plain.rows["feedback"] == 0  # includeFeedback is false: the directory is ignored
 

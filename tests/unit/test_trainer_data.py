@@ -204,3 +204,15 @@ def test_to_matrix_float_when_all_numeric() -> None:
     frame = pd.DataFrame({"a": [1, 2], "b": [0.5, np.nan]})
     X = to_matrix(frame, ["b", "a"], [])
     assert X.dtype == np.float64 and X[0].tolist() == [0.5, 1.0] and np.isnan(X[1, 0])
+
+
+def test_feedback_is_typed_like_the_data() -> None:
+    frame = pd.DataFrame({"x": np.arange(20.0), "c": ["a", "b"] * 10, "y": [0, 1] * 10})
+    # As read from the server's CSV: every cell text, missing cells NaN.
+    fb = pd.DataFrame({"x": ["1.5", "2", "bad", np.nan], "c": ["a", np.nan, "b", "z"], "y": ["1", "0", "1", "7"]}, dtype=object)
+    ds = prepare(frame, target="y", features=None, categorical=None, task="classification", feedback=fb)
+    assert ds.feedback_rows == 2 and ds.feedback_rejected == 2  # 'bad' is not a number, 7 is not a class
+    tail = ds.frame.tail(2)
+    assert tail["x"].tolist() == [1.5, 2.0] and tail["y"].tolist() == [1, 0]
+    assert tail["c"].iloc[0] == "a" and np.isnan(tail["c"].iloc[1])
+    assert ds.frame["y"].dtype == np.int64

@@ -342,7 +342,7 @@ def prepare(
     warnings: list[str] = []
     fb_rows = fb_rejected = 0
     if feedback is not None and len(feedback):
-        fb, fb_rejected, warns = _type_feedback(feedback, out, features, kinds, target)
+        fb, fb_rejected, warns = _type_feedback(feedback, out, features, kinds, target, task)
         warnings += warns
         fb_rows = len(fb)
         out = pd.concat([out, fb], ignore_index=True)
@@ -391,9 +391,11 @@ def _type_target(y: pd.Series, task: str | None) -> pd.Series:
 
 
 def _type_feedback(
-    fb: pd.DataFrame, main: pd.DataFrame, features: Sequence[str], kinds: dict[str, str], target: str
+    fb: pd.DataFrame, main: pd.DataFrame, features: Sequence[str], kinds: dict[str, str], target: str, task: str | None
 ) -> tuple[pd.DataFrame, int, list[str]]:
-    """Feedback rows typed like the training rows; rows with unparseable numbers are dropped."""
+    """Feedback rows typed like the training rows.  Left out: rows with text in a numeric
+    column, and for classification rows whose label is not a class of the data (the
+    server only accepts known classes, so such a row is damaged, e.g. a torn last line)."""
     out = pd.DataFrame(index=fb.index)
     ok = pd.Series(True, index=fb.index)
     for f in features:
@@ -413,9 +415,19 @@ def _type_feedback(
     else:
         y = _as_categories(y)
     out[target] = y
+    if task == "classification":
+        known = {_label_key(v) for v in main_y.dropna().unique()}
+        ok &= y.isna() | y.map(lambda v: _label_key(v) in known)
     rejected = int((~ok).sum())
-    warnings = [f"{rejected} feedback row(s) had non-numeric values in numeric columns and were left out"] if rejected else []
+    warnings = [f"{rejected} feedback row(s) had unparseable values or unknown labels and were left out"] if rejected else []
     return out[ok], rejected, warnings
+
+
+def _label_key(v: Any) -> str:
+    """A label as text, with 1.0 and 1 the same (integer labels read as floats because of gaps)."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def read_feedback(directory: str | os.PathLike[str], namespace: str, model: str, features: Sequence[str] | None, target: str) -> tuple[pd.DataFrame | None, list[str]]:
