@@ -721,3 +721,60 @@ def test_merge_patch_removes_what_went_away() -> None:
     assert patch == {"activeRetrain": None, "window": {"pods": [1], "counts": {"features": {"c": {"l": None}}}}}
     assert _apply_merge(old, patch) == new
     assert merge_patch(new, new) == {}
+
+
+# --------------------------------------------------------------------------- the cluster side: scraping and metrics
+
+
+def test_server_metrics_become_a_snapshot(reference) -> None:
+    sensor = pytest.importorskip("mlops_operator.runtime.sensor")
+    from mlops_operator.k8s.handlers import driftpolicy as handler
+    from mlops_operator.runtime.serving_metrics import ServingMetrics
+
+    m = ServingMetrics(model="m", namespace="ml", version="v7", sha256="ab", task="classification", classes=["p", "q"],
+                       reference=reference, drift_sensor=True, feature_names=["a", "b", "c"])
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0, 1, 50), rng.normal(5, 2, 50)
+    c = rng.choice(["x", "y", "new"], 50)
+    rows = np.empty((50, 3), dtype=object)
+    rows[:, 0], rows[:, 1], rows[:, 2] = a, b, c
+    preds = np.where(a > 0, "p", "q")
+    m.observe_batch(rows, preds, 1, 50, 0.001)
+    m.observe_feedback(labels=10, correct=7, errors=3)
+    snap = handler.to_snapshot(sensor.parse_metrics(m.render().decode()), "2026-01-01T00:00:00Z#0")
+    expected = reference.count_window({"a": a, "b": b, "c": c}, preds).to_dict()
+    assert snap.version == "v7" and snap.rows == 50 and snap.started == "2026-01-01T00:00:00Z#0"
+    assert snap.features["a"] == expected["features"]["a"] and snap.features["b"] == expected["features"]["b"]
+    assert {k: v for k, v in snap.features["c"].items() if v} == {k: v for k, v in expected["features"]["c"].items() if v}
+    assert {k: v for k, v in snap.predictions.items() if v} == {k: v for k, v in expected["predictions"].items() if v}
+    assert (snap.feedback_rows, snap.feedback_errors) == (10, 3)
+    r = dp.run_checks(_spec(checks=[{"type": "dataDrift"}], window={"minSamples": 30}), reference, {}, dp.counters_of(snap))
+    assert r.verdict in ("Drift", "NoDrift") and {s["feature"] for s in r.scores} == {"a", "b", "c"}
+
+
+def test_pod_address_and_process_start() -> None:
+    from mlops_operator.k8s.handlers import driftpolicy as handler
+
+    pod = {"spec": {"containers": [{"name": "server", "ports": [{"name": "http", "containerPort": 9000}]}]},
+           "status": {"podIP": "10.1.2.3", "containerStatuses": [
+               {"name": "server", "restartCount": 2, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
+    assert handler.pod_address(pod) == "10.1.2.3:9000"
+    assert handler.process_start(pod) == "2026-01-01T00:00:00Z#2"
+    assert handler.pod_address({"status": {"podIP": "fd00::1"}}, 8080) == "[fd00::1]:8080"
+    assert handler.pod_address({"status": {}}) is None
+
+
+def test_operator_metrics_follow_the_decisions() -> None:
+    from prometheus_client import REGISTRY
+
+    from mlops_operator.k8s.handlers import driftpolicy as handler
+
+    w = World(trigger={"consecutive": 1})
+    d = w.step(0, "Drift")
+    handler.record_metrics("ml", "iris-metrics", d)
+    get = REGISTRY.get_sample_value
+    assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) == 0.5
+    assert get("mlops_operator_drift_breaches_total", {"namespace": "ml", "policy": "iris-metrics"}) == 1
+    assert get("mlops_operator_drift_retrains_total", {"namespace": "ml", "policy": "iris-metrics", "result": "Started"}) == 1
+    handler.forget_metrics("ml", "iris-metrics")
+    assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) is None

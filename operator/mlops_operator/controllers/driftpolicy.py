@@ -75,8 +75,9 @@ class Snapshot:
     ``predictions`` likewise for the prediction distribution.
     Of ``feedback_rows`` labelled rows, ``feedback_errors`` were predicted
     wrong (classification) and ``feedback_squared_error`` sums the squared
-    errors (regression). ``started`` is the process start time, to tell a
-    restart (None when the server does not say).
+    errors (regression). ``started`` tells a restart: any value that changes
+    when the server process does (its start time, e.g. the container's
+    ``startedAt``), or None when unknown (then only falling counters tell).
     """
 
     version: str | None = None
@@ -87,7 +88,7 @@ class Snapshot:
     feedback_rows: int = 0
     feedback_errors: int = 0
     feedback_squared_error: float = 0.0
-    started: float | None = None
+    started: float | str | None = None
 
 
 def counters_of(snap: Snapshot) -> Obj:
@@ -237,7 +238,7 @@ def advance_window(
             # A pod born inside the window counted nothing before it; one born earlier
             # (missed at the window's start) may have, so only its later rows count.
             delta = current if created is not None and created >= start else None
-        elif before.get("started") != snap.started:
+        elif before.get("started") is not None and snap.started is not None and before["started"] != snap.started:
             delta = current  # a new process: its counters began at zero
         else:
             delta = add_counters(current, before.get("counters") or empty_counters(), -1)

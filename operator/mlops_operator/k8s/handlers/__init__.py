@@ -7,3 +7,4 @@ lives in ``controllers.reconcile`` and is shared with the local runner.
 
 from . import lifecycle, trainingjob  # noqa: F401  (registration by import)
 from . import modeldeployment  # noqa: F401
+from . import driftpolicy  # noqa: F401
