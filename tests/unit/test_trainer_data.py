@@ -216,3 +216,21 @@ def test_feedback_is_typed_like_the_data() -> None:
     assert tail["x"].tolist() == [1.5, 2.0] and tail["y"].tolist() == [1, 0]
     assert tail["c"].iloc[0] == "a" and np.isnan(tail["c"].iloc[1])
     assert ds.frame["y"].dtype == np.int64
+
+
+def test_feedback_without_a_feature_column_is_left_out() -> None:
+    frame = pd.DataFrame({"x": np.arange(20.0), "c": ["a", "b"] * 10, "y": [0, 1] * 10})
+    fb = pd.DataFrame({"x": ["1"], "y": ["1"]}, dtype=object)
+    ds = prepare(frame, target="y", features=None, categorical=None, task="classification", feedback=fb)
+    assert ds.feedback_rows == 0 and "no column(s) 'c'" in ds.warnings[0]
+
+
+def test_read_feedback_skips_files_lacking_columns(tmp_path: Path) -> None:
+    folder = tmp_path / "ns" / "m"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("x,c,y\n1,a,0\n2,,1\n")
+    (folder / "b.csv").write_text("x,y\n3,1\n")  # written for an older feature set
+    (folder / "c.csv").write_text("")
+    fb, warnings = data.read_feedback(tmp_path, "ns", "m", ["x", "c"], "y")
+    assert len(fb) == 2 and warnings == ["feedback file b.csv skipped: no column(s) 'c'"]
+    assert data.read_feedback(tmp_path, "ns", "other", ["x"], "y") == (None, ["no feedback for ns/other"])

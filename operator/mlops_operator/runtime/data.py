@@ -342,6 +342,11 @@ def prepare(
     warnings: list[str] = []
     fb_rows = fb_rejected = 0
     if feedback is not None and len(feedback):
+        lacking = [c for c in [*features, target] if c not in feedback.columns]
+        if lacking:
+            warnings.append(f"feedback left out: it has no column(s) {_list(lacking)}")
+            feedback = None
+    if feedback is not None and len(feedback):
         fb, fb_rejected, warns = _type_feedback(feedback, out, features, kinds, target, task)
         warnings += warns
         fb_rows = len(fb)

@@ -180,7 +180,8 @@ def train(
     feedback = None
     if feedback_dir is not None:
         if spec.data.include_feedback:
-            feedback, warns = data_mod.read_feedback(feedback_dir, namespace, spec.model, spec.data.features, spec.data.target)
+            needed = spec.data.features or [str(c) for c in frame.columns if str(c) != spec.data.target]
+            feedback, warns = data_mod.read_feedback(feedback_dir, namespace, spec.model, needed, spec.data.target)
             for w in warns:
                 log("feedback", level="warning", message=w)
         else:
