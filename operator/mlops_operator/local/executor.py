@@ -96,7 +96,9 @@ class Executor:
         for job in self.cluster.list_now(JOBS):
             key = (job["metadata"]["namespace"], job["metadata"]["name"])
             if key not in self.jobs and not _job_finished(job):
-                self.jobs[key] = asyncio.get_running_loop().create_task(self._run_job(job))
+                task = asyncio.get_running_loop().create_task(self._run_job(job))
+                task.add_done_callback(_log_failure)
+                self.jobs[key] = task
         live = set()
         for dep in self.cluster.list_now(DEPLOYMENTS):
             key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
@@ -213,6 +215,11 @@ class Executor:
             "podIP": "127.0.0.1",
             "containerStatuses": [{"name": "trainer", "ready": False, "state": {"terminated": term}}],
         })
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("local job runner failed", exc_info=task.exception())
 
 
 def _job_finished(job: Obj) -> bool:

@@ -43,6 +43,8 @@ class LocalManager:
         self._dirty: set[Key] = set()
         self.reconcilers: dict[str, Callable[[str, str], Awaitable[object]]] = self._reconcilers()
         self.errors: dict[Key, str] = {}
+        self._failures: dict[Key, int] = {}
+        self._retry_at: dict[Key, float] = {}
 
     # -- wiring: the same reconcile functions the kopf operator calls ---------
     def _reconcilers(self) -> dict[str, Callable[[str, str], Awaitable[object]]]:
@@ -101,18 +103,26 @@ class LocalManager:
         """One round: reconcile everything dirty, then let the executor act."""
         while not self._feed.empty():
             self._touch(self._feed.get_nowait())
-        dirty, self._dirty = sorted(self._dirty), set()
-        for kind, ns, name in dirty:
+        now = asyncio.get_running_loop().time()
+        due = {k for k in self._dirty if self._retry_at.get(k, 0.0) <= now}
+        dirty, self._dirty = sorted(due), self._dirty - due
+        for key in dirty:
+            kind, ns, name = key
             fn = self.reconcilers.get(kind)
             if fn is None or self.cluster.get_now(RESOURCES[kind], ns, name) is None:
                 continue
             try:
                 await fn(ns, name)
-                self.errors.pop((kind, ns, name), None)
-            except Exception as exc:  # noqa: BLE001 - report, retry on the next round
-                self.errors[(kind, ns, name)] = str(exc)
-                log.warning("reconcile %s %s/%s failed: %s", kind, ns, name, exc)
-                self._dirty.add((kind, ns, name))
+                self.errors.pop(key, None)
+                self._failures.pop(key, None)
+                self._retry_at.pop(key, None)
+            except Exception as exc:  # noqa: BLE001 - report, retry with back-off
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                self._retry_at[key] = now + min(30.0, 0.5 * 2 ** failures)
+                if self.errors.get(key) != str(exc):
+                    log.warning("reconcile %s %s/%s failed: %s", kind, ns, name, exc)
+                self.errors[key] = str(exc)
+                self._dirty.add(key)
         await self.executor.sync()
 
     async def run(self, stop: asyncio.Event, on_tick: Callable[[], None] | None = None) -> None:
@@ -123,23 +133,30 @@ class LocalManager:
                 await self.step()
                 if on_tick:
                     on_tick()
-                try:
-                    await asyncio.wait_for(self._wait_for_change(stop), self.tick)
-                except asyncio.TimeoutError:
+                if not await self._wait_for_change(stop, self.tick):
                     # Periodic: DriftPolicies decide themselves whether a check is due.
                     for dp in self.cluster.list_now(DRIFT_POLICIES):
                         self._dirty.add(("DriftPolicy", dp["metadata"]["namespace"], dp["metadata"]["name"]))
         finally:
             await self.shutdown()
 
-    async def _wait_for_change(self, stop: asyncio.Event) -> None:
+    async def _wait_for_change(self, stop: asyncio.Event, timeout: float) -> bool:
+        """Wait for a change, the stop signal or the timeout; False on timeout.
+
+        The getter is always cancelled when it loses, so no orphaned task can
+        swallow a later change.
+        """
         getter = asyncio.ensure_future(self._feed.get())
         stopper = asyncio.ensure_future(stop.wait())
-        done, pending = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if getter in done:
+        try:
+            done, _ = await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            getter.cancel()
+            stopper.cancel()
+        if getter in done and not getter.cancelled():
             self._touch(getter.result())
+            return True
+        return stopper in done
 
     async def shutdown(self) -> None:
         await self.executor.stop()
