@@ -21,7 +21,8 @@ def _expected_field(path: Path) -> str:
 
 def test_examples_are_valid(capsys) -> None:
     assert main(["validate", str(ROOT / "examples")]) == 0
-    assert "6 mlops.dev object(s) checked, 0 error(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "object(s) checked, 0 error(s)" in out and not out.startswith("0 ")
 
 
 def test_there_are_enough_invalid_cases() -> None:

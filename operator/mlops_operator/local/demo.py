@@ -1,0 +1,267 @@
+"""``mlops-operator demo``: the whole loop on one machine, with drift injected on purpose.
+
+The data set is scikit-learn's breast-cancer diagnoses (569 patients, 30
+measurements). Traffic replays its rows with a little noise and sends the
+true diagnosis back as feedback. Then drift is injected, in two documented
+ways at once:
+
+- **covariate shift**: the five "mean" size and texture measurements
+  (radius, texture, perimeter, area, smoothness) are scaled by 1.25 (new
+  imaging equipment that measures larger);
+- **concept change on a subgroup**: for patients whose "worst texture" is
+  above the data set's median, the diagnosis rule flips (a new disease
+  subtype the old model never saw).
+
+The DriftPolicy of ``demo_loop.yaml`` (next to this module) sees the inputs drift and
+the error rate climb, retrains with the labelled feedback, the challenger
+beats the champion on the same held-out rows, and it is promoted without a
+spec edit. The demo exits 0 only when all of that happened and the error rate
+came back down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import json
+import logging
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, TRAINING_JOBS
+from ..manifests import load_paths
+from .manager import LocalManager
+from .report import write_report
+
+log = logging.getLogger("mlops_operator.demo")
+MANIFEST = Path(__file__).with_name("demo_loop.yaml")
+SHIFTED = ("mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness")
+SHIFT_FACTOR = 1.25
+SUBGROUP = "worst texture"
+NS, MD, DP = "default", "cancer", "cancer"
+
+
+@dataclass
+class Point:
+    t: float
+    error_rate: float | None
+    drift_score: float | None
+    version: str | None
+    phase: str
+
+
+@dataclass
+class Timeline:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    start: float = field(default_factory=time.monotonic)
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.start, 1)
+
+    def event(self, what: str, **facts: Any) -> None:
+        entry = {"t": self.now(), "event": what, **facts}
+        self.events.append(entry)
+        extras = "  ".join(f"{k}={v}" for k, v in facts.items() if v is not None)
+        print(f"[{entry['t']:6.1f}s] {what:<28} {extras}", flush=True)
+
+
+class Traffic:
+    """Rows like the data set's, with noise; optionally drifted. Labels follow the (possibly new) concept."""
+
+    def __init__(self, seed: int = 0):
+        from sklearn.datasets import load_breast_cancer
+
+        data = load_breast_cancer()
+        self.names = list(data.feature_names)
+        self.X = data.data
+        self.y = data.target
+        self.classes = list(data.target_names)
+        self.std = self.X.std(axis=0)
+        self.subgroup_cut = float(np.median(self.X[:, self.names.index(SUBGROUP)]))
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int, drifted: bool) -> tuple[list[list[float]], list[str]]:
+        idx = self.rng.integers(0, len(self.X), n)
+        X = self.X[idx] + self.rng.normal(0, 0.05, (n, self.X.shape[1])) * self.std
+        y = self.y[idx].copy()
+        if drifted:
+            for name in SHIFTED:
+                X[:, self.names.index(name)] *= SHIFT_FACTOR
+            flip = X[:, self.names.index(SUBGROUP)] > self.subgroup_cut
+            y[flip] = 1 - y[flip]
+        X = np.maximum(X, 0.0)
+        return X.round(5).tolist(), [self.classes[k] for k in y]
+
+
+def _post(url: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - the local service on 127.0.0.1
+        return json.loads(r.read())
+
+
+class Client:
+    """Predicts through the local Service and sends the true labels back, counting mistakes."""
+
+    def __init__(self, base: str, model: str):
+        self.base, self.model = base, model
+        self.outcomes: list[bool] = []
+
+    def round(self, rows: list[list[float]], labels: list[str]) -> None:
+        out = _post(f"{self.base}/v1/models/{self.model}:predict", {"instances": rows})
+        self.outcomes += [p != y for p, y in zip(out["predictions"], labels)]
+        _post(f"{self.base}/v1/models/{self.model}/feedback",
+              {"feedback": [{"id": i, "label": y} for i, y in zip(out["ids"], labels)]})
+
+    def error_rate(self, last: int = 250) -> float | None:
+        recent = self.outcomes[-last:]
+        return round(sum(recent) / len(recent), 4) if recent else None
+
+
+def _status(manager: LocalManager, res, name: str) -> dict[str, Any]:
+    return (manager.cluster.get_now(res, NS, name) or {}).get("status") or {}
+
+
+async def _until(predicate, timeout: float, what: str, poll: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(poll)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: int) -> dict[str, Any]:
+    traffic = Traffic(seed)
+    md_status = lambda: _status(manager, MODEL_DEPLOYMENTS, MD)  # noqa: E731
+    dp_status = lambda: _status(manager, DRIFT_POLICIES, DP)  # noqa: E731
+    deadline = time.monotonic() + budget
+
+    def left() -> float:
+        return max(1.0, deadline - time.monotonic())
+
+    timeline.event("training started", job="cancer-v1")
+    tj = await _until(lambda: (s := _status(manager, TRAINING_JOBS, "cancer-v1")).get("phase") in ("Succeeded", "Failed") and s, left(), "the first training run")
+    timeline.event("trained", version=tj.get("modelVersion"), accuracy=round((tj.get("metrics") or {}).get("accuracy", 0), 4), gate=(tj.get("gate") or {}).get("result"))
+    if tj.get("phase") != "Succeeded":
+        raise RuntimeError(f"the first training run failed: {tj}")
+    first = tj["modelVersion"]
+    await _until(lambda: md_status().get("readyReplicas") and md_status().get("modelVersion") == first, left(), "the model to serve")
+    base = await _until(lambda: manager.executor.service_address(NS, MD), left(), "the service address")
+    timeline.event("serving", version=first, url=base)
+    client = Client(base, "cancer")
+
+    def point(phase: str) -> None:
+        timeline.points.append(Point(timeline.now(), client.error_rate(), dp_status().get("score"), md_status().get("modelVersion"), phase))
+
+    async def send(rounds: int, drifted: bool, phase: str) -> None:
+        for _ in range(rounds):
+            rows, labels = traffic.batch(25, drifted)
+            await asyncio.to_thread(client.round, rows, labels)
+            point(phase)
+            await asyncio.sleep(0.05)
+
+    await send(40, False, "baseline")
+    before = client.error_rate(1000)
+    timeline.event("baseline traffic", rows=len(client.outcomes), error_rate=before)
+
+    timeline.event("drift injected", shifted=", ".join(SHIFTED), concept=f"{SUBGROUP} > {traffic.subgroup_cut:.2f} flips")
+    drift_start = len(client.outcomes)
+    detected = retrained = None
+    while time.monotonic() < deadline:
+        await send(4, True, "drifted")
+        dp = dp_status()
+        if detected is None and dp.get("verdict") == "Drift":
+            detected = timeline.now()
+            timeline.event("drift detected", score=dp.get("score"), samples=dp.get("samples"), error_rate=client.error_rate())
+        if retrained is None and dp.get("activeRetrain"):
+            retrained = dp["activeRetrain"]
+            timeline.event("retraining", job=retrained)
+        if md_status().get("modelVersion") not in (None, first):
+            break
+    after_drift = round(sum(client.outcomes[drift_start:]) / max(1, len(client.outcomes) - drift_start), 4)
+    promoted = md_status().get("modelVersion")
+    if promoted in (None, first):
+        raise TimeoutError("no retrained model was promoted in time")
+    retrain_tj = next((t for t in manager.cluster.list_now(TRAINING_JOBS) if (t.get("status") or {}).get("modelVersion") == promoted), {})
+    gate = (retrain_tj.get("status") or {}).get("gate") or {}
+    timeline.event("promoted", version=promoted, challenger=gate.get("value"), champion=gate.get("championValue"))
+    await _until(lambda: md_status().get("readyReplicas") and md_status().get("modelVersion") == promoted, left(), "the new version to serve")
+    mark = len(client.outcomes)
+    await send(40, True, "after promotion")
+    after = round(sum(client.outcomes[mark:]) / max(1, len(client.outcomes) - mark), 4)
+    timeline.event("error rate after promotion", error_rate=after, before_drift=before, during_drift=after_drift)
+    return {
+        "error_rate_before_drift": before,
+        "error_rate_after_drift": after_drift,
+        "error_rate_after_promotion": after,
+        "first_version": first,
+        "promoted_version": promoted,
+        "retrain": retrained or retrain_tj.get("metadata", {}).get("name"),
+        "drift_detected_at": detected,
+        "challenger_score": gate.get("value"),
+        "champion_score": gate.get("championValue"),
+    }
+
+
+def recovered(result: dict[str, Any]) -> bool:
+    """The loop closed: the new model's error rate is well below the drifted model's and near the old level."""
+    after, during, before = result["error_rate_after_promotion"], result["error_rate_after_drift"], result["error_rate_before_drift"]
+    return after < during and after <= max(before + 0.05, during / 2)
+
+
+async def run_demo(root: Path, out: Path | None, budget: float, seed: int) -> int:
+    manager = LocalManager(root, tick=0.5)
+    atexit.register(manager.processes.kill_all_now)
+    manager.apply([d.obj for d in load_paths([MANIFEST])], NS)
+    timeline = Timeline()
+    manager.cluster.event_listeners.append(
+        lambda ev: timeline.events.append({"t": timeline.now(), "event": f"{ev.kind}/{ev.name} {ev.reason}", "message": ev.message})
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(manager.run(stop))
+    result: dict[str, Any] = {}
+    code = 1
+    try:
+        result = await drive(manager, timeline, budget, seed)
+        code = 0 if recovered(result) else 1
+        print(("loop closed: " if code == 0 else "loop did NOT close: ") + json.dumps(result), flush=True)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+        for entry in timeline.events[-25:]:
+            print(f"  {json.dumps(entry)}", file=sys.stderr)
+        for key, err in manager.errors.items():
+            print(f"  reconcile {'/'.join(key)}: {err}", file=sys.stderr)
+    finally:
+        stop.set()
+        await runner
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        doc = {**result, "completed": code == 0, "events": timeline.events, "points": [asdict(p) for p in timeline.points]}
+        (out / "timeline.json").write_text(json.dumps(doc, indent=2))
+        written = write_report(out, doc)
+        print("wrote " + ", ".join(str(p) for p in [out / "timeline.json", *written]), flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mlops-operator demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None, help="write timeline.json, report.html and report.png here")
+    p.add_argument("--root", type=Path, default=None, help="store, feedback and logs (default: a fresh temporary folder)")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.root:
+        return asyncio.run(run_demo(args.root, args.out, args.timeout, args.seed))
+    with tempfile.TemporaryDirectory(prefix="mlops-demo-") as tmp:
+        return asyncio.run(run_demo(Path(tmp), args.out, args.timeout, args.seed))
