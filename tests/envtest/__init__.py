@@ -14,6 +14,7 @@ __all__ = [
     "default_bin_dir",
     "ensure_binaries",
     "install_crds",
+    "wait_for",
 ]
 
 

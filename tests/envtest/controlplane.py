@@ -648,6 +648,23 @@ class ControlPlane:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
 
+def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.5, what: str = "condition"):
+    """Poll ``predicate()`` until it returns something truthy; return that.
+
+    Raises ``TimeoutError`` naming ``what`` and the last value after
+    ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
 # --------------------------------------------------------------------------
 # CRDs
 

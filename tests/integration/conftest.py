@@ -42,7 +42,8 @@ from tests.envtest.controlplane import (
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CRD_DIR = ROOT / "crds"
+# MLOPS_ENVTEST_CRDS: try CRDs from another directory without touching crds/.
+CRD_DIR = Path(os.environ.get("MLOPS_ENVTEST_CRDS") or ROOT / "crds")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 
-import pytest
 from kubernetes import client
 
-from tests.envtest.controlplane import k8s_version_from_gomod
-
-WAIT = 60.0  # seconds any controller gets to act
-
-
-def wait_for(predicate, *, timeout: float = WAIT, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+from tests.envtest.controlplane import k8s_version_from_gomod, wait_for
 
 
 def test_version_matches_the_pinned_release(control_plane):
