@@ -106,7 +106,7 @@ def make_store(root: Path) -> dict[str, Any]:
 class Server:
     """``mlops-operator serve`` in a subprocess on a free port of 127.0.0.1."""
 
-    def __init__(self, *args: str, timeout: float = 60.0) -> None:
+    def __init__(self, *args: str, timeout: float = 90.0, wait: bool = True) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "operator"), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlops_operator.runtime.server", "--port", "0", *args],
@@ -114,7 +114,7 @@ class Server:
         )
         self.lines: list[str] = []
         self.port: int | None = None
-        found = threading.Event()
+        found = self._found = threading.Event()
 
         def read() -> None:
             assert self.proc.stderr is not None
@@ -128,10 +128,15 @@ class Server:
 
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
-        found.wait(timeout)
+        if wait:
+            self.wait(timeout)
+
+    def wait(self, timeout: float = 90.0) -> Server:
+        self._found.wait(timeout)
         if self.port is None:
             self.stop()
             raise RuntimeError("server did not start: " + "".join(self.lines))
+        return self
 
     def conn(self, timeout: float = 30.0) -> http.client.HTTPConnection:
         assert self.port is not None

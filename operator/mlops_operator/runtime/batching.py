@@ -16,6 +16,7 @@ the model refuses cannot fail the others; its error is delivered to it alone.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,7 @@ class Batcher:
 
     ``predict(rows, want_proba)`` returns ``(predictions, probabilities or None)``.
     ``after(rows, predictions, n_requests, n_rows, seconds)`` runs in the worker
-    thread after each batch's results were handed back (metrics, drift sensor).
+    thread after each predict call, before the results are handed back (metrics, drift sensor).
     """
 
     def __init__(
@@ -184,14 +185,18 @@ class Batcher:
                     results.append(ModelError(f"{type(exc).__name__}: {exc}"))
         seconds = time.perf_counter() - t0
         self.batches += 1
-        loop.call_soon_threadsafe(_deliver, batch, results)
+        # Count before answering, so a scrape after a response always includes it.
         if self.after is not None:
-            if ok:
-                self.after(rows, preds, len(batch), rows.shape[0], seconds)
-            else:
-                for it, res in zip(batch, results):
-                    if not isinstance(res, Exception):
-                        self.after(it.rows, res[0], 1, it.rows.shape[0], seconds / len(batch))
+            try:
+                if ok:
+                    self.after(rows, preds, len(batch), rows.shape[0], seconds)
+                else:
+                    for it, res in zip(batch, results):
+                        if not isinstance(res, Exception):
+                            self.after(it.rows, res[0], 1, it.rows.shape[0], seconds / len(batch))
+            except Exception as exc:  # metrics must never cost an answer
+                print(f"warning: metrics update failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        loop.call_soon_threadsafe(_deliver, batch, results)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
