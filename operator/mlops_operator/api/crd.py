@@ -132,8 +132,8 @@ def crd(kind: Kind) -> dict[str, Any]:
         "x-kubernetes-validations": [
             {
                 "rule": f"self.metadata.name.size() <= {kind.max_name_length}",
+                # No fieldPath: the schema does not declare metadata's fields, so the server refuses one.
                 "message": f"metadata.name must be at most {kind.max_name_length} characters",
-                "fieldPath": ".metadata.name",
             }
         ],
     }
