@@ -353,3 +353,53 @@ def test_refuses_a_digest_mismatch(store: tuple[Path, dict[str, Any]], tmp_path:
     assert r.returncode == 2 and "sha256" in r.stderr
     r = run_serve("--store", str(root), "--model", "absent")
     assert r.returncode == 2 and "no version" in r.stderr
+
+
+# -- fuzz: no body or path makes the server answer 5xx or die -------------------
+
+from urllib.parse import quote  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=6), c, max_size=5),
+    max_leaves=25,
+)
+_tensor = st.fixed_dictionaries(
+    {"name": st.sampled_from(["x", "colour", "age", "size"]) | _json, "shape": st.lists(st.integers(-2, 4), max_size=3) | _json,
+     "datatype": st.sampled_from(["FP64", "INT64", "BYTES", "BOOL", "?"]), "data": _json}
+)
+_bodies = st.one_of(
+    _json,
+    st.fixed_dictionaries({"instances": _json}),
+    st.fixed_dictionaries({"instances": st.lists(st.lists(_json, min_size=3, max_size=3) | st.dictionaries(st.sampled_from(["age", "colour", "size", "x"]), _json), max_size=4)}),
+    st.fixed_dictionaries({"inputs": st.lists(_tensor, max_size=3)}, optional={"outputs": _json, "id": _json, "parameters": _json}),
+    st.fixed_dictionaries({"feedback": st.lists(st.fixed_dictionaries({"id": _json | st.text(max_size=12), "label": _json}), max_size=3) | _json}),
+)
+_paths = st.one_of(
+    st.sampled_from(["/v1/models/shop:predict", "/v2/models/shop/infer", "/v1/models/shop/feedback", "/v2/models/shop",
+                     "/v1/models/shop", "/v2/health/ready", "/metrics", "/", "/v2/models/shop/versions/v1/infer"]),
+    st.text(max_size=30).map(lambda t: "/" + t),
+    st.sampled_from(["/v1/models/", "/v2/models/"]).flatmap(lambda p: st.text(max_size=20).map(lambda t: p + t)),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "POST", "POST", "PUT", "DELETE"]), path=_paths, body=_bodies,
+       raw=st.booleans(), junk=st.binary(max_size=40))
+def test_fuzz_http(servers: dict[str, Server], method: str, path: str, body: Any, raw: bool, junk: bytes) -> None:
+    s = servers["shop"]
+    data = junk if raw else json.dumps(body).encode()
+    status, headers, payload = s.request(method, quote(path, safe="/:?=&"), raw=data)
+    assert status < 500 or (status == 503 and path.endswith("ready")), (status, payload)
+    if status >= 400:
+        assert isinstance(payload, dict) and set(payload) == {"error", "field"}
+    assert headers["x-model-version"] == "v1"
+
+
+def test_still_serving_after_the_fuzz(servers: dict[str, Server]) -> None:
+    for s in servers.values():
+        assert s.proc.poll() is None
+        assert s.request("GET", "/v2/health/ready")[0] == 200

@@ -183,7 +183,7 @@ class ServingMetrics:
                 e.add_metric([proto, code], n)
         yield c
         yield e
-        h = HistogramMetricFamily(f"{p}request_duration_seconds", "Time from a request's last byte to its response.", labels=["protocol"])
+        h = HistogramMetricFamily(f"{p}request_duration_seconds", "Time from a request's first byte to its response.", labels=["protocol"])
         for proto, hist in sorted(self.latency.items()):
             h.add_metric([proto], hist.family_buckets(), sum_value=hist.sum)
         yield h
