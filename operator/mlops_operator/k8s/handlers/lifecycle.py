@@ -39,6 +39,27 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _task = asyncio.get_running_loop().create_task(_resync_forever())
 
 
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf talks to the API server with the very credentials our client loaded.
+
+    (kopf's own fallback reads $KUBECONFIG at import time of the kubernetes
+    package, so an explicit ``--kubeconfig`` would be missed.)
+    """
+    cfg = current().cluster.api.configuration  # type: ignore[attr-defined]
+    header = cfg.get_api_key_with_prefix("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        scheme=scheme or None,
+        token=token or None,
+    )
+
+
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
     if _task:

@@ -1,0 +1,167 @@
+"""TrainingJob against a real kube-apiserver with the job and garbage-collector controllers running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops_operator.controllers.cluster import JOBS, PODS, TRAINING_JOBS
+from mlops_operator.controllers.reconcile.trainingjob import reconcile_training_job
+from mlops_operator.controllers.settings import Settings
+from mlops_operator.k8s.client import KubeCluster
+from tests.pss import restricted_violations
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = Settings(image="example.invalid/mlops-operator:test")
+
+
+def _wait(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _apply_example(control_plane, namespace: str, name: str = "trainingjob.yaml") -> dict:
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "examples" / "iris" / name))
+    return yaml.safe_load((ROOT / "examples" / "iris" / name).read_text())
+
+
+def _reconcile(cluster: KubeCluster, namespace: str, name: str) -> dict:
+    return asyncio.run(reconcile_training_job(cluster, namespace, name, SETTINGS))
+
+
+def _jobs(cluster: KubeCluster, namespace: str) -> list[dict]:
+    return asyncio.run(cluster.list(JOBS, namespace))
+
+
+def _finish_pod(cluster: KubeCluster, namespace: str, job: str, *, exit_code: int, message: dict) -> None:
+    """Play kubelet: the job controller made the pod; mark its trainer container terminated."""
+    pods = _wait(lambda: asyncio.run(cluster.list(PODS, namespace, {"job-name": job})), what=f"a pod of Job {job}")
+    pod = pods[0]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    term = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error", "message": json.dumps(message),
+            "startedAt": now, "finishedAt": now}
+    status = {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 0, "image": SETTINGS.image,
+                               "imageID": "", "state": {"terminated": term}}],
+    }
+    asyncio.run(cluster.patch_status(PODS, namespace, pod["metadata"]["name"], status))
+
+
+def test_apply_makes_exactly_one_restricted_job(control_plane, namespace) -> None:
+    cluster = KubeCluster(control_plane.api_client())
+    _apply_example(control_plane, namespace)
+    status = _reconcile(cluster, namespace, "iris-v1")
+    assert status["phase"] == "Pending" and status["modelVersion"] == "iris-v1-g1"
+    _reconcile(cluster, namespace, "iris-v1")
+    _reconcile(cluster, namespace, "iris-v1")
+    jobs = _jobs(cluster, namespace)
+    assert [j["metadata"]["name"] for j in jobs] == ["iris-v1-g1"]
+    job = jobs[0]
+    tj = asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))
+    assert job["metadata"]["ownerReferences"][0]["uid"] == tj["metadata"]["uid"]
+    assert job["spec"]["backoffLimit"] == 1 and job["spec"]["ttlSecondsAfterFinished"] == 86400
+    assert restricted_violations(job) == []
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == SETTINGS.image
+    # The API server defaulted the spec the way the CRD says, and the operator never wrote it.
+    assert tj["spec"]["data"]["validation"] == {"fraction": 0.25, "stratify": True, "seed": 0}
+    assert "modelVersion" not in tj["spec"]
+
+
+def test_completed_job_turns_the_run_succeeded(control_plane, namespace) -> None:
+    cluster = KubeCluster(control_plane.api_client())
+    _apply_example(control_plane, namespace)
+    _reconcile(cluster, namespace, "iris-v1")
+    summary = {"version": "iris-v1-g1", "uri": "store://x/iris/iris-v1-g1", "sha256": "cd" * 32, "task": "classification",
+               "metrics": {"accuracy": 0.96}, "gate": {"result": "Passed", "metric": "accuracy", "value": 0.96, "bound": 0.9}}
+    _finish_pod(cluster, namespace, "iris-v1-g1", exit_code=0, message=summary)
+
+    def succeeded():
+        s = _reconcile(cluster, namespace, "iris-v1")
+        return s if s.get("phase") == "Succeeded" else None
+
+    status = _wait(succeeded, what="the TrainingJob to succeed")
+    assert status["metrics"]["accuracy"] == pytest.approx(0.96) and status["artifact"]["sha256"] == "cd" * 32
+    out = control_plane.kubectl("get", "tj", "-n", namespace).stdout
+    header, row = out.splitlines()[:2]
+    for column in ("READY", "PHASE", "MODEL", "VERSION", "METRIC", "SCORE", "GATE", "AGE"):
+        assert column in header
+    for value in ("True", "Succeeded", "iris", "iris-v1-g1", "accuracy", "0.96", "Passed"):
+        assert value in row
+    wide = control_plane.kubectl("get", "tj", "-n", namespace, "-o", "wide").stdout
+    assert "REASON" in wide and "Succeeded" in wide
+
+
+def test_gate_failure_fails_at_once_with_the_reason(control_plane, namespace) -> None:
+    cluster = KubeCluster(control_plane.api_client())
+    _apply_example(control_plane, namespace)
+    _reconcile(cluster, namespace, "iris-v1")
+    summary = {"reason": "GateFailed", "message": "accuracy 0.5 is below the minimum 0.9",
+               "gate": {"result": "Failed", "metric": "accuracy", "value": 0.5, "bound": 0.9}}
+    _finish_pod(cluster, namespace, "iris-v1-g1", exit_code=3, message=summary)
+
+    def failed():
+        s = _reconcile(cluster, namespace, "iris-v1")
+        return s if s.get("phase") == "Failed" else None
+
+    status = _wait(failed, what="the TrainingJob to fail")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "GateFailed" and "below the minimum" in ready["message"]
+    # podFailurePolicy failed the Job on exit code 3 without using up its retries.
+    job = asyncio.run(cluster.get(JOBS, namespace, "iris-v1-g1"))
+    assert any(c["type"] == "Failed" and c.get("reason") == "PodFailurePolicy" for c in job["status"]["conditions"])
+    assert len(asyncio.run(cluster.list(PODS, namespace, {"job-name": "iris-v1-g1"}))) == 1
+
+
+def test_spec_change_starts_a_new_generation(control_plane, namespace) -> None:
+    cluster = KubeCluster(control_plane.api_client())
+    _apply_example(control_plane, namespace)
+    _reconcile(cluster, namespace, "iris-v1")
+    control_plane.kubectl("patch", "tj", "iris-v1", "-n", namespace, "--type=merge", "-p",
+                          '{"spec":{"estimator":{"params":{"n_estimators":50}}}}')
+    status = _reconcile(cluster, namespace, "iris-v1")
+    assert status["modelVersion"] == "iris-v1-g2"
+    assert sorted(j["metadata"]["name"] for j in _jobs(cluster, namespace)) == ["iris-v1-g1", "iris-v1-g2"]
+
+
+def test_invalid_spec_caught_by_the_server(control_plane, namespace) -> None:
+    bad = ROOT / "tests" / "data" / "invalid" / "tj-gate-minimum-for-rmse.yaml"
+    result = control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(bad), check=False)
+    assert result.returncode != 0 and "spec.qualityGate.minimum" in result.stderr
+
+
+def test_kopf_operator_reacts_to_kubectl_apply(control_plane, namespace) -> None:
+    """The real wiring: kopf watches, the handler reconciles, the Job appears."""
+    from mlops_operator.k8s import main as operator_main
+
+    operator_main.setup(str(control_plane.kubeconfig), [namespace], resync_seconds=3600)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(operator_main.operate([namespace], None, stop, ready)), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "the operator did not start"
+        started = time.monotonic()
+        _apply_example(control_plane, namespace)
+        cluster = KubeCluster(control_plane.api_client())
+        _wait(lambda: _jobs(cluster, namespace), what="the operator to create the Job")
+        tj = _wait(lambda: (asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1")) or {}).get("status"),
+                   what="status written by the operator")
+        assert tj["phase"] in ("Pending", "Running") and time.monotonic() - started < 30
+        events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        assert "JobCreated" in events
+    finally:
+        stop.set()
+        thread.join(20)
