@@ -264,18 +264,13 @@ def test_deleting_the_model_deployment_cascades(crds, namespace) -> None:
           what="the garbage collector to delete the children")
 
 
-def test_kopf_operator_follows_the_lineage(crds, namespace, monkeypatch) -> None:
+def test_kopf_operator_follows_the_lineage(crds, namespace) -> None:
     """The real wiring: the ModelDeployment handler builds the Deployment, and a TrainingJob event rolls it."""
     import threading
-
-    from kubernetes.config import kube_config
 
     from mlops_operator.k8s import main as operator_main
 
     control_plane = crds
-    # kopf's login loads the kubeconfig from a default the kubernetes package fixed when it was imported,
-    # before $KUBECONFIG could point at this control plane.
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(control_plane.kubeconfig))
     cluster = KubeCluster(control_plane.api_client())
     # Both runs finished before the operator starts (so its TrainingJob handler has nothing to run);
     # the newer one waits for a manual approval.
