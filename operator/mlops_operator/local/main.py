@@ -66,7 +66,14 @@ async def run_local(manager: LocalManager, duration: float | None, view: LiveVie
 
     manager.cluster.event_listeners.append(on_event)
 
+    announced: set[tuple[str, str]] = set()
+
     def on_tick() -> None:
+        for (ns, name), proxy in manager.executor.services.items():
+            if (ns, name) not in announced and proxy.port:
+                announced.add((ns, name))
+                line = f"service {ns}/{name} listens on http://127.0.0.1:{proxy.port}"
+                view.note(line) if view else print(line, flush=True)
         if view:
             view.show(render(manager.objects(), manager.executor.service_address))
 
