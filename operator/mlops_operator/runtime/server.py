@@ -210,7 +210,7 @@ class HttpConnection(asyncio.Protocol):
 
     __slots__ = (
         "app", "transport", "parser", "url", "headers_ok", "body", "size", "expect", "slots",
-        "closing", "t0", "paused", "in_message",
+        "closing", "closed", "t0", "paused", "in_message",
     )
 
     def __init__(self, app: App) -> None:
@@ -222,7 +222,8 @@ class HttpConnection(asyncio.Protocol):
         self.size = 0
         self.expect = False
         self.slots: deque[list[Any]] = deque()
-        self.closing = False
+        self.closing = False  # no more requests are read from this connection
+        self.closed = False  # the transport was closed after the last answer
         self.paused = False
         self.in_message = False
         self.t0 = 0.0
@@ -234,12 +235,10 @@ class HttpConnection(asyncio.Protocol):
         self.app.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Requests still running finish on their own; their answers are dropped.
         self.app.connections.discard(self)
         self.transport = None
-        for slot in self.slots:
-            task = slot[2]
-            if task is not None and not task.done():
-                pass  # let it finish; its result is dropped
+        self.closing = self.closed = True
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -337,13 +336,13 @@ class HttpConnection(asyncio.Protocol):
         while self.slots and self.slots[0][0] is not None:
             resp, keep_alive, _, proto, t0 = self.slots.popleft()
             close = not keep_alive or app.shutting_down
-            if self.transport is not None and not self.closing:
+            if self.transport is not None and not self.closed:
                 self.transport.write(app.encode(resp, close))
                 if close:
-                    self.closing = True
+                    self.closing = self.closed = True
                     self.transport.close()
             app.metrics.observe_request(proto, resp.status, time.perf_counter() - t0)
-        if self.paused and len(self.slots) <= 8 and self.transport is not None and not self.closing:
+        if self.paused and len(self.slots) <= 8 and self.transport is not None and not self.closed:
             self.paused = False
             self.transport.resume_reading()
 
@@ -353,9 +352,12 @@ class HttpConnection(asyncio.Protocol):
             return
         resp = _error(status, error, "body")
         self.in_message = False
+        self.closing = True
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
         self.slots.append([resp, False, None, "other", time.perf_counter()])
         self._flush()
-        self.closing = True
 
     def _too_large(self) -> None:
         self._fail(413, f"request body larger than {self.app.max_body_bytes} bytes")
@@ -366,7 +368,7 @@ class HttpConnection(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         if self.idle and self.transport is not None:
-            self.closing = True
+            self.closing = self.closed = True
             self.transport.close()
 
 
