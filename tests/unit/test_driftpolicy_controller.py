@@ -17,7 +17,7 @@ from mlops_operator.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus
 from mlops_operator.controllers import driftpolicy as dp
 from mlops_operator.controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, resource_of
 from mlops_operator.controllers.conditions import get_condition, timestamp
-from mlops_operator.controllers.reconcile.driftpolicy import merge_patch, reconcile_drift_policy
+from mlops_operator.controllers.reconcile.driftpolicy import reconcile_drift_policy
 from mlops_operator.drift import Reference, build_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -563,7 +563,7 @@ def test_scores_are_bounded() -> None:
 
 
 class MemoryCluster:
-    """Enough of a cluster for the reconcile: get/list/create (409 = existing), merge-patch status, events."""
+    """Enough of a cluster for the reconcile: get/list/create (409 = existing), status replaced whole, events."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict] = {}
@@ -598,27 +598,14 @@ class MemoryCluster:
         self.creates += 1
         return copy.deepcopy(self.put(obj))
 
-    async def patch_status(self, res, namespace, name, patch):
-        obj = self.objects[(res.kind, namespace, name)]
-        obj["status"] = _apply_merge(obj.get("status") or {}, json.loads(json.dumps(patch)))
+    async def patch_status(self, res, namespace, name, status):
+        self.objects[(res.kind, namespace, name)]["status"] = json.loads(json.dumps(status))  # replaces, as the protocol says
 
     async def event(self, obj, type_, reason, message):
         self.events.append((obj["metadata"]["name"], reason, message))
 
     async def apply(self, obj):  # pragma: no cover - unused here
         return self.put(obj)
-
-
-def _apply_merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _apply_merge(out.get(k), v)
-    return out
 
 
 class FakeSensors:
@@ -712,15 +699,6 @@ def test_reconcile_without_pods_is_unavailable(reference) -> None:
     d = asyncio.run(reconcile_drift_policy(cluster, "ml", "iris", None, lambda: T0, sensors))
     assert d.status["verdict"] == "Unavailable" and _cond(d.status, "Ready")["reason"] == "Unavailable"
     assert "no ready serving pod" in _cond(d.status, "Ready")["message"]
-
-
-def test_merge_patch_removes_what_went_away() -> None:
-    old = {"activeRetrain": "x", "window": {"pods": [1, 2], "counts": {"features": {"c": {"l": 1}}}}, "same": 1}
-    new = {"window": {"pods": [1], "counts": {"features": {"c": {}}}}, "same": 1}
-    patch = merge_patch(old, new)
-    assert patch == {"activeRetrain": None, "window": {"pods": [1], "counts": {"features": {"c": {"l": None}}}}}
-    assert _apply_merge(old, patch) == new
-    assert merge_patch(new, new) == {}
 
 
 # --------------------------------------------------------------------------- the cluster side: scraping and metrics

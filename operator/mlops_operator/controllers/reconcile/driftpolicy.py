@@ -20,7 +20,7 @@ from ..conditions import set_condition
 from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster
 from ..settings import Settings
 from ..trainingjob import Event
-from . import Clock, utcnow
+from . import Clock, changed, utcnow
 
 Obj = dict[str, Any]
 log = logging.getLogger("mlops_operator")
@@ -43,21 +43,6 @@ def pod_ready(pod: Obj) -> bool:
     if meta.get("deletionTimestamp") or not status.get("podIP"):
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-
-
-def merge_patch(old: Any, new: Any) -> Any:
-    """The RFC 7386 merge patch turning ``old`` into ``new`` (None for keys that went away)."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return new
-    out: Obj = {}
-    for k in old.keys() - new.keys():
-        out[k] = None
-    for k, v in new.items():
-        if k not in old:
-            out[k] = v
-        elif old[k] != v:
-            out[k] = merge_patch(old[k], v)
-    return out
 
 
 async def _observe(sensors: Sensors, pods: list[Obj]) -> list[tuple[Obj, driftpolicy.Snapshot]]:
@@ -156,9 +141,8 @@ async def reconcile_drift_policy(
         created = await cluster.create(decision.retrain)
         if not driftpolicy.owned_by(created, policy):
             _name_taken(decision, decision.retrain["metadata"]["name"], now)
-    patch = merge_patch(policy.get("status") or {}, decision.status)
-    if patch:
-        await cluster.patch_status(DRIFT_POLICIES, namespace, name, patch)
+    if changed(policy.get("status"), decision.status):
+        await cluster.patch_status(DRIFT_POLICIES, namespace, name, decision.status)
     for ev in decision.events:
         await cluster.event(policy, ev.type, ev.reason, ev.message)
     return decision
