@@ -23,6 +23,7 @@ from ..drift.profile import OTHER_UNSEEN, CategoricalProfile, NumericProfile, Re
 PREFIX = "mlops_"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+FLUSH_ROWS = 4096  # rows buffered before the sensor bins them (a scrape always flushes first)
 MAX_LABEL_CHARS = 200
 FEEDBACK_REASONS = ("unknown", "expired", "duplicate", "invalid")
 
@@ -97,6 +98,8 @@ class ServingMetrics:
         self.fb_rejected = {r: 0 for r in FEEDBACK_REASONS}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
+        self._pending: list[tuple[np.ndarray | None, np.ndarray]] = []
+        self._pending_rows = 0
         self.reference_names: list[tuple[str, int]] = []
         if self.drift_sensor:
             self.set_columns(feature_names)
@@ -113,27 +116,45 @@ class ServingMetrics:
             h.observe(seconds)
 
     def observe_batch(self, rows: np.ndarray, predictions: np.ndarray, n_requests: int, n_rows: int, seconds: float) -> None:
-        """After one predict call (worker thread): batch sizes, prediction distribution, drift sensor."""
+        """After one predict call (worker thread): batch sizes now; distribution and drift counts buffered.
+
+        The batch is only queued here; rows are binned in bulk every ``FLUSH_ROWS``
+        rows and before every scrape, so the per-request cost of the sensor is a
+        list append and the numpy work is amortised over thousands of rows.
+        """
         self.batch_rows.observe(n_rows)
         self.batch_requests.observe(n_requests)
         self.predict_seconds.observe(seconds)
         self.prediction_rows += n_rows
+        with self._lock:
+            self._pending.append((rows if self.drift_sensor else None, predictions))
+            self._pending_rows += n_rows
+            if self._pending_rows >= FLUSH_ROWS:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        if not pending:
+            return
+        preds = pending[0][1] if len(pending) == 1 else np.concatenate([p for _, p in pending])
         if self.task == "classification":
-            values, counts = np.unique(predictions, return_counts=True)
+            values, counts = np.unique(preds, return_counts=True)
             cc = self.class_counts
-            with self._lock:
-                for v, c in zip(values.tolist(), counts.tolist()):
-                    k = str(v)
-                    cc[k] = cc.get(k, 0) + c
-        elif self.pred_profile is not None:
-            self.pred_bins += self.pred_profile.count(np.asarray(predictions, dtype=np.float64))
-        if self.drift_sensor:
-            assert self.window is not None and self.reference is not None
-            names = self.reference_names
-            columns = {name: rows[:, j] for name, j in names}
-            with self._lock:
-                self.window.add(columns)
-                self.drift_rows += n_rows
+            for v, c in zip(values.tolist(), counts.tolist()):
+                k = str(v)
+                cc[k] = cc.get(k, 0) + c
+        elif self.pred_profile is not None and self.pred_bins is not None:
+            self.pred_bins += self.pred_profile.count(np.asarray(preds, dtype=np.float64))
+        if self.drift_sensor and self.window is not None:
+            batches = [r for r, _ in pending if r is not None]
+            if batches:
+                x = batches[0] if len(batches) == 1 else np.concatenate(batches)
+                self.window.add({name: x[:, j] for name, j in self.reference_names})
+                self.drift_rows += x.shape[0]
 
     def set_columns(self, feature_names: Sequence[str]) -> None:
         """Map the reference's features onto the columns of the request rows."""
@@ -198,6 +219,7 @@ class ServingMetrics:
         yield CounterMetricFamily(f"{p}prediction_rows", "Rows predicted.", value=self.prediction_rows)
 
         with self._lock:
+            self._flush_locked()
             classes = dict(self.class_counts)
             window_feats = None
             if self.window is not None:
@@ -205,16 +227,17 @@ class ServingMetrics:
                     n: (v.copy() if isinstance(v, np.ndarray) else dict(v)) for n, v in self.window.features.items()
                 }
             drift_rows = self.drift_rows
+            pred_bins = self.pred_bins.copy() if self.pred_bins is not None else None
         if self.task == "classification":
             pc = CounterMetricFamily(f"{p}predictions", "Predictions by class.", labels=["class"])
             for k, n in classes.items():
                 pc.add_metric([k], n)
             yield pc
-        elif self.pred_bins is not None:
+        elif pred_bins is not None:
             pb = CounterMetricFamily(
                 f"{p}prediction_bin", "Predictions per bin of the reference's prediction profile (last bin: NaN).", labels=["bin"]
             )
-            for i, n in enumerate(self.pred_bins.tolist()):
+            for i, n in enumerate(pred_bins.tolist()):
                 pb.add_metric([str(i)], n)
             yield pb
 
