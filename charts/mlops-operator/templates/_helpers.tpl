@@ -1,0 +1,157 @@
+{{/* Names ---------------------------------------------------------------- */}}
+
+{{- define "mlops-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mlops-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mlops-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mlops-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mlops-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mlops-operator.workloadServiceAccountName" -}}
+{{- default (printf "%s-workload" (include "mlops-operator.fullname" .) | trunc 63 | trimSuffix "-") .Values.workloadServiceAccount.name }}
+{{- end }}
+
+{{/* Whether the operator is told to run workloads as the workload service account: "true" or "". */}}
+{{- define "mlops-operator.assignWorkloadServiceAccount" -}}
+{{- $mode := .Values.workloadServiceAccount.assign | toString }}
+{{- if not (has $mode (list "auto" "always" "never")) }}
+{{- fail (printf "workloadServiceAccount.assign must be auto, always or never, not %q" $mode) }}
+{{- end }}
+{{- if or (eq $mode "always") (and (eq $mode "auto") .Values.watchNamespaces) }}true{{ end }}
+{{- end }}
+
+{{/* The namespaces training and serving pods run in, as far as the chart knows them (JSON list). */}}
+{{- define "mlops-operator.workloadNamespaces" -}}
+{{- if .Values.watchNamespaces }}
+{{- toJson (uniq .Values.watchNamespaces) }}
+{{- else }}
+{{- toJson (list .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{- define "mlops-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* Labels --------------------------------------------------------------- */}}
+
+{{- define "mlops-operator.labels" -}}
+helm.sh/chart: {{ include "mlops-operator.chart" . }}
+{{ include "mlops-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mlops-operator
+{{- end }}
+
+{{- define "mlops-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlops-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Volumes of the workloads, as the operator receives them (JSON). */}}
+
+{{- define "mlops-operator.storeVolume" -}}
+{{- if .Values.store.volume }}
+{{- toJson .Values.store.volume }}
+{{- else }}
+{{- toJson (dict "persistentVolumeClaim" (dict "claimName" (required "store.claimName is required" .Values.store.claimName))) }}
+{{- end }}
+{{- end }}
+
+{{- define "mlops-operator.feedbackVolume" -}}
+{{- if not .Values.feedback.enabled }}
+{{- "null" }}
+{{- else if .Values.feedback.volume }}
+{{- toJson .Values.feedback.volume }}
+{{- else }}
+{{- toJson (dict "persistentVolumeClaim" (dict "claimName" (required "feedback.claimName is required" .Values.feedback.claimName))) }}
+{{- end }}
+{{- end }}
+
+{{/* RBAC rules ------------------------------------------------------------ */}}
+
+{{/*
+Namespaced rules: what the reconcilers and kopf do inside a watched namespace.
+Granted by the ClusterRole when watching all namespaces, by one Role per
+namespace otherwise. Keep docs/operations.md (RBAC) in step.
+*/}}
+{{- define "mlops-operator.namespacedRules" -}}
+# The three kinds: watched by kopf, which also patches its own mlops.dev/*
+# annotations and finalizers into metadata (never spec).
+- apiGroups: ["mlops.dev"]
+  resources: ["trainingjobs", "modeldeployments", "driftpolicies"]
+  verbs: ["get", "list", "watch", "patch"]
+# A DriftPolicy's retraining run is a TrainingJob the policy owns.
+- apiGroups: ["mlops.dev"]
+  resources: ["trainingjobs"]
+  verbs: ["create"]
+- apiGroups: ["mlops.dev"]
+  resources: ["trainingjobs/status", "modeldeployments/status", "driftpolicies/status"]
+  verbs: ["get", "patch", "update"]
+# Owner references with blockOwnerDeletion need update on the owner's finalizers
+# (OwnerReferencesPermissionEnforcement).
+- apiGroups: ["mlops.dev"]
+  resources: ["trainingjobs/finalizers", "modeldeployments/finalizers", "driftpolicies/finalizers"]
+  verbs: ["update"]
+# Training runs.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The trainer's termination summary is read from its pod's status.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Serving: written with server-side apply, removed when the spec stops asking for them.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Events on transitions (the operator's and kopf's).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs in every mode: it scans the CRDs to find the served resources. */}}
+{{- define "mlops-operator.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

@@ -1,0 +1,50 @@
+"""Fixtures of the chart tests: the helm binary, rendering, and the real API server.
+
+The control plane fixtures come from tests/integration/conftest.py, so the
+chart is checked against the same kind of kube-apiserver the operator tests use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# Re-exported so pytest finds them for the tests in this folder. They are
+# separate fixture instances from tests/integration's: a run of both folders
+# starts two control planes (unless the fixtures move to tests/conftest.py).
+from tests.integration.conftest import control_plane, namespace  # noqa: E402,F401
+
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = ROOT / "hack" / "helm" / "build.sh"
+BUILD_TIMEOUT = 3600
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """Path of the helm binary: $MLOPS_HELM, else hack/helm/build.sh (instant when cached).
+
+    Skips only when there is no binary and the build script failed.
+    """
+    explicit = os.environ.get("MLOPS_HELM")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            pytest.fail(f"MLOPS_HELM={explicit} is not an executable file")
+        return explicit
+    try:
+        proc = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, timeout=BUILD_TIMEOUT, check=False)
+        built = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if proc.returncode == 0 and built and os.access(built, os.X_OK):
+            return built
+        failure = f"exit code {proc.returncode}: {proc.stderr.strip()[-2000:]}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        failure = str(exc)
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    pytest.skip(f"no helm binary and hack/helm/build.sh failed ({failure})")

