@@ -12,6 +12,10 @@ under the cache folder (``pip install kserve``; ``mlserver mlserver-sklearn
 numpy versions of this interpreter so they load the same fitted pipeline; a
 peer that cannot be installed or started is reported and skipped.
 
+"ours" runs with its defaults (batches of at most 64 rows, 2 ms delay),
+"ours-nosensor" adds ``--no-drift-sensor`` and "ours-batch1024" raises
+``--max-batch-size`` to 1024 so concurrent 100-row requests share a call.
+
 Same machine, one server at a time, pinned to CPU 0 with ``taskset``; ``wrk``
 (one thread, keep-alive) pinned to CPU 1.  Models: "heavy" is a
 RandomForestClassifier (100 trees) on ``make_classification(20000, 20)``,
@@ -50,7 +54,7 @@ PEER_PACKAGES = {
     "mlserver": ["mlserver", "mlserver-sklearn", "uvloop<0.22"],
     "fastapi": ["fastapi", "uvicorn[standard]"],
 }
-ALL_SERVERS = ("ours", "ours-nosensor", "kserve", "mlserver", "fastapi")
+ALL_SERVERS = ("ours", "ours-nosensor", "ours-batch1024", "kserve", "mlserver", "fastapi")
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
@@ -181,17 +185,20 @@ def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs
     pin = ["taskset", "-c", SERVER_CPU] if shutil.which("taskset") else []
     env = dict(os.environ)
     workdir = None
-    if kind in ("ours", "ours-nosensor"):
+    if kind.startswith("ours"):
         env["PYTHONPATH"] = str(REPO / "operator")
         cmd = [sys.executable, "-m", "mlops_operator.runtime.server", "--store", str(info["store"]), "--namespace", "bench",
                "--model", model, "--port", str(port)]
         if kind == "ours-nosensor":
             cmd.append("--no-drift-sensor")
+        if kind == "ours-batch1024":  # the ModelDeployment's spec.server.maxBatchSize, raised from its default 64
+            cmd += ["--max-batch-size", "1024"]
         ready, proto = f"/v2/models/{model}/ready", "v1"
     elif kind == "kserve":
         py = venvs[kind] / "bin" / "python"
         cmd = [str(py), str(HERE / "peers" / "kserve_sklearn.py"), "--model_name", model, "--model_dir", str(info["dir"]),
-               "--http_port", str(port), "--grpc_port", str(free_port()), "--workers", "1"]
+               "--http_port", str(port), "--grpc_port", str(free_port()), "--workers", "1",
+               "--enable_latency_logging", "false"]
         ready, proto = f"/v1/models/{model}", "v1"
     elif kind == "mlserver":
         workdir = Path(tempfile.mkdtemp(prefix="mlserver-"))
@@ -326,7 +333,7 @@ def wrk(url: str, body: bytes, clients: int, duration: float, tmp: Path) -> tupl
         f'local f = io.open("{bf}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     pin = ["taskset", "-c", CLIENT_CPU] if shutil.which("taskset") else []
-    cmd = pin + ["wrk", "-t1", f"-c{clients}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", str(script), url]
+    cmd = pin + ["wrk", "-t1", f"-c{clients}", f"-d{max(1, int(round(duration)))}s", "--latency", "--timeout", "10s", "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) if "Requests/sec" in out else 0.0
     p50 = p99 = float("nan")
