@@ -24,8 +24,27 @@ BUILD_SCRIPT = ROOT / "hack" / "helm" / "build.sh"
 BUILD_TIMEOUT = 3600
 
 
+class Helm:
+    """The helm binary, with its config, cache and data homes in a temporary folder."""
+
+    def __init__(self, path: str, home: Path):
+        self.path = path
+        self.env = dict(os.environ, HELM_CONFIG_HOME=str(home / "config"), HELM_CACHE_HOME=str(home / "cache"),
+                        HELM_DATA_HOME=str(home / "data"))
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.path, *args], capture_output=True, text=True, timeout=timeout, check=False, env=self.env)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+
 @pytest.fixture(scope="session")
-def helm() -> str:
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(helm_binary(), tmp_path_factory.mktemp("helm-home"))
+
+
+def helm_binary() -> str:
     """Path of the helm binary: $MLOPS_HELM, else hack/helm/build.sh (instant when cached).
 
     Skips only when there is no binary and the build script failed.

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from tests.chart.conftest import Helm
 from tests.pss import restricted_violations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,8 +66,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"watchNamespaces": WATCHED},
     "no-crds": {"crds": {"enabled": False}},
-    "store": {"store": {"create": True, "size": "20Gi", "storageClass": "nfs-rwx"}, "feedback": {"create": True}},
-    "namespaced-store": {"watchNamespaces": WATCHED, "store": {"create": True}, "feedback": {"create": True}},
+    "store": {"store": {"create": True, "size": "20Gi", "storageClass": "nfs-rwx"}},
+    "namespaced-store": {"watchNamespaces": WATCHED, "store": {"create": True}},
+    "store-only": {"store": {"create": True, "storageClass": "-"}, "feedback": {"create": False}},
     "everything-else": {"crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}, "metrics": {"enabled": True}, "feedback": {"enabled": False},
                         "image": {"digest": "sha256:" + "a" * 64}, "operator": {"verbose": True},
                         "workloadServiceAccount": {"assign": "always"}, "store": {"volume": {"csi": {"driver": "x.csi"}}}},
@@ -83,16 +86,16 @@ def _run(argv: list[str], timeout: float = 120, check: bool = True, **kw: Any) -
     return proc
 
 
-def render(helm: str, values: dict[str, Any], tmp_path: Path, *, release: str = RELEASE,
+def render(helm: Helm, values: dict[str, Any], tmp_path: Path, *, release: str = RELEASE,
            namespace: str = RELEASE_NS) -> list[Obj]:
     values_file = tmp_path / f"values-{uuid.uuid4().hex[:8]}.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    out = _run([helm, "template", release, str(CHART), "--namespace", namespace, "-f", str(values_file)]).stdout
+    out = helm("template", release, str(CHART), "--namespace", namespace, "-f", str(values_file)).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
 @pytest.fixture(scope="module")
-def rendered(helm: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
+def rendered(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
     tmp = tmp_path_factory.mktemp("values")
     return {name: render(helm, values, tmp) for name, values in SCENARIOS.items()}
 
@@ -176,17 +179,17 @@ def test_chart_metadata() -> None:
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_lint(helm: str, scenario: str, tmp_path: Path) -> None:
+def test_lint(helm: Helm, scenario: str, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(SCENARIOS[scenario]))
-    out = _run([helm, "lint", "--strict", str(CHART), "--namespace", RELEASE_NS, "-f", str(values)])
+    out = helm("lint", "--strict", str(CHART), "--namespace", RELEASE_NS, "-f", str(values))
     assert "0 chart(s) failed" in out.stdout, out.stdout
 
 
-def test_bad_workload_account_mode_fails(helm: str, tmp_path: Path) -> None:
+def test_bad_workload_account_mode_fails(helm: Helm, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({"workloadServiceAccount": {"assign": "sometimes"}}))
-    proc = _run([helm, "template", RELEASE, str(CHART), "-f", str(values)], check=False)
+    proc = helm("template", RELEASE, str(CHART), "-f", str(values), check=False)
     assert proc.returncode != 0 and "auto, always or never" in proc.stderr
 
 
@@ -360,6 +363,13 @@ def test_store_claims(rendered: dict[str, list[Obj]]) -> None:
     assert json.loads(env["MLOPS_FEEDBACK_VOLUME"]) == {"persistentVolumeClaim": {"claimName": "mlops-feedback"}}
 
 
+def test_feedback_claim_can_be_left_out(rendered: dict[str, list[Obj]]) -> None:
+    (claim,) = of_kind(rendered["store-only"], "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "mlops-model-store"
+    assert claim["spec"]["storageClassName"] == ""
+    assert not of_kind(rendered["everything-else"], "PersistentVolumeClaim")
+
+
 def test_store_claims_follow_the_workloads(rendered: dict[str, list[Obj]]) -> None:
     claims = of_kind(rendered["namespaced-store"], "PersistentVolumeClaim")
     assert sorted((c["metadata"]["namespace"], c["metadata"]["name"]) for c in claims) == sorted(
@@ -430,6 +440,7 @@ def _kubectl_binary() -> str:
 
 class Kubectl:
     def __init__(self, kubeconfig: Path):
+        self.kubeconfig = kubeconfig
         self.argv = [_kubectl_binary(), f"--kubeconfig={kubeconfig}", "--request-timeout=60s"]
 
     def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -478,7 +489,7 @@ def _label_cluster_scoped(objs: list[Obj], suffix: str) -> list[Obj]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("scenario", ["default", "namespaced-store"])
-def test_server_side_dry_run(helm: str, cluster: tuple[Kubectl, str], tmp_path: Path, scenario: str) -> None:
+def test_server_side_dry_run(helm: Helm, cluster: tuple[Kubectl, str], tmp_path: Path, scenario: str) -> None:
     kubectl, suffix = cluster
     release_ns = f"mlops-system-{suffix}"
     values = dict(SCENARIOS[scenario])
@@ -494,7 +505,7 @@ def test_server_side_dry_run(helm: str, cluster: tuple[Kubectl, str], tmp_path: 
 
 
 @pytest.mark.integration
-def test_cluster_wide_rbac_by_impersonation(helm: str, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
+def test_cluster_wide_rbac_by_impersonation(helm: Helm, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
     kubectl, suffix = cluster
     release_ns, other_ns = f"mlops-system-{suffix}", f"team-{suffix}"
     release = f"chart-{suffix}"
@@ -531,7 +542,7 @@ def test_cluster_wide_rbac_by_impersonation(helm: str, cluster: tuple[Kubectl, s
     assert can("watch", "trainingjobs.mlops.dev", "--all-namespaces")
     assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can("create", "customresourcedefinitions.apiextensions.k8s.io")
-    assert not can("delete", "namespaces", other_ns)
+    assert not can("delete", f"namespaces/{other_ns}")
     assert not can("create", "namespaces")
     assert not can("list", "secrets", "--all-namespaces")
     assert not can("create", "clusterrolebindings.rbac.authorization.k8s.io")
@@ -540,7 +551,7 @@ def test_cluster_wide_rbac_by_impersonation(helm: str, cluster: tuple[Kubectl, s
 
 
 @pytest.mark.integration
-def test_namespaced_rbac_by_impersonation(helm: str, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
+def test_namespaced_rbac_by_impersonation(helm: Helm, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
     kubectl, suffix = cluster
     release_ns = f"mlops-system-{suffix}"
     watched, unwatched = f"team-a-{suffix}", f"team-z-{suffix}"
@@ -562,7 +573,7 @@ def test_namespaced_rbac_by_impersonation(helm: str, cluster: tuple[Kubectl, str
         assert not can("list", "trainingjobs.mlops.dev", "-n", ns)
     assert not can("list", "trainingjobs.mlops.dev", "--all-namespaces")
     assert not can("get", "secrets", "-n", watched)
-    assert not can("delete", "namespaces", watched)
+    assert not can("delete", f"namespaces/{watched}")
 
     workload = f"system:serviceaccount:{watched}:{release}-mlops-operator-workload"
     _workload_can_do_nothing(kubectl, workload, watched, suffix)
@@ -575,3 +586,59 @@ def _workload_can_do_nothing(kubectl: Kubectl, workload: str, namespace: str, su
     for args in (("get", "pods"), ("list", "secrets"), ("create", "jobs.batch"), ("get", "trainingjobs.mlops.dev"),
                  ("create", "events"), ("get", "configmaps"), ("list", "services")):
         assert not kubectl.can_i(workload, *args, "-n", namespace), args
+
+
+def _wait_for(what: str, predicate: Any, timeout: float = 60.0, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.mark.integration
+def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
+    """A real release in a namespace that enforces 'restricted': the ReplicaSet's pod is admitted,
+    an upgrade rolls the Deployment, and uninstalling keeps the CRDs and the model store."""
+    kubectl, suffix = cluster
+    release_ns, watched = f"mlops-system-{suffix}", f"team-{suffix}"
+    release = f"chart-{suffix}"
+    _namespaces(kubectl, suffix, [release_ns, watched])
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"watchNamespaces": [watched], "store": {"create": True}}))
+    kube = f"--kubeconfig={kubectl.kubeconfig}"
+    # The test control plane installed the CRDs already; the release adopts them.
+    helm("install", release, str(CHART), "-n", release_ns, "-f", str(values), "--take-ownership", kube)
+    try:
+        deployment = f"{release}-mlops-operator"
+        selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+
+        def pods() -> list[Obj]:
+            out = kubectl("get", "pods", "-n", release_ns, "-l", selector, "-o", "json").stdout
+            return json.loads(out)["items"]
+
+        # No scheduler runs, so the pod stays Pending, but it exists: PodSecurity admitted it.
+        (pod,) = _wait_for("the operator pod", pods)
+        assert restricted_violations(pod) == []
+        crd = json.loads(kubectl("get", "crd", "trainingjobs.mlops.dev", "-o", "json").stdout)
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+
+        helm("upgrade", release, str(CHART), "-n", release_ns, "-f", str(values), "--set", "operator.verbose=true", kube)
+        args = json.loads(kubectl("get", "deployment", deployment, "-n", release_ns, "-o", "json").stdout)[
+            "spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--verbose" in args
+
+        out = helm("uninstall", release, "-n", release_ns, kube).stdout
+        assert "kept due to the resource policy" in out
+    finally:
+        helm("uninstall", release, "-n", release_ns, "--ignore-not-found", kube, check=False)
+    for name in ("trainingjobs", "modeldeployments", "driftpolicies"):
+        kubectl("get", "crd", f"{name}.mlops.dev")
+    claims = kubectl("get", "pvc", "-n", watched, "-o", "name").stdout.split()
+    assert sorted(claims) == ["persistentvolumeclaim/mlops-feedback", "persistentvolumeclaim/mlops-model-store"]
+    assert not kubectl("get", "clusterrole", "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
+    assert not kubectl("get", "deployment,serviceaccount,role,rolebinding", "-A", "-l",
+                       f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
