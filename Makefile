@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 envtest:
 	bash hack/envtest/build.sh
+	bash hack/helm/build.sh
 
 test: $(STAMP) envtest
 	$(VENV)/bin/mlops-operator crds --check
