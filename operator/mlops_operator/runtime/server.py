@@ -37,6 +37,7 @@ from .protocol import ProtocolError, Schema
 from .serving_metrics import CONTENT_TYPE, ServingMetrics
 
 EXIT_OK, EXIT_START = 0, 2
+KEEP_ALIVE_SECONDS = 75.0  # an idle keep-alive connection is closed after this long
 SERVER_NAME = "mlops-operator"
 JSON = b"application/json"
 
@@ -210,7 +211,7 @@ class HttpConnection(asyncio.Protocol):
 
     __slots__ = (
         "app", "transport", "parser", "url", "headers_ok", "body", "size", "expect", "slots",
-        "closing", "closed", "t0", "paused", "in_message",
+        "closing", "closed", "t0", "paused", "in_message", "last_active",
     )
 
     def __init__(self, app: App) -> None:
@@ -227,6 +228,7 @@ class HttpConnection(asyncio.Protocol):
         self.paused = False
         self.in_message = False
         self.t0 = 0.0
+        self.last_active = time.monotonic()
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -243,6 +245,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -431,6 +434,15 @@ class App:
     def idle_check(self) -> None:
         if self.inflight == 0 and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
+
+    async def sweep_idle(self) -> None:
+        """Close keep-alive connections idle for longer than KEEP_ALIVE_SECONDS (bounded: runs until cancelled)."""
+        while True:
+            await asyncio.sleep(KEEP_ALIVE_SECONDS / 5)
+            horizon = time.monotonic() - KEEP_ALIVE_SECONDS
+            for c in list(self.connections):
+                if c.last_active < horizon:
+                    c.close_if_idle()
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for in-flight requests, then close every connection."""
@@ -721,7 +733,9 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
     )
     if started is not None:
         started(port)
+    sweeper = asyncio.ensure_future(app.sweep_idle())
     await stop.wait()
+    sweeper.cancel()
     server.close()
     await app.drain(args.grace_seconds)
     try:
