@@ -1,0 +1,77 @@
+"""Prediction memory, feedback matching and the sensor's snapshot arithmetic (pure, no HTTP)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlops_operator.runtime.feedback import FeedbackProcessor, PredictionMemory
+from mlops_operator.runtime.protocol import FeedbackItem, Schema
+from mlops_operator.runtime.sensor import FeedbackCounters, SensorSnapshot
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_memory_evicts_oldest_by_rows_and_expires_by_age() -> None:
+    clock = Clock()
+    mem = PredictionMemory(keep_seconds=10, max_pending=5, clock=clock)
+    mem.remember("a", np.zeros((3, 2)), np.array([0, 1, 2]))
+    clock.t = 1
+    mem.remember("b", np.zeros((2, 2)), np.array([1, 1]))
+    assert mem.pending == 5
+    clock.t = 2
+    mem.remember("c", np.zeros((1, 2)), np.array([2]))
+    assert mem.lookup("a:0")[0] == "unknown"  # evicted for room
+    assert mem.lookup("b:1")[0] == "ok"
+    assert mem.lookup("b:1")[0] == "duplicate"
+    assert mem.lookup("b:2")[0] == "unknown" and mem.lookup("b")[0] == "unknown" and mem.lookup("c:x")[0] == "unknown"
+    clock.t = 11.5
+    assert mem.lookup("b:0")[0] == "expired"
+    assert mem.lookup("c:0")[0] == "ok"
+    mem.remember("d", np.zeros((1, 2)), np.array([0]))
+    assert len(mem) == 2  # b aged out on insert; c (t=2) and d remain
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def observe_feedback(self, **kw: object) -> None:
+        self.calls.append(kw)
+
+
+def test_processor_counts_and_reports() -> None:
+    schema = Schema.from_metadata({"task": "classification", "classes": ["no", "yes"], "features": ["x"]})
+    mem = PredictionMemory(100, 100)
+    mem.remember("r", np.array([[1.0], [2.0]]), np.array(["yes", "no"], dtype=object))
+    rec = Recorder()
+    resp = FeedbackProcessor(schema, mem, rec, None).apply(
+        [FeedbackItem("r:0", "yes"), FeedbackItem("r:1", "yes"), FeedbackItem("r:1", "no"), FeedbackItem("q:0", "no"),
+         FeedbackItem("r:0", "maybe")]
+    )
+    assert resp == {"accepted": 2, "unknown": ["q:0"], "duplicate": ["r:1"], "invalid": ["r:0"]}
+    assert rec.calls[0]["correct"] == 1 and rec.calls[0]["errors"] == 1 and rec.calls[0]["labels"] == 2
+
+
+def test_snapshot_delta_merge_and_restart() -> None:
+    a = SensorSnapshot(version="v1", rows=10, prediction_rows=10, bins={"x": np.array([4, 6, 0])},
+                       categories={"c": {"red": 7, "blue": 3}}, predictions={"0": 6, "1": 4},
+                       feedback=FeedbackCounters(labels=2, correct=1, errors=1), requests={("v1", "200"): 5})
+    b = SensorSnapshot(version="v1", rows=15, prediction_rows=15, bins={"x": np.array([6, 8, 1])},
+                       categories={"c": {"red": 9, "blue": 4, "pink": 2}}, predictions={"0": 9, "1": 6},
+                       feedback=FeedbackCounters(labels=3, correct=2, errors=1), requests={("v1", "200"): 8})
+    d = b.delta(a)
+    assert d.rows == 5 and d.bins["x"].tolist() == [2, 2, 1]
+    assert d.categories["c"] == {"red": 2, "blue": 1, "pink": 2}
+    assert d.predictions == {"0": 3, "1": 2} and d.feedback.labels == 1 and d.requests[("v1", "200")] == 3
+    assert a.delta(b) is a  # counters went down: the server restarted
+    assert b.delta(SensorSnapshot(version="v0")) is b
+    m = a.merge(b)
+    assert m.rows == 25 and m.bins["x"].tolist() == [10, 14, 1] and m.feedback.error_rate == 2 / 5
+    w = d.window_dict()
+    assert w["features"]["x"] == [2, 2, 1] and w["rows"] == 5
