@@ -34,7 +34,7 @@ from mlops_operator.controllers.reconcile.driftpolicy import reconcile_drift_pol
 from mlops_operator.controllers.reconcile.modeldeployment import reconcile_model_deployment
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
-from mlops_operator.k8s.handlers.driftpolicy import HttpSensors
+from mlops_operator.sensors import HttpSensors
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -706,6 +706,7 @@ def test_reconcile_without_pods_is_unavailable(reference) -> None:
 
 def test_server_metrics_become_a_snapshot(reference) -> None:
     sensor = pytest.importorskip("mlops_operator.runtime.sensor")
+    from mlops_operator import sensors as sensors_mod
     from mlops_operator.k8s.handlers import driftpolicy as handler
     from mlops_operator.runtime.serving_metrics import ServingMetrics
 
@@ -719,7 +720,7 @@ def test_server_metrics_become_a_snapshot(reference) -> None:
     preds = np.where(a > 0, "p", "q")
     m.observe_batch(rows, preds, 1, 50, 0.001)
     m.observe_feedback(labels=10, correct=7, errors=3)
-    snap = handler.to_snapshot(sensor.parse_metrics(m.render().decode()), "2026-01-01T00:00:00Z#0")
+    snap = sensors_mod.to_snapshot(sensor.parse_metrics(m.render().decode()), "2026-01-01T00:00:00Z#0")
     expected = reference.count_window({"a": a, "b": b, "c": c}, preds).to_dict()
     assert snap.version == "v7" and snap.rows == 50 and snap.started == "2026-01-01T00:00:00Z#0"
     assert snap.features["a"] == expected["features"]["a"] and snap.features["b"] == expected["features"]["b"]
@@ -731,20 +732,22 @@ def test_server_metrics_become_a_snapshot(reference) -> None:
 
 
 def test_pod_address_and_process_start() -> None:
+    from mlops_operator import sensors as sensors_mod
     from mlops_operator.k8s.handlers import driftpolicy as handler
 
     pod = {"spec": {"containers": [{"name": "server", "ports": [{"name": "http", "containerPort": 9000}]}]},
            "status": {"podIP": "10.1.2.3", "containerStatuses": [
                {"name": "server", "restartCount": 2, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
-    assert handler.pod_address(pod) == "10.1.2.3:9000"
-    assert handler.process_start(pod) == "2026-01-01T00:00:00Z#2"
-    assert handler.pod_address({"status": {"podIP": "fd00::1"}}, 8080) == "[fd00::1]:8080"
-    assert handler.pod_address({"status": {}}) is None
+    assert sensors_mod.pod_address(pod) == "10.1.2.3:9000"
+    assert sensors_mod.process_start(pod) == "2026-01-01T00:00:00Z#2"
+    assert sensors_mod.pod_address({"status": {"podIP": "fd00::1"}}, 8080) == "[fd00::1]:8080"
+    assert sensors_mod.pod_address({"status": {}}) is None
 
 
 def test_operator_metrics_follow_the_decisions() -> None:
     from prometheus_client import REGISTRY
 
+    from mlops_operator import sensors as sensors_mod
     from mlops_operator.k8s.handlers import driftpolicy as handler
 
     w = World(trigger={"consecutive": 1})

@@ -195,7 +195,8 @@ async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: 
     retrain_tj = next((t for t in manager.cluster.list_now(TRAINING_JOBS) if (t.get("status") or {}).get("modelVersion") == promoted), {})
     gate = (retrain_tj.get("status") or {}).get("gate") or {}
     timeline.event("promoted", version=promoted, challenger=gate.get("value"), champion=gate.get("championValue"))
-    await _until(lambda: md_status().get("readyReplicas") and md_status().get("modelVersion") == promoted, left(), "the new version to serve")
+    await _until(lambda: rolled_out(md_status(), promoted), left(), "the new version to finish rolling out")
+    timeline.event("rolled out", version=promoted)
     mark = len(client.outcomes)
     await send(40, True, "after promotion")
     after = round(sum(client.outcomes[mark:]) / max(1, len(client.outcomes) - mark), 4)
@@ -211,6 +212,14 @@ async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: 
         "challenger_score": gate.get("value"),
         "champion_score": gate.get("championValue"),
     }
+
+
+def rolled_out(status: dict[str, Any], version: str) -> bool:
+    """Ready on ``version`` with the rollout finished: no pod of the old version takes traffic any more."""
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    return (status.get("modelVersion") == version and ready.get("status") == "True"
+            and progressing.get("status") != "True")
 
 
 def recovered(result: dict[str, Any]) -> bool:

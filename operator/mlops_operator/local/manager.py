@@ -59,9 +59,9 @@ class LocalManager:
             log.warning("ModelDeployment controller not available")
         try:
             from ..controllers.reconcile.driftpolicy import reconcile_drift_policy
-            from .sensors import LocalSensors
+            from .sensors import local_sensors
 
-            sensors = LocalSensors(self.paths.store)
+            sensors = local_sensors(self.paths.store)
             out["DriftPolicy"] = lambda ns, n: reconcile_drift_policy(self.cluster, ns, n, self.settings, self.clock, sensors)
         except ImportError:  # pragma: no cover
             log.warning("DriftPolicy controller not available")

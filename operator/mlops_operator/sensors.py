@@ -1,0 +1,169 @@
+"""How the operator reads serving pods' drift sensors over HTTP, in a cluster and locally.
+
+Scrapes each serving pod's ``/metrics``, parses it with the model server's
+own parser (``runtime.sensor``) and hands the DriftPolicy controller plain
+:class:`~.controllers.driftpolicy.Snapshot` data; fetches a version's
+reference profile from a pod serving it, or through a loader when the caller
+can read the model store itself (the local mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from typing import Any, Callable
+
+from .controllers.driftpolicy import Snapshot
+
+log = logging.getLogger("mlops_operator")
+
+SCRAPE_TIMEOUT = 5.0
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+SERVER_CONTAINER = "server"
+
+Obj = dict[str, Any]
+
+
+ReferenceLoader = Callable[[str, str, str], Any]
+"""``(namespace, model, version) -> (reference, metadata) | None``, sync or async."""
+
+
+def _http_get(url: str, timeout: float) -> bytes:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pod addresses never go through a proxy
+    with opener.open(urllib.request.Request(url, headers={"Accept": "text/plain, application/json"}), timeout=timeout) as resp:
+        data = resp.read(MAX_RESPONSE_BYTES + 1)
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise ValueError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
+    return data
+
+
+def pod_address(pod: Obj, default_port: int = 8080) -> str | None:
+    """``host:port`` of a serving pod: its IP and the container port named http."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    port = default_port
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == "http" and p.get("containerPort"):
+                port = int(p["containerPort"])
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{host}:{port}"
+
+
+def process_start(pod: Obj) -> str | None:
+    """When the server container's current process started (changes on every container restart)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for cs in statuses:
+        if cs.get("name") == SERVER_CONTAINER or len(statuses) == 1:
+            running = (cs.get("state") or {}).get("running") or {}
+            if running.get("startedAt"):
+                return f"{running['startedAt']}#{cs.get('restartCount', 0)}"
+    return None
+
+
+def to_snapshot(parsed: Any, started: str | float | None = None) -> Snapshot:
+    """The server's parsed ``/metrics`` (``runtime.sensor.SensorSnapshot``) as the controller's plain data."""
+    features: dict[str, Any] = {name: [int(v) for v in vec] for name, vec in parsed.bins.items()}
+    features.update({name: {str(k): int(v) for k, v in c.items()} for name, c in parsed.categories.items()})
+    preds = parsed.predictions
+    if preds is not None:
+        preds = {str(k): int(v) for k, v in preds.items()} if isinstance(preds, dict) else [int(v) for v in preds]
+    fb = parsed.feedback
+    labelled = fb.correct + fb.errors if parsed.task == "classification" else fb.labels
+    return Snapshot(
+        version=parsed.version,
+        rows=int(parsed.rows),
+        features=features,
+        predictions=preds,
+        prediction_rows=int(parsed.prediction_rows),
+        feedback_rows=int(labelled or fb.labels),
+        feedback_errors=int(fb.errors),
+        feedback_squared_error=float(fb.squared_error),
+        started=started,
+    )
+
+
+class HttpSensors:
+    """Scrape serving pods; fetch a version's reference profile from a pod serving it.
+
+    The operator pod does not mount the model store, so the reference comes
+    from the server: ``GET /v2/models/{model}/versions/{version}/reference``
+    (either ``{"reference": ..., "metadata"|"baseline": ...}`` or the bare
+    reference.json; the training baseline then comes from the V2 model
+    metadata's ``parameters.baseline``). ``reference_loader`` replaces that
+    when the caller can read the store itself.
+    """
+
+    def __init__(self, *, timeout: float = SCRAPE_TIMEOUT, default_port: int = 8080,
+                 reference_loader: ReferenceLoader | None = None, cache_size: int = 32, retry_seconds: float = 30.0,
+                 address_of: Callable[[Obj], str | None] | None = None) -> None:
+        self.timeout = timeout
+        self.default_port = default_port
+        self.reference_loader = reference_loader
+        self.cache_size = cache_size
+        self.retry_seconds = retry_seconds
+        self.address_of = address_of or (lambda pod: pod_address(pod, self.default_port))
+        self._refs: OrderedDict[tuple[str, str, str], tuple[Obj, Obj]] = OrderedDict()
+        self._misses: dict[tuple[str, str, str], float] = {}
+        self._servers: dict[tuple[str, str], str] = {}
+        """(namespace, version) -> address of a pod that last said it serves the version."""
+
+    async def snapshot(self, pod: Obj) -> Snapshot | None:
+        from .runtime.sensor import parse_metrics
+
+        address = self.address_of(pod)
+        if not address:
+            return None
+        text = (await asyncio.to_thread(_http_get, f"http://{address}/metrics", self.timeout)).decode("utf-8", "replace")
+        parsed = parse_metrics(text)
+        if parsed.version:
+            ns = (pod.get("metadata") or {}).get("namespace", "default")
+            self._servers[(ns, parsed.version)] = address
+        if not parsed.sensor_enabled:
+            log.debug("pod %s: drift sensor off", (pod.get("metadata") or {}).get("name"))
+        return to_snapshot(parsed, process_start(pod))
+
+    async def reference(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
+        key = (namespace, model, version)
+        if key in self._refs:
+            self._refs.move_to_end(key)
+            return self._refs[key]
+        if time.monotonic() < self._misses.get(key, 0.0):
+            return None
+        try:
+            found = await self._load(namespace, model, version)
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            log.info("reference of %s/%s/%s unavailable: %s", namespace, model, version, exc)
+            found = None
+        if found is None:
+            self._misses[key] = time.monotonic() + self.retry_seconds
+            return None
+        self._misses.pop(key, None)
+        self._refs[key] = found
+        while len(self._refs) > self.cache_size:
+            self._refs.popitem(last=False)
+        return found
+
+    async def _load(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
+        if self.reference_loader is not None:
+            out = self.reference_loader(namespace, model, version)
+            return await out if asyncio.iscoroutine(out) else out
+        address = self._servers.get((namespace, version))
+        if not address:
+            return None
+        body = json.loads(await asyncio.to_thread(_http_get, f"http://{address}/v2/models/{model}/versions/{version}/reference", self.timeout))
+        if isinstance(body, dict) and "reference" in body:
+            meta = body.get("metadata") or {"baseline": body.get("baseline") or {}}
+            return body["reference"], meta
+        try:
+            info = json.loads(await asyncio.to_thread(_http_get, f"http://{address}/v2/models/{model}", self.timeout))
+            meta = {"baseline": ((info.get("parameters") or {}).get("baseline") or {})}
+        except (OSError, ValueError, urllib.error.URLError):
+            meta = {}
+        return body, meta
