@@ -20,6 +20,7 @@ envtest:
 
 test: $(STAMP) envtest
 	$(VENV)/bin/mlops-operator crds --check
+	bash hack/helm/sync-crds.sh --check
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)
@@ -36,6 +37,7 @@ demo: $(STAMP)
 
 crds: $(STAMP)
 	$(VENV)/bin/mlops-operator crds
+	bash hack/helm/sync-crds.sh
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

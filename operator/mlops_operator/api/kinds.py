@@ -26,6 +26,8 @@ class Kind:
     status: type[ApiModel]
     columns: tuple[dict[str, Any], ...]
     max_name_length: int = 63
+    name_pattern: str | None = None
+    """A stricter name rule than Kubernetes' own, when a child's name needs one."""
     categories: tuple[str, ...] = field(default=("mlops",))
 
     @property
@@ -80,6 +82,8 @@ MODEL_DEPLOYMENT = Kind(
     model=ModelDeployment,
     spec=ModelDeploymentSpec,
     status=ModelDeploymentStatus,
+    # The Service takes the object's name, and a Service name must be a DNS-1035 label.
+    name_pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
     columns=(
         _READY,
         {"name": "Model", "type": "string", "jsonPath": ".spec.model"},

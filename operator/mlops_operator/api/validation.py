@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,8 @@ def validate_object(obj: dict[str, Any]) -> list[FieldError]:
     name = (obj.get("metadata") or {}).get("name")
     if isinstance(name, str) and len(name) > kind.max_name_length:
         errors.append(FieldError("metadata.name", f"must be at most {kind.max_name_length} characters"))
+    if isinstance(name, str) and kind.name_pattern and not re.fullmatch(kind.name_pattern, name):
+        errors.append(FieldError("metadata.name", f"must be a DNS-1035 label: it names the {kind.kind}'s Service (got {name!r})"))
     try:
         kind.model.model_validate(obj)
     except ValidationError as exc:

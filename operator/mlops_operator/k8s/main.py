@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
     p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint ('' to disable)")
+    p.add_argument("--metrics-port", type=int, default=8000, help="serve Prometheus metrics on this port (0: off)")
     p.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile everything this often, as a safety net")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -55,5 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kopf.configure(verbose=args.verbose)
     setup(args.kubeconfig, args.namespace, args.resync_seconds)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)  # drift scores, breaches and retrains of every policy
     asyncio.run(operate(args.namespace, args.liveness))
     return 0
