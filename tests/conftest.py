@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The real control plane: one per test session, shared by tests/integration and tests/chart.
+from tests.envtest.fixtures import control_plane, crds, namespace  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,7 +1,7 @@
 """Fixtures of the chart tests: the helm binary, rendering, and the real API server.
 
-The control plane fixtures come from tests/integration/conftest.py, so the
-chart is checked against the same kind of kube-apiserver the operator tests use.
+The control plane fixtures come from tests/conftest.py: the chart is checked
+against the same kube-apiserver the operator tests use, in the same session.
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ from pathlib import Path
 
 import pytest
 
-# Re-exported so pytest finds them for the tests in this folder. They are
-# separate fixture instances from tests/integration's: a run of both folders
-# starts two control planes (unless the fixtures move to tests/conftest.py).
-from tests.integration.conftest import control_plane, namespace  # noqa: E402,F401
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -69,7 +69,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "store": {"store": {"create": True, "size": "20Gi", "storageClass": "nfs-rwx"}},
     "namespaced-store": {"watchNamespaces": WATCHED, "store": {"create": True}},
     "store-only": {"store": {"create": True, "storageClass": "-"}, "feedback": {"create": False}},
-    "everything-else": {"crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}, "metrics": {"enabled": True}, "feedback": {"enabled": False},
+    "everything-else": {"crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}, "metrics": {"enabled": False}, "feedback": {"enabled": False},
                         "image": {"digest": "sha256:" + "a" * 64}, "operator": {"verbose": True},
                         "workloadServiceAccount": {"assign": "always"}, "store": {"volume": {"csi": {"driver": "x.csi"}}}},
 }
@@ -277,13 +277,15 @@ def test_env_parses_into_operator_settings(rendered: dict[str, list[Obj]]) -> No
 
 
 def test_metrics_service_only_when_enabled(rendered: dict[str, list[Obj]]) -> None:
-    assert not of_kind(rendered["default"], "Service"), "the operator serves no metrics yet"
-    svc = one(rendered["everything-else"], "Service")
+    assert not of_kind(rendered["everything-else"], "Service"), "metrics are off in this scenario"
+    assert "--metrics-port=0" in container(rendered["everything-else"])["args"]
+    svc = one(rendered["default"], "Service")
     (port,) = svc["spec"]["ports"]
     assert port["port"] == 8000
-    ports = {p["name"]: p["containerPort"] for p in container(rendered["everything-else"])["ports"]}
+    assert "--metrics-port=8000" in container(rendered["default"])["args"]
+    ports = {p["name"]: p["containerPort"] for p in container(rendered["default"])["ports"]}
     assert ports[port["targetPort"]] == 8000
-    labels = operator_deployment(rendered["everything-else"])["spec"]["template"]["metadata"]["labels"]
+    labels = operator_deployment(rendered["default"])["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
 
 
