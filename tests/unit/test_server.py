@@ -116,6 +116,17 @@ def test_metadata_health_and_listing(servers: dict[str, Server]) -> None:
     assert [i["datatype"] for i in shop["inputs"]] == ["FP64", "BYTES", "BYTES"]
 
 
+def test_serves_the_drift_reference_of_its_version(servers: dict[str, Server], store: tuple[Path, dict[str, Any]]) -> None:
+    """The operator does not mount the store: the DriftPolicy reads the reference from a serving pod."""
+    root, _ = store
+    status, _, body = servers["iris"].request("GET", "/v2/models/iris/versions/v1/reference")
+    assert status == 200
+    assert body["reference"] == ModelStore(root).read_reference(NS, "iris", "v1")
+    assert body["metadata"]["task"] == "classification" and "baseline" in body["metadata"]
+    assert servers["iris"].request("GET", "/v2/models/iris/versions/v9/reference")[0] == 404
+    assert servers["iris"].request("POST", "/v2/models/iris/reference", raw=b"{}")[0] == 405
+
+
 @pytest.mark.parametrize(
     "method,path,raw,status,field",
     [

@@ -534,6 +534,8 @@ class App:
                 return "v2", self._model_get(name, method, self.v2_model_ready)
             if tail == ["infer"]:
                 return "v2", self._model_call(name, method, body, self.v2_infer)
+            if tail == ["reference"]:
+                return "v2", self._model_get(name, method, self.v2_reference)
             return "v2", _error(404, f"no endpoint {path}")
         if path in ("/v2/health/live", "/v2/health/ready", "/v2"):
             bad = self._method(method, b"GET")
@@ -551,6 +553,19 @@ class App:
             bad = self._method(method, b"GET")
             return "other", bad or _json({"models": [self.name]})
         return "other", _error(404, f"no endpoint {path}")
+
+    def v2_reference(self) -> Response:
+        """The drift reference of the serving version and its training baseline.
+
+        The operator checks drift from counter deltas against this profile; it
+        does not mount the model store, so the server that loaded the version
+        hands it out (``/v2/models/{name}/versions/{version}/reference``).
+        """
+        model = self.model
+        if model is None or model.reference is None:
+            return _error(404, "this server has no drift reference for its model", "reference")
+        return _json({"reference": model.reference.to_dict(),
+                      "metadata": {"baseline": model.metadata.get("baseline") or {}, "task": model.task}})
 
     def _unknown(self, name: str) -> Response | None:
         if name != self.name:
