@@ -131,9 +131,9 @@ class NumericProfile:
             first = last = np.full(in_bin.size, math.nan)
         lo = np.where(empty, math.nan, first)
         hi = np.where(empty, math.nan, last)
-        # An empty bin (only the top one can be) sits at its lower edge.
-        lower = np.concatenate([edges[:1] if edges.size else [0.0], edges])
-        values = np.where(empty, lower, means)
+        # Empty bins (the two outer ones) sit at their inner edge: the training min/max.
+        inner = np.concatenate([finite[:1] if finite.size else [0.0], edges])
+        values = np.where(empty, inner, means)
         values = np.maximum.accumulate(values) if values.size else values
         if finite.size:
             mean, std = float(finite.mean()), float(finite.std())
