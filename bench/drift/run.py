@@ -39,9 +39,6 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
-from scipy import stats  # noqa: E402
-from scipy.spatial.distance import jensenshannon  # noqa: E402
-
 from generate import (  # noqa: E402
     CATEGORICAL,
     FEATURES,
@@ -60,6 +57,8 @@ from mlops_operator.drift import (  # noqa: E402
     build_reference,
     evaluate_window,
 )
+from scipy import stats  # noqa: E402
+from scipy.spatial.distance import jensenshannon  # noqa: E402
 
 Columns = dict[str, np.ndarray]
 Verdict = tuple[bool, list[str]]
@@ -100,11 +99,7 @@ def raw_p05(raw: RawReference, cols: Columns) -> Verdict:
 
 
 def psi_raw(raw: RawReference, cols: Columns) -> Verdict:
-    flagged = [
-        f
-        for f in NUMERIC
-        if _psi(raw.decile_shares[f], raw._shares(raw.deciles[f], cols[f])) > 0.25
-    ]
+    flagged = [f for f in NUMERIC if _psi(raw.decile_shares[f], raw._shares(raw.deciles[f], cols[f])) > 0.25]
     for f in CATEGORICAL:
         table = raw.level_table(f, cols[f])
         if _psi(table[0] / table[0].sum(), table[1] / table[1].sum()) > 0.25:
@@ -148,9 +143,8 @@ def quality(methods: dict[str, Callable[[Columns], Verdict]], data: dict[str, An
             "false_alarm_rate": sum(d for d, _ in verdicts[:half]) / half,
             "detection_rate": sum(d for d, _ in verdicts[half:]) / half,
             "shifted_feature_found": {f: drift_flags[f] / half for f in SHIFTED},
-            "unshifted_flags_per_drift_window": sum(
-                c for f, c in drift_flags.items() if f not in SHIFTED
-            ) / half,
+            "unshifted_flags_per_drift_window": sum(c for f, c in drift_flags.items() if f not in SHIFTED)
+            / half,
             "feature_flags_per_null_window": sum(null_flags.values()) / half,
             "current_10k": {"drift": current[0], "flagged": sorted(current[1])},
         }
@@ -213,18 +207,22 @@ def cost(reference: Reference, raw: RawReference, data: dict[str, Any]) -> dict[
     for label, cols in (("500", data["windows"][0]), ("10000", data["current"])):
         counts = reference.count_window(cols)
         out[label] = {
-            "ours_from_rows": _time(lambda: evaluate_window(reference, reference.count_window(cols), config)),
-            "ours_counting_only": _time(lambda: reference.count_window(cols)),
-            "ours_from_counts": _time(lambda: evaluate_window(reference, counts, config)),
-            "scipy_tests_raw": _time(lambda: raw_p05(raw, cols)),
-            "scipy_w1_js_raw": _time(lambda: share50(raw, cols)),
+            "ours_from_rows": _time(
+                lambda cols=cols: evaluate_window(reference, reference.count_window(cols), config)
+            ),
+            "ours_counting_only": _time(lambda cols=cols: reference.count_window(cols)),
+            "ours_from_counts": _time(lambda counts=counts: evaluate_window(reference, counts, config)),
+            "scipy_tests_raw": _time(lambda cols=cols: raw_p05(raw, cols)),
+            "scipy_w1_js_raw": _time(lambda cols=cols: share50(raw, cols)),
         }
     row = {f: data["windows"][0][f][:1] for f in FEATURES}
     sensor = reference.new_window()
     out["per_request_1_row"] = {
         "window_add": _time(lambda: sensor.add(row)),
         "bin_counts_per_feature": _time(lambda: reference.bin_counts("normal_1", row["normal_1"])),
-        "category_counts_per_feature": _time(lambda: reference.category_counts("cat_skewed", row["cat_skewed"])),
+        "category_counts_per_feature": _time(
+            lambda: reference.category_counts("cat_skewed", row["cat_skewed"])
+        ),
     }
     return out
 
@@ -241,7 +239,8 @@ def peers(data: dict[str, Any], peers_dir: Path) -> dict[str, Any]:
         if not python.exists():
             out[tool] = {"skipped": f"no venv at {python}"}
             continue
-        env = {"NML_DISABLE_USAGE_LOGGING": "1", "PATH": "/usr/bin:/bin"}
+        # No usage reporting from the peers' own telemetry.
+        env = {"NML_DISABLE_USAGE_LOGGING": "1", "DO_NOT_TRACK": "1", "PATH": "/usr/bin:/bin"}
         proc = subprocess.run(
             [str(python), str(script), tool, str(data_path)],
             capture_output=True, text=True, env=env, timeout=3600,
@@ -259,7 +258,9 @@ def _pct(x: float) -> str:
 
 def report(results: dict[str, Any]) -> None:
     q = results["quality"]
-    print(f"\nDetection quality: {N_WINDOWS // 2} no-drift windows and {N_WINDOWS // 2} drift windows of 500 rows")
+    print(
+        f"\nDetection quality: {N_WINDOWS // 2} no-drift windows and {N_WINDOWS // 2} drift windows of 500 rows"
+    )
     head = f"{'rule':<11}{'false alarms':>13}{'detection':>11}  " + "  ".join(f"{f:>13}" for f in SHIFTED)
     print(head + f"  {'other flags/win':>15}")
     for name, r in q.items():
@@ -288,7 +289,9 @@ def report(results: dict[str, Any]) -> None:
         print(f"    {key:<28}{1e3 * t['cpu_ms']:8.1f} {1e3 * t['cpu_min_ms']:8.1f} {1e3 * t['wall_ms']:8.1f}")
     if "extra" in results:
         e = results["extra"]
-        print(f"\nOur rules on {e['windows']} more unchanged and {e['windows']} more shifted windows (95% Wilson CI):")
+        print(
+            f"\nOur rules on {e['windows']} more unchanged and {e['windows']} more shifted windows (95% Wilson CI):"
+        )
         for name in ("ours", "ours-bonf"):
             r = e[name]
             lo, hi = r["false_alarm_95ci"]

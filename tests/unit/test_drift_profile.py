@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from mlops_operator.drift import FORMAT, NumericProfile, Reference, WindowCounts, build_reference
 from mlops_operator.drift.profile import MAX_UNSEEN_NAMES, OTHER_UNSEEN
 
@@ -31,9 +30,7 @@ def columns() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def reference(columns: dict[str, np.ndarray]) -> Reference:
     preds = np.where(columns["normal"] > 10, "yes", "no")
-    return Reference.from_dict(
-        build_reference(columns, {"colour", "code"}, preds, "classification", bins=16)
-    )
+    return Reference.from_dict(build_reference(columns, {"colour", "code"}, preds, "classification", bins=16))
 
 
 def test_json_round_trip(reference: Reference) -> None:
@@ -106,7 +103,9 @@ def test_quantile_bins_mass_and_ties(reference: Reference, columns: dict[str, np
 def test_bins_option_and_representatives(columns: dict[str, np.ndarray]) -> None:
     x = np.random.default_rng(1).exponential(size=10_000)
     for bins in (4, 32, 100):
-        prof = Reference.from_dict(build_reference({"x": x}, set(), None, "regression", bins=bins)).features["x"]
+        prof = Reference.from_dict(build_reference({"x": x}, set(), None, "regression", bins=bins)).features[
+            "x"
+        ]
         assert isinstance(prof, NumericProfile)
         assert prof.counts.max() / x.size <= 1 / bins + 1e-4
         assert np.all(np.diff(prof.values) >= 0)

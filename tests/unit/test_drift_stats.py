@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
-
 from mlops_operator.drift import (
     Reference,
     benjamini_hochberg,
@@ -22,6 +19,8 @@ from mlops_operator.drift import (
     psi,
     wasserstein_binned,
 )
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
 
 BINS = 32
 N_REF = 20_000
@@ -112,9 +111,9 @@ def test_counts_are_validated() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 500), st.integers(0, 80)), min_size=2, max_size=12
-    ).filter(lambda cols: sum(a for a, _ in cols) > 0 and sum(b for _, b in cols) > 0)
+    st.lists(st.tuples(st.integers(0, 500), st.integers(0, 80)), min_size=2, max_size=12).filter(
+        lambda cols: sum(a for a, _ in cols) > 0 and sum(b for _, b in cols) > 0
+    )
 )
 def test_chi2_homogeneity_equals_chi2_contingency(cols: list[tuple[int, int]]) -> None:
     ref = np.array([a for a, _ in cols])

@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from mlops_operator.drift import (
     DriftConfig,
     NumericProfile,
@@ -22,6 +20,7 @@ from mlops_operator.drift import (
     psi,
     wasserstein_binned,
 )
+from scipy import stats
 
 LEVELS = list("abcdefghij")
 N_REF = 20_000
@@ -45,7 +44,9 @@ def reference() -> Reference:
 
 def test_same_distribution_is_no_drift(reference: Reference) -> None:
     rng = np.random.default_rng(1)
-    statuses = [evaluate_window(reference, reference.count_window(_sample(rng, 1_000))).status for _ in range(10)]
+    statuses = [
+        evaluate_window(reference, reference.count_window(_sample(rng, 1_000))).status for _ in range(10)
+    ]
     assert statuses.count("no_drift") >= 9
     assert "insufficient_data" not in statuses
 
@@ -184,7 +185,10 @@ def test_configuration_changes_the_rule(reference: Reference) -> None:
 def test_plain_mapping_of_counts(reference: Reference) -> None:
     rng = np.random.default_rng(11)
     cols = _sample(rng, 700)
-    counts = {"x0": reference.bin_counts("x0", cols["x0"]), "colour": reference.category_counts("colour", cols["colour"])}
+    counts = {
+        "x0": reference.bin_counts("x0", cols["x0"]),
+        "colour": reference.category_counts("colour", cols["colour"]),
+    }
     result = evaluate_window(reference, counts)
     assert result.samples == 700
     assert {f.name for f in result.features} == {"x0", "colour"}

@@ -274,12 +274,12 @@ class WindowCounts:
     """Counts of one window in the layout of its reference.
 
     Add requests with :meth:`add`, combine replicas with :meth:`merge`, ship
-    with :meth:`to_dict`.  ``features[name]`` is a count vector (bins then
-    NaN; a read-only view into one flat array, so adding a batch is a single
-    in-place sum) for numeric features and a ``{level: count}`` dict for
-    categorical ones; the dict also keeps up to ``MAX_UNSEEN_NAMES`` unseen
-    names (the rest pool under ``OTHER_UNSEEN``) so a junk high-cardinality
-    input cannot grow it without bound.
+    with :meth:`to_dict`.  ``numeric[name]`` is a count vector (bins then
+    NaN; a view into one flat array, so adding a batch is a single in-place
+    sum), ``categorical[name]`` a ``{level: count}`` dict that also keeps up
+    to ``MAX_UNSEEN_NAMES`` unseen names (the rest pool under
+    ``OTHER_UNSEEN``) so a junk high-cardinality input cannot grow it without
+    bound.  ``features`` has both, in the reference's column order.
     """
 
     def __init__(self, reference: Reference) -> None:
@@ -287,15 +287,31 @@ class WindowCounts:
         self.rows = 0
         self.prediction_rows = 0
         self._flat = np.zeros(reference._flat_size, dtype=np.int64)
-        self.features: dict[str, Counts] = {}
-        for name, prof in reference.features.items():
-            if isinstance(prof, NumericProfile):
-                off = reference._offset[name]
-                self.features[name] = self._flat[off : off + prof.size]
-            else:
-                self.features[name] = {lv: 0 for lv in prof.levels}
+        self.numeric: dict[str, np.ndarray] = {
+            name: self._flat[reference._offset[name] : reference._offset[name] + prof.size]
+            for name, prof in reference.numeric.items()
+        }
+        self.categorical: dict[str, dict[str, int]] = {
+            name: {lv: 0 for lv in prof.levels} for name, prof in reference.categorical.items()
+        }
         pred = reference.prediction
-        self.predictions: Counts | None = None if pred is None else _zeros(pred)
+        self.prediction_vector: np.ndarray | None = (
+            np.zeros(pred.size, dtype=np.int64) if isinstance(pred, NumericProfile) else None
+        )
+        self.prediction_levels: dict[str, int] | None = (
+            {lv: 0 for lv in pred.levels} if isinstance(pred, CategoricalProfile) else None
+        )
+
+    @property
+    def features(self) -> dict[str, Counts]:
+        return {
+            name: self.numeric[name] if name in self.numeric else self.categorical[name]
+            for name in self.reference.features
+        }
+
+    @property
+    def predictions(self) -> Counts | None:
+        return self.prediction_vector if self.prediction_vector is not None else self.prediction_levels
 
     def add(self, columns: Mapping[str, Any] | None = None, predictions: Any = None) -> None:
         """Count a batch of rows (columns by feature name) and/or its predictions."""
@@ -304,35 +320,35 @@ class WindowCounts:
             flat, rows = ref._count_numeric(columns)
             if flat is not None:
                 self._flat += flat
-            for name in ref._categorical:
+            for name, prof in ref.categorical.items():
                 if name in columns:
                     counts = _count_str(columns[name])
-                    _add_levels(self.features[name], counts, ref.features[name])
+                    _add_levels(self.categorical[name], counts, prof)
                     rows = max(rows, sum(counts.values()))
             self.rows += rows
         if predictions is not None and ref.prediction is not None:
-            counts = ref.prediction.count(predictions)
-            self._add_predictions(counts)
-            self.prediction_rows += _total(counts)
+            self._add_predictions(ref.prediction.count(predictions))
 
-    def _add_predictions(self, counts: Counts) -> None:
+    def _add_predictions(self, counts: Counts, rows: int | None = None) -> None:
         pred = self.reference.prediction
-        if isinstance(pred, NumericProfile):
-            self.predictions = self.predictions + np.asarray(counts, dtype=np.int64)
-        elif pred is not None:
-            _add_levels(self.predictions, counts, pred)
+        if self.prediction_vector is not None and isinstance(pred, NumericProfile):
+            self.prediction_vector += _vector(counts, pred)
+        elif self.prediction_levels is not None and isinstance(pred, CategoricalProfile):
+            if not isinstance(counts, Mapping):
+                raise ValueError("class counts must be a {class: count} mapping")
+            _add_levels(self.prediction_levels, counts, pred)
+        self.prediction_rows += _total(counts) if rows is None else rows
 
     def merge(self, other: WindowCounts) -> None:
         """Add another window's counts (same reference layout) into this one."""
         if other._flat.shape != self._flat.shape:
             raise ValueError("windows of different references cannot be merged")
         self._flat += other._flat
-        for name in self.reference._categorical:
-            _add_levels(self.features[name], other.features[name], self.reference.features[name])
+        for name, prof in self.reference.categorical.items():
+            _add_levels(self.categorical[name], other.categorical[name], prof)
         if other.predictions is not None:
-            self._add_predictions(other.predictions)
+            self._add_predictions(other.predictions, other.prediction_rows)
         self.rows += other.rows
-        self.prediction_rows += other.prediction_rows
 
     def to_dict(self) -> dict[str, Any]:
         def plain(c: Counts | None) -> Any:
@@ -353,33 +369,22 @@ class WindowCounts:
     def from_dict(cls, reference: Reference, d: Mapping[str, Any]) -> WindowCounts:
         w = cls(reference)
         w.rows = int(d.get("rows", 0))
-        w.prediction_rows = int(d.get("prediction_rows", 0))
         for name, raw in d.get("features", {}).items():
-            prof = reference.features.get(name)
-            if prof is None:
-                continue
-            if isinstance(prof, NumericProfile):
-                w.features[name][:] = _vector(raw, prof)
-            else:
-                _add_levels(w.features[name], {str(k): int(v) for k, v in raw.items()}, prof)
+            if name in reference.numeric:
+                w.numeric[name][:] = _vector(raw, reference.numeric[name])
+            elif name in reference.categorical:
+                levels = {str(k): int(v) for k, v in raw.items()}
+                _add_levels(w.categorical[name], levels, reference.categorical[name])
         preds = d.get("predictions")
         if preds is not None and reference.prediction is not None:
-            pred = reference.prediction
-            if isinstance(pred, NumericProfile):
-                w.predictions = _vector(preds, pred)
-            else:
-                w._add_predictions({str(k): int(v) for k, v in preds.items()})
+            if isinstance(reference.prediction, CategoricalProfile):
+                preds = {str(k): int(v) for k, v in preds.items()}
+            w._add_predictions(preds, int(d.get("prediction_rows", 0)))
         return w
 
 
-def _zeros(prof: Profile) -> Counts:
-    if isinstance(prof, NumericProfile):
-        return np.zeros(prof.size, dtype=np.int64)
-    return {lv: 0 for lv in prof.levels}
-
-
 def _total(counts: Counts) -> int:
-    return int(sum(counts.values())) if isinstance(counts, dict) else int(np.sum(counts))
+    return int(sum(counts.values())) if isinstance(counts, Mapping) else int(np.sum(counts))
 
 
 def _vector(raw: Any, prof: NumericProfile) -> np.ndarray:
@@ -389,7 +394,7 @@ def _vector(raw: Any, prof: NumericProfile) -> np.ndarray:
     return vec
 
 
-def _add_levels(dst: Any, src: Mapping[str, int], prof: CategoricalProfile) -> None:
+def _add_levels(dst: dict[str, int], src: Mapping[str, int], prof: CategoricalProfile) -> None:
     """Add level counts into ``dst`` in place, capping the number of unseen names."""
     for key, c in src.items():
         if key in dst:
@@ -414,8 +419,8 @@ class Reference:
     prediction: Profile | None
     n: int
     format: int = FORMAT
-    _numeric: tuple[str, ...] = field(init=False, repr=False)
-    _categorical: tuple[str, ...] = field(init=False, repr=False)
+    numeric: dict[str, NumericProfile] = field(init=False, repr=False)
+    categorical: dict[str, CategoricalProfile] = field(init=False, repr=False)
     _offset: dict[str, int] = field(init=False, repr=False)
     _flat_size: int = field(init=False, repr=False)
     _edges: np.ndarray = field(init=False, repr=False)
@@ -423,8 +428,9 @@ class Reference:
     _nan_slot: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        numeric = tuple(k for k, p in self.features.items() if isinstance(p, NumericProfile))
-        profs = [self.features[k] for k in numeric]
+        numeric = {k: p for k, p in self.features.items() if isinstance(p, NumericProfile)}
+        categorical = {k: p for k, p in self.features.items() if isinstance(p, CategoricalProfile)}
+        profs = list(numeric.values())
         sizes = np.array([p.size for p in profs], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         width = max((p.edges.size for p in profs), default=0)
@@ -432,9 +438,9 @@ class Reference:
         for i, p in enumerate(profs):
             edges[i, : p.edges.size] = p.edges
         setattr_ = object.__setattr__
-        setattr_(self, "_numeric", numeric)
-        setattr_(self, "_categorical", tuple(k for k in self.features if k not in numeric))
-        setattr_(self, "_offset", dict(zip(numeric, offsets.tolist())))
+        setattr_(self, "numeric", numeric)
+        setattr_(self, "categorical", categorical)
+        setattr_(self, "_offset", dict(zip(numeric, offsets.tolist(), strict=True)))
         setattr_(self, "_flat_size", int(sizes.sum()))
         setattr_(self, "_edges", edges)
         setattr_(self, "_offsets", offsets)
@@ -442,7 +448,7 @@ class Reference:
 
     def _count_numeric(self, columns: Mapping[str, Any]) -> tuple[np.ndarray | None, int]:
         """Counts of every numeric feature present, as one flat vector, and the row count."""
-        names = self._numeric
+        names = list(self.numeric)
         if not names or not any(n in columns for n in names):
             return None, 0
         small = np.size(columns.get(names[0], ())) <= _SMALL_BATCH
@@ -460,27 +466,24 @@ class Reference:
         rows = 0
         for name in names:
             if name in columns:
-                prof = self.features[name]
                 off = self._offset[name]
                 values = columns[name]
-                counts = prof.count(values)  # type: ignore[union-attr]
+                counts = self.numeric[name].count(values)
                 flat[off : off + counts.size] += counts
                 rows = max(rows, int(np.size(values)))
         return flat, rows
 
     def bin_counts(self, feature: str, values: Any) -> np.ndarray:
         """Counts of a numeric feature's values: one per bin, then NaN."""
-        prof = self.features[feature]
-        if not isinstance(prof, NumericProfile):
+        if feature in self.categorical:
             raise TypeError(f"{feature!r} is categorical; use category_counts")
-        return prof.count(values)
+        return self.numeric[feature].count(values)
 
     def category_counts(self, feature: str, values: Any) -> dict[str, int]:
         """Counts of a categorical feature's values by ``str(value)``, unseen ones included."""
-        prof = self.features[feature]
-        if not isinstance(prof, CategoricalProfile):
+        if feature in self.numeric:
             raise TypeError(f"{feature!r} is numeric; use bin_counts")
-        return prof.count(values)
+        return self.categorical[feature].count(values)
 
     def prediction_counts(self, predictions: Any) -> Counts:
         """Class counts (classification) or bin counts (regression) of predictions."""

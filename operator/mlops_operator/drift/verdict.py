@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from weakref import WeakKeyDictionary
 from typing import Any, Literal
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from scipy import special
@@ -106,9 +106,7 @@ class WindowResult:
     @property
     def unseen(self) -> dict[str, list[str]]:
         """Unseen categories by feature, most frequent first."""
-        return {
-            f.name: sorted(f.unseen, key=lambda k: -f.unseen[k]) for f in self.features if f.unseen
-        }
+        return {f.name: sorted(f.unseen, key=lambda k: -f.unseen[k]) for f in self.features if f.unseen}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,12 +270,14 @@ def evaluate_window(
     to its counts (a vector from ``bin_counts`` or a dict from
     ``category_counts``); features absent from the mapping are skipped.
     """
-    numeric = list(reference._numeric)
+    numeric = list(reference.numeric)
+    categorical: dict[str, Any]
+    flat: np.ndarray
     if isinstance(window_counts, WindowCounts):
         samples = window_counts.rows
         present = set(reference.features)
         flat = window_counts._flat
-        categorical = {name: window_counts.features[name] for name in reference._categorical}
+        categorical = dict(window_counts.categorical)
     else:
         present = {name for name in reference.features if name in window_counts}
         totals = [
@@ -287,24 +287,22 @@ def evaluate_window(
         ]
         samples = max(totals, default=0)
         parts = []
-        for name in numeric:
-            prof = reference.features[name]
+        for name, prof in reference.numeric.items():
             raw = window_counts.get(name)
             vec = np.zeros(prof.size) if raw is None else np.asarray(raw, dtype=np.float64)
             if vec.shape != (prof.size,):
                 raise ValueError(f"{name}: expected {prof.size} counts, got {vec.shape}")
             parts.append(vec)
         flat = np.concatenate(parts) if parts else np.zeros(0)
-        categorical = {name: window_counts[name] for name in reference._categorical if name in present}
+        categorical = {name: window_counts[name] for name in reference.categorical if name in present}
     if samples < config.min_samples:
         return WindowResult("insufficient_data", samples, [], config)
     results: list[FeatureResult] = []
     if numeric:
-        profiles = [reference.features[name] for name in numeric]
-        stack = _stack(reference, profiles)  # type: ignore[arg-type]
+        stack = _stack(reference, list(reference.numeric.values()))
         results = [r for r in stack.compare(numeric, flat, config.psi_eps) if r.name in present]
     for name, counts in categorical.items():
-        results.append(_categorical(name, reference.features[name], counts, config.psi_eps))  # type: ignore[arg-type]
+        results.append(_categorical(name, reference.categorical[name], counts, config.psi_eps))
     return _decide(results, samples, config)
 
 
@@ -337,9 +335,7 @@ def evaluate_predictions(
     if pred is None:
         raise ValueError("the reference has no prediction profile")
     counts = (
-        prediction_counts.predictions
-        if isinstance(prediction_counts, WindowCounts)
-        else prediction_counts
+        prediction_counts.predictions if isinstance(prediction_counts, WindowCounts) else prediction_counts
     )
     if counts is None:
         return WindowResult("insufficient_data", 0, [], config)
