@@ -78,7 +78,7 @@ def test_model_deployment_leaves_replicas_unset_for_the_controller() -> None:
         {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "d"}, "spec": {"model": "m"}}
     ).to_dict()["spec"]
     assert "replicas" not in md and md["version"] == "latest"
-    assert md["server"]["maxBatchSize"] == 64
+    assert md["server"]["maxBatchSize"] == 1024
 
 
 @pytest.mark.parametrize(

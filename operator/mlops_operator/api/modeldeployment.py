@@ -31,7 +31,9 @@ class Autoscaling(ApiModel):
 class Server(ApiModel):
     """Tuning of the model server."""
 
-    max_batch_size: int = Doc("Most rows combined into one predict call.", 64, ge=1, le=4096)
+    max_batch_size: int = Doc(
+        "Most rows combined into one predict call (concurrent 100-row requests share calls below this).", 1024, ge=1, le=4096
+    )
     max_batch_delay_ms: float = Doc("Longest a request waits for others to share its predict call.", 2.0, ge=0, le=1000)
     max_body_bytes: int = Doc("Largest request body accepted; larger ones get 413.", 4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     drift_sensor: bool = Doc("Count inputs in the reference bins for DriftPolicy checks.", True)

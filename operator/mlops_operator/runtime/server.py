@@ -691,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", default=None, help="expected sha256 of model.skops (hex or sha256:hex)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in pods)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--max-batch-size", type=int, default=64, help="most rows in one predict call (default 64)")
+    p.add_argument("--max-batch-size", type=int, default=1024, help="most rows in one predict call (default 1024)")
     p.add_argument("--max-batch-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill (default 2)")
     p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body (default 4 MiB)")
     p.add_argument("--no-drift-sensor", action="store_true", help="do not count inputs in the reference bins")
