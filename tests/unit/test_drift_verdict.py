@@ -81,6 +81,15 @@ def test_new_category_is_named(reference: Reference) -> None:
     assert colour.unseen == {"ultraviolet": 200, "infrared": 3}
 
 
+def test_unseen_category_is_named_even_with_too_few_rows(reference: Reference) -> None:
+    rng = np.random.default_rng(15)
+    cols = _sample(rng, 50)
+    cols["colour"][:5] = "ultraviolet"
+    result = evaluate_window(reference, reference.count_window(cols))
+    assert result.status == "insufficient_data"
+    assert result.unseen == {"colour": ["ultraviolet"]}
+
+
 def test_rare_unseen_category_is_reported_without_alarm(reference: Reference) -> None:
     rng = np.random.default_rng(4)
     cols = _sample(rng, 1_000)
@@ -98,6 +107,7 @@ def test_small_window_is_insufficient_data(reference: Reference, rows: int) -> N
     result = evaluate_window(reference, window)
     assert result.status == "insufficient_data"
     assert result.samples == rows and result.features == []
+    assert json.loads(json.dumps(result.to_dict()))["status"] == "insufficient_data"
     # ... and a smaller minimum can be configured.
     if rows:
         small = evaluate_window(reference, window, DriftConfig(min_samples=1))

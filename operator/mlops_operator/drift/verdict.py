@@ -67,7 +67,15 @@ def _num(x: float | None) -> float | None:
 
 @dataclass
 class FeatureResult:
-    """One feature's comparison; ``effect`` is W1/std (numeric) or JS distance (categorical)."""
+    """One feature's comparison.
+
+    ``effect`` is W1/std(reference) for numeric features (the share of values
+    that moved if the reference is constant; at least the JS distance of the
+    missing/present shares when values are missing) and the JS distance for
+    categorical ones.  ``unseen`` maps levels absent from training to their
+    counts; ``out_of_range`` is the share of present values outside the
+    training range.
+    """
 
     name: str
     kind: Literal["numeric", "categorical"]
@@ -98,6 +106,7 @@ class WindowResult:
     samples: int
     features: list[FeatureResult]
     config: DriftConfig
+    unseen_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def drifted_features(self) -> list[str]:
@@ -105,8 +114,8 @@ class WindowResult:
 
     @property
     def unseen(self) -> dict[str, list[str]]:
-        """Unseen categories by feature, most frequent first."""
-        return {f.name: sorted(f.unseen, key=lambda k: -f.unseen[k]) for f in self.features if f.unseen}
+        """Unseen categories by feature, most frequent first (also when data is insufficient)."""
+        return {name: sorted(c, key=lambda k: -c[k]) for name, c in self.unseen_counts.items() if c}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -295,15 +304,22 @@ def evaluate_window(
             parts.append(vec)
         flat = np.concatenate(parts) if parts else np.zeros(0)
         categorical = {name: window_counts[name] for name in reference.categorical if name in present}
+    unseen = {
+        name: reference.categorical[name].vector(counts)[1]
+        for name, counts in categorical.items()
+        if isinstance(counts, Mapping)
+    }
     if samples < config.min_samples:
-        return WindowResult("insufficient_data", samples, [], config)
+        return WindowResult("insufficient_data", samples, [], config, unseen)
     results: list[FeatureResult] = []
     if numeric:
         stack = _stack(reference, list(reference.numeric.values()))
         results = [r for r in stack.compare(numeric, flat, config.psi_eps) if r.name in present]
     for name, counts in categorical.items():
         results.append(_categorical(name, reference.categorical[name], counts, config.psi_eps))
-    return _decide(results, samples, config)
+    result = _decide(results, samples, config)
+    result.unseen_counts = unseen
+    return result
 
 
 def _decide(results: list[FeatureResult], samples: int, config: DriftConfig) -> WindowResult:
