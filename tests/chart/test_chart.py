@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from tests.waiting import wait_until
 import yaml
 
 from tests.chart.conftest import Helm
@@ -591,13 +593,7 @@ def _workload_can_do_nothing(kubectl: Kubectl, workload: str, namespace: str, su
 
 
 def _wait_for(what: str, predicate: Any, timeout: float = 60.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return wait_until(predicate, timeout, interval, what)
 
 
 @pytest.mark.integration

@@ -35,21 +35,12 @@ from mlops_operator.controllers.reconcile.modeldeployment import reconcile_model
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
 from mlops_operator.sensors import HttpSensors
+from tests.waiting import wait_until as _wait
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 STORE_NS = "default"
 VERSION = "iris-v1-g1"
-
-
-def _wait(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Server:

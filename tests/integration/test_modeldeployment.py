@@ -25,21 +25,12 @@ from mlops_operator.controllers.reconcile.modeldeployment import observe, reconc
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
 from tests.pss import restricted_violations
+from tests.waiting import wait_until as _wait
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(image="example.invalid/mlops-operator:test")
 SHA1, SHA2 = "a1" * 32, "b2" * 32
-
-
-def _wait(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _example(name: str) -> dict:
