@@ -103,7 +103,7 @@ def missing_binaries(bin_dir: Path) -> list[str]:
     return [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
 
 
-def ensure_binaries(bin_dir: Path | None = None, *, build_timeout: float = 3600.0) -> Path:
+def ensure_binaries(bin_dir: Path | None = None, *, build_timeout: float = 7200.0) -> Path:
     """Return a directory holding the three binaries, building them if needed.
 
     ``hack/envtest/build.sh`` is only run when something is missing and
