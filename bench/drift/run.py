@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -240,7 +241,8 @@ def peers(data: dict[str, Any], peers_dir: Path) -> dict[str, Any]:
             out[tool] = {"skipped": f"no venv at {python}"}
             continue
         # No usage reporting from the peers' own telemetry.
-        env = {"NML_DISABLE_USAGE_LOGGING": "1", "DO_NOT_TRACK": "1", "PATH": "/usr/bin:/bin"}
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(NML_DISABLE_USAGE_LOGGING="1", DO_NOT_TRACK="1")
         proc = subprocess.run(
             [str(python), str(script), tool, str(data_path)],
             capture_output=True, text=True, env=env, timeout=3600,
@@ -300,8 +302,21 @@ def report(results: dict[str, Any]) -> None:
                 f"  {name:<10} false alarms {_pct(r['false_alarm_rate'])} [{_pct(lo)}, {_pct(hi)}]"
                 f"   detection {_pct(r['detection_rate'])} [{_pct(dlo)}, {_pct(dhi)}]"
             )
+    if results.get("peers"):
+        print("\nReal peer tools on the same windows (defaults; see README):")
     for tool, r in results.get("peers", {}).items():
-        print(f"\npeer {tool}: {json.dumps(r)}")
+        if "false_alarm_rate" not in r:
+            print(f"  {tool:<13} {r}")
+            continue
+        found = "  ".join(f"{f}={_pct(r['shifted_feature_found'][f]).strip()}" for f in SHIFTED)
+        cost_ = r["cost"]
+        print(
+            f"  {tool:<13} {r['version']:<8} false alarms {_pct(r['false_alarm_rate'])}"
+            f"  detection {_pct(r['detection_rate'])}  {found}\n"
+            f"  {'':<13} 10k window: drift={r['current_10k']['drift']} {', '.join(r['current_10k']['flagged'])}\n"
+            f"  {'':<13} CPU ms per check: 500 rows {cost_['500']['cpu_ms']:.0f}, "
+            f"10,000 rows {cost_['10000']['cpu_ms']:.0f}"
+        )
 
 
 def main() -> None:
