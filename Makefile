@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test unit integration e2e demo crds lint-crds envtest clean
+.PHONY: test unit integration e2e demo crds envtest bytecode clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
 
+# Byte-compile up front: Python 3.11 before 3.11.8 can raise a spurious
+# "AST constructor recursion depth mismatch" when two threads compile source
+# at once (a test's operator thread importing lazily while pytest rewrites).
+bytecode: $(STAMP)
+	$(PY) -m compileall -q operator tests
+
 envtest:
 	bash hack/envtest/build.sh
 	bash hack/helm/build.sh
 
-test: $(STAMP) envtest
+test: $(STAMP) envtest bytecode
 	$(VENV)/bin/mlops-operator crds --check
 	bash hack/helm/sync-crds.sh --check
 	$(PY) -m pytest -q tests
