@@ -35,7 +35,7 @@ def svg_chart(doc: dict[str, Any]) -> str:
         ys = _scale([s for _, s in scored], 0, top, H - PAD, PAD)
         parts.append(f'<polyline fill="none" stroke="#2c7fb8" stroke-width="1.5" stroke-dasharray="4 3" '
                      f'points="{" ".join(f"{x:.1f},{y:.1f}" for (x, _), y in zip(scored, ys))}"/>')
-    marks = [e for e in doc.get("events", []) if e["event"] in ("serving", "drift injected", "drift detected", "retraining", "promoted")]
+    marks = [e for e in doc.get("events", []) if e["event"] in ("serving", "drift injected", "drift detected", "retraining", "promoted", "rolled out")]
     for i, e in enumerate(marks):
         x = _scale([e["t"]], 0, t_hi, PAD, W - PAD)[0]
         parts.append(f'<line x1="{x:.1f}" y1="{PAD}" x2="{x:.1f}" y2="{H - PAD}" stroke="#555" stroke-dasharray="2 2"/>')
@@ -79,12 +79,12 @@ def _png(path: Path, doc: dict[str, Any]) -> Path | None:
     if scored:
         ax.plot([p["t"] for p in scored], [p["drift_score"] for p in scored], color="#2c7fb8", linestyle="--", label="drift score")
     for e in doc.get("events", []):
-        if e["event"] in ("serving", "drift injected", "drift detected", "retraining", "promoted"):
+        if e["event"] in ("serving", "drift injected", "drift detected", "retraining", "promoted", "rolled out"):
             ax.axvline(e["t"], color="#555", linestyle=":", linewidth=1)
             ax.text(e["t"], ax.get_ylim()[1] * 0.95, " " + e["event"], rotation=90, va="top", fontsize=8)
     ax.set_xlabel("seconds since start")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper left")
+    ax.legend(loc="center left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
