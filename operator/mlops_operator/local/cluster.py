@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+from pydantic import ValidationError
+
+from ..api.kinds import BY_KIND
 from ..controllers.cluster import RESOURCES, Resource, resource_of
 from ..controllers.conditions import timestamp
 from ..controllers.reconcile import utcnow
@@ -46,7 +49,9 @@ class MemoryCluster:
     - ``create`` of a taken name returns the existing object (409 is success);
     - ``apply`` replaces the fields it is given and bumps ``generation`` when the spec changes;
     - ``patch_status`` replaces status without touching spec or generation;
-    - deleting an object deletes what it owns, transitively.
+    - deleting an object deletes what it owns, transitively;
+    - mlops.dev objects get their schema defaults, as the API server fills
+      them from the CRD (both come from the same models).
     """
 
     def __init__(self, clock: Callable[[], datetime] = utcnow):
@@ -97,7 +102,19 @@ class MemoryCluster:
     async def create(self, obj: Obj) -> Obj:
         return self.create_now(obj)
 
+    @staticmethod
+    def _defaulted(obj: Obj) -> Obj:
+        kind = BY_KIND.get(obj.get("kind", ""))
+        if kind is None or "spec" not in obj:
+            return obj
+        try:
+            spec = kind.spec.model_validate(obj["spec"]).to_dict()
+        except ValidationError:
+            return obj  # the API server would refuse it; callers validate first and report
+        return {**obj, "spec": spec}
+
     def create_now(self, obj: Obj) -> Obj:
+        obj = self._defaulted(obj)
         res = resource_of(obj)
         key = self._key(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
         if key in self._objects:
@@ -117,6 +134,7 @@ class MemoryCluster:
         return self.apply_now(obj)
 
     def apply_now(self, obj: Obj) -> Obj:
+        obj = self._defaulted(obj)
         res = resource_of(obj)
         key = self._key(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
         current = self._objects.get(key)
