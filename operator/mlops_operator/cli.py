@@ -1,4 +1,4 @@
-"""The ``mlops-operator`` command: one entry point for every role the image plays."""
+"""mlops-operator: one command for every role the image plays (operator, trainer, server, local runner)."""
 
 from __future__ import annotations
 

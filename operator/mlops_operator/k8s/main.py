@@ -1,4 +1,4 @@
-"""``mlops-operator run``: the operator against a Kubernetes cluster."""
+"""mlops-operator run: the operator against a Kubernetes cluster."""
 
 from __future__ import annotations
 
