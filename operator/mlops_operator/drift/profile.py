@@ -432,7 +432,7 @@ class Reference:
         categorical = {k: p for k, p in self.features.items() if isinstance(p, CategoricalProfile)}
         profs = list(numeric.values())
         sizes = np.array([p.size for p in profs], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        offsets = (np.cumsum(sizes) - sizes).astype(np.int64)  # empty when every feature is categorical
         width = max((p.edges.size for p in profs), default=0)
         edges = np.full((len(profs), width), np.inf)
         for i, p in enumerate(profs):
