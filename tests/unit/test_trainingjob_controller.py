@@ -158,6 +158,7 @@ def test_new_generation_starts_a_new_job(tj) -> None:
     d = ctl.decide(tj, None, [], Settings(), NOW)
     assert d.job["metadata"]["name"] == "iris-v1-g2" and d.status["phase"] == "Pending"
     assert "artifact" not in d.status and d.status["modelVersion"] == "iris-v1-g2"
+    assert {c["type"] for c in d.status["conditions"]} == {"Ready", "Reconciling", "Stalled"}  # g1's Succeeded is gone
 
 
 def test_invalid_spec_makes_no_job_and_names_the_field(tj) -> None:

@@ -198,7 +198,10 @@ def decide(
     generation = meta.get("generation", 1)
     old: Obj = dict(tj.get("status") or {})
     same_generation = old.get("observedGeneration") == generation
-    status: Obj = dict(old) if same_generation else {"conditions": old.get("conditions") or []}
+    # A new generation starts from scratch but keeps the conditions' history (their transition
+    # times); Succeeded/Failed described the previous run, so they go.
+    carried = [c for c in old.get("conditions") or [] if c.get("type") not in ("Succeeded", "Failed")]
+    status: Obj = dict(old) if same_generation else {"conditions": carried}
     status["observedGeneration"] = generation
     events: list[Event] = []
 
@@ -235,43 +238,7 @@ def decide(
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
 
     if complete:
-        summary = summary or {}
-        status.update(
-            phase="Succeeded",
-            completionTime=job_status.get("completionTime") or timestamp(now),
-            artifact={k: v for k, v in {"uri": summary.get("uri"), "sha256": summary.get("sha256")}.items() if v},
-            metrics={k: float(v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))},
-        )
-        gate = _gate_status(summary.get("gate")) or {"result": "Skipped"}
-        status["gate"] = gate
-        status["lineage"] = {
-            k: v
-            for k, v in {
-                "dataDigest": summary.get("dataDigest"),
-                "image": settings.image,
-                "parent": (meta.get("labels") or {}).get(labels.PARENT_VERSION),
-                "triggeredBy": (meta.get("labels") or {}).get(labels.TRIGGERED_BY),
-            }.items()
-            if v
-        }
-        if not summary.get("sha256"):
-            msg = "the Job completed but its pod left no readable summary; the version cannot be verified"
-            status["phase"] = "Failed"
-            status["conditions"] = summarize(status.get("conditions"), ready=False, reason="NoSummary", message=msg,
-                                             reconciling=False, stalled=True, now=now, generation=generation)
-            status["conditions"] = set_condition(status["conditions"], "Failed", True, "NoSummary", msg, now, generation)
-        else:
-            metric = gate.get("metric") or _main_metric(tj)
-            value = status["metrics"].get(metric) if metric else None
-            msg = f"{version} stored" + (f"; {metric} {value:.4g}" if metric and value is not None else "")
-            status["conditions"] = summarize(status.get("conditions"), ready=True, reason="Succeeded", message=msg,
-                                             reconciling=False, stalled=False, now=now, generation=generation)
-            status["conditions"] = set_condition(status["conditions"], "Succeeded", True, "Succeeded", msg, now, generation)
-            status["conditions"] = [c for c in status["conditions"] if c["type"] != "Failed"]
-        if old.get("phase") != status["phase"] or not same_generation:
-            ok = status["phase"] == "Succeeded"
-            events.append(Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)))
-        return TrainingDecision(status=status, events=events)
+        return _succeeded(tj, status, old, job_status, summary or {}, settings, now, same_generation)
 
     if failed:
         reason, message = _failure(failed, summary)
@@ -294,6 +261,51 @@ def decide(
                                      message=msg, reconciling=True, stalled=False, now=now, generation=generation)
     if running and old.get("phase") != "Running":
         events.append(Event("Normal", "Running", msg))
+    return TrainingDecision(status=status, events=events)
+
+
+def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, settings: Settings, now: datetime,
+               same_generation: bool) -> TrainingDecision:
+    """The Job completed: the trainer's summary becomes the run's status (no summary, no verifiable version)."""
+    meta = tj["metadata"]
+    generation = meta.get("generation", 1)
+    version = status["modelVersion"]
+    events: list[Event] = []
+    status.update(
+        phase="Succeeded",
+        completionTime=job_status.get("completionTime") or timestamp(now),
+        artifact={k: v for k, v in {"uri": summary.get("uri"), "sha256": summary.get("sha256")}.items() if v},
+        metrics={k: float(v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))},
+    )
+    gate = _gate_status(summary.get("gate")) or {"result": "Skipped"}
+    status["gate"] = gate
+    status["lineage"] = {
+        k: v
+        for k, v in {
+            "dataDigest": summary.get("dataDigest"),
+            "image": settings.image,
+            "parent": (meta.get("labels") or {}).get(labels.PARENT_VERSION),
+            "triggeredBy": (meta.get("labels") or {}).get(labels.TRIGGERED_BY),
+        }.items()
+        if v
+    }
+    if not summary.get("sha256"):
+        msg = "the Job completed but its pod left no readable summary; the version cannot be verified"
+        status["phase"] = "Failed"
+        status["conditions"] = summarize(status.get("conditions"), ready=False, reason="NoSummary", message=msg,
+                                         reconciling=False, stalled=True, now=now, generation=generation)
+        status["conditions"] = set_condition(status["conditions"], "Failed", True, "NoSummary", msg, now, generation)
+    else:
+        metric = gate.get("metric") or _main_metric(tj)
+        value = status["metrics"].get(metric) if metric else None
+        msg = f"{version} stored" + (f"; {metric} {value:.4g}" if metric and value is not None else "")
+        status["conditions"] = summarize(status.get("conditions"), ready=True, reason="Succeeded", message=msg,
+                                         reconciling=False, stalled=False, now=now, generation=generation)
+        status["conditions"] = set_condition(status["conditions"], "Succeeded", True, "Succeeded", msg, now, generation)
+        status["conditions"] = [c for c in status["conditions"] if c["type"] != "Failed"]
+    if old.get("phase") != status["phase"] or not same_generation:
+        ok = status["phase"] == "Succeeded"
+        events.append(Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)))
     return TrainingDecision(status=status, events=events)
 
 
