@@ -188,13 +188,3 @@ class MemoryCluster:
         del self.events[:-1000]
         for listener in self.event_listeners:
             listener(recorded)
-
-    # -- helpers for the executor (the local kubelet) ------------------------
-    def set_metadata(self, res: Resource, namespace: str, name: str, **fields: Any) -> None:
-        current = self._objects.get(self._key(res, namespace, name))
-        if current is None:
-            return
-        for field, value in fields.items():
-            current["metadata"][field] = value
-        current["metadata"]["resourceVersion"] = str(next(self._rv))
-        self._notify("MODIFIED", current)

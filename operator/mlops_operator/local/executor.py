@@ -166,7 +166,7 @@ class Executor:
                 self._pod_terminated(ns, pod_name, 137, "deadline exceeded")
                 self._job_done(ns, name, started, failed=True, reason="DeadlineExceeded", failures=failures + 1)
                 return
-            self.processes._all.pop(proc.pid, None)
+            self.processes.forget(proc)
             message = term_file.read_text()[-4096:] if term_file.exists() else _tail(proc.log_path)
             self._pod_terminated(ns, pod_name, code, message)
             if code == 0:
@@ -287,7 +287,7 @@ class LocalDeployment:
         for pod in current[replicas:]:
             await self._remove(pod)
         ready_new = sum(1 for p in current[:replicas] if p.ready)
-        if old and ready_new >= min(replicas, 1) and ready_new >= replicas:
+        if old and ready_new >= replicas:
             for pod in old:  # the new version serves: now the old one may go
                 await self._remove(pod)
         self._write_status(dep, want_hash)

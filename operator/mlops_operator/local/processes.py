@@ -81,6 +81,10 @@ class ProcessGroup:
         self._all.pop(p.pid, None)
         return p.proc.returncode
 
+    def forget(self, p: Process) -> None:
+        """A process that exited by itself and was waited for."""
+        self._all.pop(p.pid, None)
+
     async def stop_all(self, grace: float = 5.0) -> None:
         await asyncio.gather(*(self.stop(p, grace) for p in list(self._all.values())), return_exceptions=True)
 
