@@ -233,6 +233,31 @@ def test_feedback_moves_counters_and_writes_csv(servers: dict[str, Server], feed
     assert snap.feedback.labels == 1 and snap.feedback.squared_error == pytest.approx(9.0)
 
 
+def test_feedback_that_carries_its_row_needs_no_id(servers: dict[str, Server], feedback_dir: Path) -> None:
+    """Behind a Service a label may reach a replica that never saw the prediction: the row travels with it."""
+    s = servers["iris"]
+    before = parse_metrics(s.metrics())
+    _, _, pred = s.request("POST", "/v1/models/iris:predict", {"instances": [[6.7, 3.0, 5.2, 2.3]]})
+    right = pred["predictions"][0]
+    wrong = (right + 1) % 3
+    fb = {"feedback": [{"instance": [6.7, 3.0, 5.2, 2.3], "label": right},
+                       {"instance": {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}, "label": wrong}]}
+    status, _, resp = s.request("POST", "/v1/models/iris/feedback", fb)
+    assert status == 200 and resp["accepted"] == 2, resp
+    (csv_file,) = (feedback_dir / NS / "iris").glob("feedback-*.csv")
+    with open(csv_file) as fh:
+        assert list(csv.reader(fh))[-2:] == [["6.7", "3.0", "5.2", "2.3", str(right)], ["6.7", "3.0", "5.2", "2.3", str(wrong)]]
+    after = parse_metrics(s.metrics())
+    assert after.feedback.correct - before.feedback.correct == 1 and after.feedback.errors - before.feedback.errors == 1
+    # Scoring a label is not traffic: the drift sensor counted only the one predict call.
+    assert after.rows - before.rows == 1
+    bad = {"feedback": [{"instance": [6.7, 3.0, "x", 2.3], "label": right}]}
+    status, _, err = s.request("POST", "/v1/models/iris/feedback", bad)
+    assert status == 400 and err["field"] == "feedback[0].instance[2]", err
+    both = {"feedback": [{"id": "a:0", "instance": [1, 2, 3, 4], "label": right}]}
+    assert s.request("POST", "/v1/models/iris/feedback", both)[2]["field"] == "feedback[0]"
+
+
 def test_parse_metrics_round_trip(servers: dict[str, Server], store: tuple[Path, dict[str, Any]]) -> None:
     root, models = store
     for name in ("iris", "shop"):

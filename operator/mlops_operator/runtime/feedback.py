@@ -153,16 +153,26 @@ class FeedbackProcessor:
             return label in self.classes and (type(label) is bool) == any(type(c) is bool for c in self.classes)
         return type(label) in (int, float) and math.isfinite(label)
 
-    def apply(self, items: Sequence[FeedbackItem]) -> dict[str, Any]:
+    def apply(self, items: Sequence[FeedbackItem], inline: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+        """Score labels against their predictions: remembered ones by id, ``inline`` (rows, predictions)
+        for the items that carried their instance, in their order."""
         accepted = correct = errors = 0
+        next_inline = 0
         sq = ab = 0.0
         lists: dict[str, list[str]] = {"unknown": [], "expired": [], "duplicate": [], "invalid": []}
         out_rows: list[list[Any]] = []
         for it in items:
             if not self._valid(it.label):
-                lists["invalid"].append(it.id)
+                if it.instance is not None:
+                    next_inline += 1
+                lists["invalid"].append(it.id if it.id is not None else f"feedback[{it.index}]")
                 continue
-            status, row, pred = self.memory.lookup(it.id)
+            if it.instance is not None:
+                assert inline is not None
+                status, row, pred = "ok", inline[0][next_inline], inline[1][next_inline]
+                next_inline += 1
+            else:
+                status, row, pred = self.memory.lookup(it.id)
             if status != "ok":
                 lists[status].append(it.id)
                 continue

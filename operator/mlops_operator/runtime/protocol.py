@@ -636,31 +636,55 @@ def _plain(a: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FeedbackItem:
-    id: str
+    """One label, matched by prediction ``id`` or carrying its input row as ``instance``.
+
+    With several replicas behind a Service, a label can reach a replica that
+    never saw the id; a label that brings its row can be scored anywhere.
+    """
+
+    id: str | None
     label: Any
+    instance: Any = None
+    index: int = 0
 
 
 def parse_feedback(body: bytes) -> list[FeedbackItem]:
-    """``{"feedback": [{"id": "...", "label": ...}, ...]}``; labels are checked against the model later."""
+    """``{"feedback": [{"id": "...", "label": ...} | {"instance": [...], "label": ...}, ...]}``.
+
+    Labels are checked against the model later; instances with
+    :func:`feedback_rows`.
+    """
     obj = loads(body)
     if type(obj) is not dict:
         raise _bad(f"expected a JSON object with \"feedback\", got {_json_type(obj)}", "body")
     items = obj.get("feedback")
     if type(items) is not list or not items:
-        raise _bad("feedback must be a non-empty array of {\"id\", \"label\"}", "feedback")
+        raise _bad("feedback must be a non-empty array of {\"id\" or \"instance\", \"label\"}", "feedback")
     if len(items) > MAX_FEEDBACK_ITEMS:
         raise _bad(f"at most {MAX_FEEDBACK_ITEMS} labels per request", "feedback")
     out = []
     for k, it in enumerate(items):
         if type(it) is not dict:
             raise _bad(f"expected an object, got {_json_type(it)}", f"feedback[{k}]")
-        pid = it.get("id")
-        if type(pid) is not str or not pid or len(pid) > MAX_ID_LENGTH + 16:
-            raise _bad("id must be a prediction id (a non-empty string)", f"feedback[{k}].id")
+        pid, has_row = it.get("id"), "instance" in it
+        if has_row and pid is not None:
+            raise _bad("give the prediction id or the instance, not both", f"feedback[{k}]")
+        if not has_row and (type(pid) is not str or not pid or len(pid) > MAX_ID_LENGTH + 16):
+            raise _bad("id must be a prediction id (a non-empty string), or give the row as instance", f"feedback[{k}].id")
         if "label" not in it:
             raise _bad("missing label", f"feedback[{k}].label")
         label = it["label"]
         if type(label) not in (str, int, float, bool):
             raise _bad(f"label must be a string, number or boolean, got {_json_type(label)}", f"feedback[{k}].label")
-        out.append(FeedbackItem(pid, label))
+        out.append(FeedbackItem(pid, label, it.get("instance"), k))
     return out
+
+
+def feedback_rows(items: Sequence[FeedbackItem], schema: Schema) -> np.ndarray:
+    """The instances of feedback items as model rows, each checked like a predict row."""
+    rows = [
+        rows_to_array([it.instance], schema, f"feedback[{it.index}].instance",
+                      where=lambda r, c, k=it.index: f"feedback[{k}].instance[{c}]")
+        for it in items
+    ]
+    return np.concatenate(rows) if len(rows) > 1 else rows[0]

@@ -651,11 +651,23 @@ class App:
             self.memory.remember(rid, req.rows, preds)
         return _json(protocol.v2_response(self.name, self.version, rid, preds, proba, req.outputs))
 
-    def v1_feedback(self, body: bytes) -> Response:
+    async def v1_feedback(self, body: bytes) -> Response:
         if self.feedback is None:
             return _error(404, "feedback is disabled on this server", "path")
+        assert self.model is not None and self.schema is not None
         items = protocol.parse_feedback(body)
-        return _json(self.feedback.apply(items))
+        carried = [it for it in items if it.instance is not None]
+        inline = None
+        if carried:
+            rows = protocol.feedback_rows(carried, self.schema)
+            try:
+                # Straight to the model, not through the batcher: these rows are not new traffic,
+                # so they must not count in the drift sensor or the prediction distribution.
+                preds, _ = await asyncio.to_thread(self.model.predict, rows, False)
+            except Exception as exc:  # noqa: BLE001 - the model's refusal is the client's problem
+                return _error(422, f"the model refused an instance: {exc}", "feedback")
+            inline = (rows, preds)
+        return _json(self.feedback.apply(items, inline))
 
 
 def _plain_list(a: Any) -> list[Any]:
