@@ -48,11 +48,6 @@ def get_condition(conditions: list[Condition] | None, type_: str) -> Condition |
     return next((c for c in conditions or [] if c.get("type") == type_), None)
 
 
-def is_true(conditions: list[Condition] | None, type_: str) -> bool:
-    c = get_condition(conditions, type_)
-    return bool(c and c.get("status") == "True")
-
-
 def summarize(
     conditions: list[Condition] | None,
     *,
@@ -73,14 +68,4 @@ def summarize(
     out = set_condition(conditions, "Ready", ready, reason, message, now, generation)
     out = set_condition(out, "Reconciling", reconciling, reason if reconciling else "Done", message if reconciling else "", now, generation)
     out = set_condition(out, "Stalled", stalled, reason if stalled else "None", message if stalled else "", now, generation)
-    return out
-
-
-def transitions(old: list[Condition] | None, new: list[Condition] | None) -> list[Condition]:
-    """Conditions whose status or reason changed: what deserves an Event."""
-    out = []
-    for c in new or []:
-        before = get_condition(old, c["type"])
-        if before is None or before.get("status") != c["status"] or before.get("reason") != c.get("reason"):
-            out.append(c)
     return out

@@ -46,9 +46,3 @@ async def reconcile_model_deployment(
 def model_deployment_of(obj: Obj) -> str | None:
     """The ModelDeployment a child belongs to: its controlling owner, else its label."""
     return owner_name(obj, MODEL_DEPLOYMENTS.kind) or (obj.get("metadata", {}).get("labels") or {}).get(labels.DEPLOYMENT)
-
-
-async def model_deployments_of_lineage(cluster: Cluster, training_job: Obj) -> list[str]:
-    """The ModelDeployments in the TrainingJob's namespace that serve its model."""
-    namespace = training_job["metadata"].get("namespace", "default")
-    return modeldeployment.model_deployments_for(training_job, await cluster.list(MODEL_DEPLOYMENTS, namespace))

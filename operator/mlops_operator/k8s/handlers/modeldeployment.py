@@ -8,9 +8,9 @@ import kopf
 
 from ...controllers import labels
 from ...controllers.cluster import MODEL_DEPLOYMENTS
+from ...controllers.modeldeployment import model_deployments_for
 from ...controllers.reconcile.modeldeployment import (
     model_deployment_of,
-    model_deployments_of_lineage,
     reconcile_model_deployment,
 )
 from ..context import current
@@ -27,10 +27,17 @@ async def reconcile(namespace: str, name: str) -> None:
 register_resync(KIND, MODEL_DEPLOYMENTS, reconcile)
 
 
+_known: dict[tuple[str, str], dict[str, Any]] = {}
+"""Every ModelDeployment the watch has seen: which lineage each serves, so a TrainingJob's
+events (one per status write while it trains) find theirs without a LIST each time."""
+
+
 @kopf.on.event("mlops.dev", "v1alpha1", "modeldeployments")
-async def model_deployment_changed(type: str, namespace: str, name: str, **_: Any) -> None:
+async def model_deployment_changed(type: str, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     if type == "DELETED":
+        _known.pop((namespace, name), None)
         return  # owner references cascade to the Deployment, Service, HPA and PDB
+    _known[(namespace, name)] = {"metadata": {"name": name}, "spec": dict(body.get("spec") or {})}
     await current().runner.run(KIND, reconcile, namespace, name)
 
 
@@ -45,6 +52,6 @@ async def serving_deployment_changed(body: kopf.Body, namespace: str, **_: Any) 
 @kopf.on.event("mlops.dev", "v1alpha1", "trainingjobs")
 async def lineage_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
     # A run that succeeds, fails, is approved or deleted may change what `latest` resolves to.
-    ctx = current()
-    for name in await model_deployments_of_lineage(ctx.cluster, dict(body)):
-        await ctx.runner.run(KIND, reconcile, namespace, name)
+    mine = [md for (ns, _), md in list(_known.items()) if ns == namespace]
+    for name in model_deployments_for(dict(body), mine):
+        await current().runner.run(KIND, reconcile, namespace, name)
