@@ -94,7 +94,8 @@ def test_iris_serves_both_protocols_and_stops_clean(store: Path) -> None:
         _stop(proc)
     logs = sorted((store / "logs").glob("default.iris-v1-g1-*.log"))
     assert logs, "no training log"
-    assert "already stored" in logs[-1].read_text() or "exists" in logs[-1].read_text(), logs[-1].read_text()[-2000:]
+    text = logs[-1].read_text()
+    assert '"event": "exists"' in text and text.count('"event": "stored"') == 1, text[-2000:]
 
 
 def test_a_broken_manifest_is_reported_and_the_rest_runs(store: Path, tmp_path: Path) -> None:
