@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -433,7 +432,3 @@ def test_the_feature_names_the_page_lists_are_the_models(server: tuple[Server, d
     assert ", ".join(f"`{n}`" for n in names) in text, names
     classes = meta["parameters"]["classes"]
     assert "(" + ", ".join(f"`{c}`" for c in classes) + ")" in text, classes
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
