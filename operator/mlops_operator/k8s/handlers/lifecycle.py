@@ -47,7 +47,10 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     package, so an explicit ``--kubeconfig`` would be missed.)
     """
     cfg = current().cluster.api.configuration  # type: ignore[attr-defined]
-    header = cfg.get_api_key_with_prefix("authorization") or ""
+    # The kubernetes client keeps a token (kubeconfig or the pod's service account) under
+    # "BearerToken", already prefixed; reading it runs the client's refresh hook, so a
+    # re-login after a 401 picks up a rotated service-account token.
+    header = cfg.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
     scheme, _, token = header.partition(" ")
     return kopf.ConnectionInfo(
         server=cfg.host,
