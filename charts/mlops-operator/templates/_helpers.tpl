@@ -102,32 +102,34 @@ Granted by the ClusterRole when watching all namespaces, by one Role per
 namespace otherwise. Keep docs/operations.md (RBAC) in step.
 */}}
 {{- define "mlops-operator.namespacedRules" -}}
-# The three kinds: watched by kopf, which also patches its own mlops.dev/*
-# annotations and finalizers into metadata (never spec).
+# The three kinds: watched (kopf lists and watches; reconcilers get). The
+# operator never writes their spec or metadata, so no patch or update.
 - apiGroups: ["mlops.dev"]
   resources: ["trainingjobs", "modeldeployments", "driftpolicies"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 # A DriftPolicy's retraining run is a TrainingJob the policy owns.
 - apiGroups: ["mlops.dev"]
   resources: ["trainingjobs"]
   verbs: ["create"]
+# Every decision goes to status, written with a JSON patch.
 - apiGroups: ["mlops.dev"]
   resources: ["trainingjobs/status", "modeldeployments/status", "driftpolicies/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Owner references with blockOwnerDeletion need update on the owner's finalizers
-# (OwnerReferencesPermissionEnforcement).
+# (OwnerReferencesPermissionEnforcement); nothing else touches finalizers.
 - apiGroups: ["mlops.dev"]
   resources: ["trainingjobs/finalizers", "modeldeployments/finalizers", "driftpolicies/finalizers"]
   verbs: ["update"]
-# Training runs.
+# Training runs: created once per generation, never changed afterwards.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# The trainer's termination summary is read from its pod's status.
+  verbs: ["get", "list", "watch", "create"]
+# The trainer's termination summary, serving pods' readiness and drift sensors.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Serving: written with server-side apply, removed when the spec stops asking for them.
+# Serving: written with server-side apply (patch, and create when the object
+# is new), removed when the spec stops asking for them.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -140,13 +142,10 @@ namespace otherwise. Keep docs/operations.md (RBAC) in step.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Events on transitions (the operator's and kopf's).
+# Events on transitions, the operator's and kopf's (core v1, each one posted new).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs in every mode: it scans the CRDs to find the served resources. */}}
