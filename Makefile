@@ -23,6 +23,7 @@ bytecode: $(STAMP)
 envtest:
 	bash hack/envtest/build.sh
 	bash hack/helm/build.sh
+	bash hack/monitoring/build.sh
 
 test: $(STAMP) envtest bytecode
 	$(VENV)/bin/mlops-operator crds --check

@@ -41,6 +41,9 @@ KNOWN_KINDS = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("v1", "ConfigMap"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
@@ -49,16 +52,16 @@ STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io
 # The operator's permissions, exactly: (apiGroup, resource, verb).
 _MLOPS = ("trainingjobs", "modeldeployments", "driftpolicies")
 NAMESPACED_GRANTS = (
-    {("mlops.dev", r, v) for r in _MLOPS for v in ("get", "list", "watch", "patch")}
+    {("mlops.dev", r, v) for r in _MLOPS for v in ("get", "list", "watch")}
     | {("mlops.dev", "trainingjobs", "create")}
-    | {("mlops.dev", f"{r}/status", v) for r in _MLOPS for v in ("get", "patch", "update")}
+    | {("mlops.dev", f"{r}/status", "patch") for r in _MLOPS}
     | {("mlops.dev", f"{r}/finalizers", "update") for r in _MLOPS}
-    | {("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch")}
+    | {("batch", "jobs", v) for v in ("get", "list", "watch", "create")}
     | {("", "pods", v) for v in ("get", "list", "watch")}
     | {(g, r, v) for g, r in (("", "services"), ("apps", "deployments"), ("autoscaling", "horizontalpodautoscalers"),
                               ("policy", "poddisruptionbudgets"))
        for v in ("get", "list", "watch", "create", "patch", "delete")}
-    | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+    | {("", "events", "create")}
 )
 CRD_SCAN = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
 NAMESPACE_WATCH = {("", "namespaces", v) for v in ("list", "watch")}
@@ -74,6 +77,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "everything-else": {"crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}, "metrics": {"enabled": False}, "feedback": {"enabled": False},
                         "image": {"digest": "sha256:" + "a" * 64}, "operator": {"verbose": True},
                         "workloadServiceAccount": {"assign": "always"}, "store": {"volume": {"csi": {"driver": "x.csi"}}}},
+    "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                               "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}},
+    # Every option the chart has, at once.
+    "all-on": {
+        "watchNamespaces": WATCHED, "nameOverride": "mlops", "imagePullSecrets": [{"name": "registry"}],
+        "image": {"repository": "registry.example/mlops", "tag": "1.2.3", "pullPolicy": "Always"},
+        "crds": {"annotations": {"argocd.argoproj.io/sync-options": "Prune=false,Delete=false"}},
+        "operator": {"resyncSeconds": 60, "verbose": True, "allowedModules": ["sklearn.", "lightgbm."],
+                     "clusterDomain": "corp.local", "livenessPort": 9090,
+                     "extraEnv": [{"name": "TZ", "value": "UTC"}]},
+        "resources": {"requests": {"cpu": "250m", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "tmpSizeLimit": "128Mi", "podAnnotations": {"a": "b"}, "podLabels": {"team": "ml"},
+        "nodeSelector": {"kubernetes.io/os": "linux"}, "tolerations": [{"key": "ml", "operator": "Exists"}],
+        "affinity": {"nodeAffinity": {}}, "priorityClassName": "system-cluster-critical",
+        "serviceAccount": {"annotations": {"iam": "role-op"}}, "workloadServiceAccount": {"annotations": {"iam": "role-wl"}},
+        "store": {"create": True, "size": "50Gi", "storageClass": "rwx", "keep": False},
+        "feedback": {"create": True, "size": "2Gi", "accessModes": ["ReadWriteOnce"]},
+        "metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
+                    "prometheusRule": {"enabled": True, "for": "5m", "labels": {"release": "prom"}},
+                    "dashboard": {"enabled": True, "labels": {"grafana_dashboard": "1", "team": "ml"}}},
+    },
 }
 
 
@@ -125,10 +149,13 @@ def env_of(objs: list[Obj]) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container(objs).get("env", [])}
 
 
-def grants(objs: list[Obj], kind: str, namespace: str | None = None) -> set[tuple[str, str, str]]:
+def grants(objs: list[Obj], kind: str, namespace: str | None = None, component: str = "operator") -> set[tuple[str, str, str]]:
+    """What the roles of one component grant: the operator's own, or (component "rbac") the users' aggregated roles."""
     out: set[tuple[str, str, str]] = set()
     for role in of_kind(objs, kind):
         if namespace is not None and role["metadata"].get("namespace") != namespace:
+            continue
+        if role["metadata"]["labels"]["app.kubernetes.io/component"] != component:
             continue
         for rule in role.get("rules") or []:
             assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
@@ -192,7 +219,8 @@ def test_bad_workload_account_mode_fails(helm: Helm, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({"workloadServiceAccount": {"assign": "sometimes"}}))
     proc = helm("template", RELEASE, str(CHART), "-f", str(values), check=False)
-    assert proc.returncode != 0 and "auto, always or never" in proc.stderr
+    assert proc.returncode != 0
+    assert "/workloadServiceAccount/assign" in proc.stderr and "'auto', 'always', 'never'" in proc.stderr, proc.stderr
 
 
 # --------------------------------------------------------------------------
@@ -311,7 +339,7 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs(rendered: dict[str
     assert grants(objs, "ClusterRole") == NAMESPACED_GRANTS | CRD_SCAN
     assert not of_kind(objs, "Role")
     binding = one(objs, "ClusterRoleBinding")
-    role = one(objs, "ClusterRole")
+    (role,) = [r for r in of_kind(objs, "ClusterRole") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
     sa_name = operator_deployment(objs)["spec"]["template"]["spec"]["serviceAccountName"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": RELEASE_NS}]
@@ -333,7 +361,7 @@ def test_namespaced_rbac_is_a_role_per_watched_namespace(rendered: dict[str, lis
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_workload_account_has_no_token_and_no_rbac(rendered: dict[str, list[Obj]], scenario: str) -> None:
     objs = rendered[scenario]
-    name = f"{RELEASE}-mlops-operator-workload"
+    name = f"{operator_deployment(objs)['metadata']['name']}-workload"
     workload = [s for s in of_kind(objs, "ServiceAccount") if s["metadata"]["name"] == name]
     expected_ns = WATCHED if SCENARIOS[scenario].get("watchNamespaces") else [RELEASE_NS]
     assert sorted(s["metadata"]["namespace"] for s in workload) == sorted(expected_ns)
@@ -541,6 +569,8 @@ def test_cluster_wide_rbac_by_impersonation(helm: Helm, cluster: tuple[Kubectl, 
         assert not can("create", "pods", "--subresource=exec", "-n", ns)
         assert not can("delete", "jobs.batch", "-n", ns)
         assert not can("update", "trainingjobs.mlops.dev", "-n", ns)
+        assert not can("patch", "modeldeployments.mlops.dev", "-n", ns)
+        assert not can("patch", "jobs.batch", "-n", ns)
         assert not can("delete", "trainingjobs.mlops.dev", "-n", ns)
         assert not can("create", "serviceaccounts", "-n", ns)
     assert can("watch", "trainingjobs.mlops.dev", "--all-namespaces")
@@ -640,3 +670,233 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
     assert not kubectl("get", "clusterrole", "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
     assert not kubectl("get", "deployment,serviceaccount,role,rolebinding", "-A", "-l",
                        f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
+
+
+# --------------------------------------------------------------------------
+# values.schema.json
+
+
+@pytest.mark.parametrize("values, where", [
+    ({"metrcs": {"enabled": True}}, "additional properties 'metrcs' not allowed"),
+    ({"store": {"sise": "1Gi"}}, "/store"),
+    ({"operator": {"resyncSecond": 60}}, "/operator"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"watchNamespaces": "team-a"}, "/watchNamespaces"),
+    ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
+    ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+    ({"metrics": {"port": 70000}}, "/metrics/port"),
+    ({"store": {"accessModes": ["ReadWriteAll"]}}, "/store/accessModes/0"),
+    ({"metrics": {"prometheusRule": {"for": "ten minutes"}}}, "/metrics/prometheusRule/for"),
+])
+def test_values_schema_rejects_mistakes_with_their_path(helm: Helm, tmp_path: Path, values: dict[str, Any], where: str) -> None:
+    """A typo in values fails `helm install` naming the key, instead of being silently ignored."""
+    file = tmp_path / "values.yaml"
+    file.write_text(yaml.safe_dump(values))
+    proc = helm("template", RELEASE, str(CHART), "-f", str(file), check=False)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr and where in proc.stderr, proc.stderr
+
+
+def _paths(tree: dict[str, Any], schema: dict[str, Any] | None, prefix: str = "") -> Iterator[str]:
+    """Key paths of values.yaml, down to the maps the schema leaves free (labels, annotations, resources)."""
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        yield path
+        sub = ((schema or {}).get("properties") or {}).get(key) or {}
+        if isinstance(value, dict) and sub.get("properties") and sub.get("additionalProperties") is False:
+            yield from _paths(value, sub, f"{path}.")
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, sub in (schema.get("properties") or {}).items():
+        yield f"{prefix}{key}"
+        if sub.get("additionalProperties") is False:
+            yield from _schema_paths(sub, f"{prefix}{key}.")
+
+
+def test_values_yaml_and_schema_name_the_same_keys() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(_paths(values, schema)) == set(_schema_paths(schema)) - {"global"}
+
+
+def test_every_value_is_in_the_docs_table() -> None:
+    """docs/operations.md lists every value: as `a.b`, in a row of its parent (`a.x` / `.b`), or under a listed ancestor."""
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    rows = [line for line in docs.splitlines() if line.startswith("| `")]
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    paths = list(_paths(values, schema))
+    groups = {p.rsplit(".", 1)[0] for p in paths if "." in p}
+
+    def documented(path: str) -> bool:
+        parts = path.split(".")
+        ancestors = [".".join(parts[:i]) for i in range(1, len(parts))]
+        parent, leaf = ".".join(parts[:-1]), parts[-1]
+        return any(f"`{path}`" in row or any(f"`{a}`" in row for a in ancestors)
+                   or (parent and f"`{parent}." in row and f"`.{leaf}`" in row) for row in rows)
+
+    missing = [p for p in paths if p not in groups and not documented(p)]
+    assert not missing, f"not in docs/operations.md's values table: {missing}"
+
+
+# --------------------------------------------------------------------------
+# Users' roles: the three kinds in the built-in view / edit / admin
+
+
+def test_aggregated_user_roles(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["default"]
+    roles = {r["metadata"]["name"].rsplit("-", 1)[-1]: r for r in of_kind(objs, "ClusterRole")
+             if r["metadata"]["labels"]["app.kubernetes.io/component"] == "rbac"}
+    assert set(roles) == {"view", "edit"}
+    aggregates = lambda r: {k.rsplit("-", 1)[-1] for k, v in r["metadata"]["labels"].items()  # noqa: E731
+                            if k.startswith("rbac.authorization.k8s.io/aggregate-to-") and v == "true"}
+    assert aggregates(roles["view"]) == {"view", "edit", "admin"}
+    assert aggregates(roles["edit"]) == {"edit", "admin"}
+    kinds = set(_MLOPS)
+    assert grants([roles["view"]], "ClusterRole", component="rbac") == {
+        ("mlops.dev", r, v) for r in kinds | {f"{k}/status" for k in kinds} for v in ("get", "list", "watch")}
+    assert grants([roles["edit"]], "ClusterRole", component="rbac") == {
+        ("mlops.dev", r, v) for r in kinds for v in ("create", "update", "patch", "delete")}
+
+
+def test_aggregated_roles_can_be_left_out(helm: Helm, tmp_path: Path) -> None:
+    objs = render(helm, {"rbac": {"aggregateToDefaultRoles": False}}, tmp_path)
+    assert [r["metadata"]["labels"]["app.kubernetes.io/component"] for r in of_kind(objs, "ClusterRole")] == ["operator"]
+
+
+@pytest.mark.integration
+def test_users_with_the_builtin_roles_manage_the_kinds(helm: Helm, cluster: tuple[Kubectl, str], tmp_path: Path) -> None:
+    """kube-controller-manager aggregates the chart's roles into `edit` and `view`; a namespace
+    RoleBinding to those then covers TrainingJobs, and status stays the operator's."""
+    kubectl, suffix = cluster
+    ns = f"team-{suffix}"
+    objs = _label_cluster_scoped([o for o in render(helm, {}, tmp_path, release=f"agg-{suffix}", namespace=ns)
+                                  if o["kind"] == "ClusterRole"], suffix)
+    _namespaces(kubectl, suffix, [ns], pss=False)
+    kubectl("apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-", stdin=_yaml(objs))
+    bindings = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": f"{who}-{role}", "namespace": ns},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": f"{who}-{suffix}"}]}
+                for who, role in (("alice", "edit"), ("bob", "view"))]
+    kubectl("apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-", stdin=_yaml(bindings))
+    alice, bob = f"alice-{suffix}", f"bob-{suffix}"
+    _wait_for("edit to include trainingjobs", lambda: kubectl.can_i(alice, "create", "trainingjobs.mlops.dev", "-n", ns))
+    _wait_for("view to include driftpolicies", lambda: kubectl.can_i(bob, "list", "driftpolicies.mlops.dev", "-n", ns))
+    assert kubectl.can_i(alice, "delete", "modeldeployments.mlops.dev", "-n", ns)
+    assert kubectl.can_i(alice, "patch", "driftpolicies.mlops.dev", "-n", ns)
+    assert not kubectl.can_i(alice, "patch", "trainingjobs.mlops.dev", "--subresource=status", "-n", ns)
+    assert not kubectl.can_i(alice, "create", "trainingjobs.mlops.dev", "-n", "default")
+    assert kubectl.can_i(bob, "get", "trainingjobs.mlops.dev", "--subresource=status", "-n", ns)
+    assert not kubectl.can_i(bob, "create", "trainingjobs.mlops.dev", "-n", ns)
+    assert not kubectl.can_i(bob, "patch", "modeldeployments.mlops.dev", "-n", ns)
+
+
+# --------------------------------------------------------------------------
+# The operator itself, as its ServiceAccount
+
+
+def _token_kubeconfig(admin: Path, token: str, directory: Path) -> Path:
+    """The admin kubeconfig's cluster, with a ServiceAccount token as the only credential."""
+    config = yaml.safe_load(admin.read_text())
+    cluster = config["clusters"][0]
+    path = directory / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": "operator"}}],
+        "current-context": "operator",
+    }))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.integration
+def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, cluster: tuple[Kubectl, str], crds: Any,
+                                                               tmp_path: Path) -> None:
+    """`mlops-operator run` with the chart's arguments and environment, authenticated by a token of
+    the chart's ServiceAccount, turns examples/iris into a training Job and, once that run is done,
+    a serving Deployment and Service, all in a namespace that enforces 'restricted', on an API server
+    that enforces owner-reference permissions. Nothing it does is forbidden."""
+    kubectl, suffix = cluster
+    release_ns, watched = f"mlops-system-{suffix}", f"team-{suffix}"
+    objs = render(helm, {"watchNamespaces": [watched], "store": {"create": True}}, tmp_path, release=f"sa-{suffix}",
+                  namespace=release_ns)
+    _namespaces(kubectl, suffix, [release_ns, watched])
+    setup = _label_cluster_scoped([o for o in objs if o["kind"] not in ("Deployment", "CustomResourceDefinition")], suffix)
+    kubectl("apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-", stdin=_yaml(setup))
+
+    pod_spec = operator_deployment(objs)["spec"]["template"]["spec"]
+    token = kubectl("create", "token", pod_spec["serviceAccountName"], "-n", release_ns, "--duration=1h").stdout.strip()
+    kubeconfig = _token_kubeconfig(kubectl.kubeconfig, token, tmp_path)
+    (c,) = pod_spec["containers"]
+    args = [a for a in c["args"] if not a.startswith(("--liveness", "--metrics-port"))]
+    args += ["--liveness=", "--metrics-port=0", f"--kubeconfig={kubeconfig}"]
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update({e["name"]: e["value"] for e in c["env"]})
+    log_path = tmp_path / "operator.log"
+    operator = Path(sys.executable).parent / "mlops-operator"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(operator), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _run_example_as_operator(kubectl, crds, watched, env, lambda: log_path.read_text()[-4000:])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    log = log_path.read_text()
+    assert "Forbidden" not in log and "forbidden" not in log and " 403" not in log, log[-4000:]
+    assert proc.returncode == 0, log[-4000:]
+
+
+def _run_example_as_operator(kubectl: Kubectl, crds: Any, watched: str, env: dict[str, str], log: Any) -> None:
+    from mlops_operator.k8s.client import KubeCluster
+    from tests.integration.test_trainingjob import _finish_pod
+
+    def wait(what: str, predicate: Any) -> Any:
+        try:
+            return _wait_for(what, predicate)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n--- operator log ---\n{log()}") from None
+
+    kubectl("apply", "--server-side", "-n", watched, "-f", str(ROOT / "examples" / "iris"))
+
+    def get(kind: str, name: str) -> Obj | None:
+        out = kubectl("get", kind, name, "-n", watched, "-o", "json", "--ignore-not-found").stdout
+        return json.loads(out) if out.strip() else None
+
+    job = wait("the training Job", lambda: get("job", "iris-v1-g1"))
+    assert restricted_violations(job) == []
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == env["MLOPS_WORKLOAD_SERVICE_ACCOUNT"]
+    # The job controller's pod passed the namespace's PodSecurity admission; play its kubelet.
+    admin = KubeCluster(crds.api_client())
+    summary = {"version": "iris-v1-g1", "uri": f"store://{watched}/iris/iris-v1-g1", "sha256": "ab" * 32,
+               "task": "classification", "metrics": {"accuracy": 0.97},
+               "gate": {"result": "Passed", "metric": "accuracy", "value": 0.97, "bound": 0.9}}
+    _finish_pod(admin, watched, "iris-v1-g1", exit_code=0, message=summary)
+
+    tj = wait("the TrainingJob to succeed",
+              lambda: (o := get("trainingjob", "iris-v1")) and o.get("status", {}).get("phase") == "Succeeded" and o)
+    assert tj["status"]["artifact"]["sha256"] == "ab" * 32
+    deployment = wait("the serving Deployment", lambda: get("deployment", "iris"))
+    service = wait("the Service", lambda: get("service", "iris"))
+    md = get("modeldeployment", "iris")
+    assert md is not None
+    for child in (deployment, service):
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert ref["uid"] == md["metadata"]["uid"] and ref["blockOwnerDeletion"] is True
+    assert restricted_violations(deployment) == []
+    pods = wait("serving pods admitted under 'restricted'", lambda: json.loads(kubectl(
+        "get", "pods", "-n", watched, "-l", "mlops.dev/model-deployment=iris", "-o", "json").stdout)["items"])
+    assert all(restricted_violations(p) == [] for p in pods)
+    wait("the DriftPolicy's status", lambda: (get("driftpolicy", "iris") or {}).get("status"))
+    events = json.loads(kubectl("get", "events", "-n", watched, "-o", "json").stdout)["items"]
+    assert "JobCreated" in {e["reason"] for e in events}
+    # The spec is the user's, untouched.
+    assert yaml.safe_load((ROOT / "examples" / "iris" / "trainingjob.yaml").read_text())["spec"]["model"] == tj["spec"]["model"]
+

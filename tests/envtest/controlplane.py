@@ -40,7 +40,8 @@ HOST = "127.0.0.1"
 
 # Controllers the operator relies on: owner-reference garbage collection,
 # namespace deletion, Jobs (training), Deployments/ReplicaSets (serving) and
-# the per-namespace "default" ServiceAccount.
+# the per-namespace "default" ServiceAccount, and the aggregation of the chart's
+# user roles into the built-in view/edit/admin ClusterRoles.
 DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "garbage-collector-controller",
     "namespace-controller",
@@ -48,6 +49,7 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "deployment-controller",
     "replicaset-controller",
     "serviceaccount-controller",
+    "clusterrole-aggregation-controller",
 )
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -513,6 +515,9 @@ class ControlPlane:
                     f"--proxy-client-key-file={certs.front_proxy_key}",
                     "--authorization-mode=RBAC",
                     "--disable-admission-plugins=ServiceAccount",
+                    # As on OpenShift: setting blockOwnerDeletion needs update on
+                    # the owner's finalizers, which the chart's RBAC grants.
+                    "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--allow-privileged=true",
                     # A loopback address is not a valid endpoint for the
