@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "hack" / "helm" / "build.sh"
@@ -63,3 +62,26 @@ def helm_binary() -> str:
     if on_path:
         return on_path
     pytest.skip(f"no helm binary and hack/helm/build.sh failed ({failure})")
+
+
+MONITORING_BUILD = ROOT / "hack" / "monitoring" / "build.sh"
+
+
+@pytest.fixture(scope="session")
+def monitoring_tools() -> Path:
+    """promqlcheck and the Prometheus Operator CRDs (hack/monitoring/build.sh, instant when cached)."""
+    proc = subprocess.run(["bash", str(MONITORING_BUILD)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"hack/monitoring/build.sh exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds(control_plane, monitoring_tools: Path) -> list[str]:
+    """The ServiceMonitor and PrometheusRule CRDs, installed in the test API server."""
+    files = sorted((monitoring_tools / "crds").glob("*.yaml"))
+    assert len(files) == 2, files
+    args = [a for f in files for a in ("-f", str(f))]
+    control_plane.kubectl("apply", "--server-side", "--field-manager=chart-test", *args)
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *args)
+    return [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]

@@ -520,8 +520,11 @@ def _label_cluster_scoped(objs: list[Obj], suffix: str) -> list[Obj]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("scenario", ["default", "namespaced-store"])
-def test_server_side_dry_run(helm: Helm, cluster: tuple[Kubectl, str], tmp_path: Path, scenario: str) -> None:
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_server_side_dry_run(helm: Helm, cluster: tuple[Kubectl, str], monitoring_crds: list[str], tmp_path: Path,
+                             scenario: str) -> None:
+    """Every object of every value combination passes the real API server's validation
+    (strict field validation against its schemas, PodSecurity 'restricted', the CRDs' own)."""
     kubectl, suffix = cluster
     release_ns = f"mlops-system-{suffix}"
     values = dict(SCENARIOS[scenario])
@@ -530,10 +533,17 @@ def test_server_side_dry_run(helm: Helm, cluster: tuple[Kubectl, str], tmp_path:
         values["watchNamespaces"] = watched
     objs = render(helm, values, tmp_path, release=f"chart-{suffix}", namespace=release_ns)
     _namespaces(kubectl, suffix, [release_ns, *watched])
-    proc = kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=helm-chart-test", "-f", "-",
-                   stdin=_yaml(objs))
+    # --force-conflicts: the CRDs exist already, applied by the test session with other labels.
+    dry_run = ("apply", "--server-side", "--force-conflicts", "--dry-run=server", "--validate=strict",
+               "--field-manager=helm-chart-test", "-f", "-")
+    proc = kubectl(*dry_run, stdin=_yaml(objs))
     assert "would violate PodSecurity" not in proc.stderr, proc.stderr
     assert proc.stdout.count("(server dry run)") == len(objs), proc.stdout
+    # The validation is strict: one misspelt field in the operator's Deployment is refused.
+    bad = json.loads(json.dumps(operator_deployment(objs)))
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    proc = kubectl(*dry_run, stdin=_yaml([bad]), check=False)
+    assert proc.returncode != 0 and 'containers[name="operator"].imagePullPolcy: field not declared in schema' in proc.stderr, proc.stderr
 
 
 @pytest.mark.integration

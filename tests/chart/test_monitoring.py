@@ -12,7 +12,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -26,18 +26,10 @@ from tests.unit.test_server_support import Server, make_store
 
 __all__ = ["cluster", "rendered"]  # fixtures used here, defined beside the other chart tests
 
-MONITORING_BUILD = ROOT / "hack" / "monitoring" / "build.sh"
 DASHBOARD = CHART / "files" / "dashboards" / "mlops-operator.json"
 
 # Labels Prometheus puts on every series of a target found through a ServiceMonitor.
 TARGET_LABELS = {"namespace", "service", "pod", "endpoint", "container", "job", "instance"}
-
-
-@pytest.fixture(scope="module")
-def monitoring_tools() -> Path:
-    """promqlcheck and the Prometheus Operator CRDs (hack/monitoring/build.sh, cached)."""
-    proc = _run(["bash", str(MONITORING_BUILD)], timeout=1800)
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 def promql(tools: Path, exprs: list[str]) -> tuple[int, list[dict[str, Any]]]:
@@ -238,20 +230,9 @@ def test_dashboard_is_a_grafana_dashboard(rendered: dict[str, list[Obj]]) -> Non
 # Against the real API server, with the Prometheus Operator's CRDs
 
 
-@pytest.fixture(scope="module")
-def monitoring_crds(control_plane: Any, monitoring_tools: Path) -> Iterator[None]:
-    kubectl = Kubectl(Path(control_plane.kubeconfig))
-    files = sorted((monitoring_tools / "crds").glob("*.yaml"))
-    assert len(files) == 2
-    args = [a for f in files for a in ("-f", str(f))]
-    kubectl("apply", "--server-side", "--field-manager=chart-test", *args)
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *args)
-    yield
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("scenario", ["monitoring", "all-on"])
-def test_monitoring_objects_dry_run(scenario: str, helm: Any, cluster: tuple[Kubectl, str], monitoring_crds: None,
+def test_monitoring_objects_dry_run(scenario: str, helm: Any, cluster: tuple[Kubectl, str], monitoring_crds: list[str],
                                     tmp_path: Path) -> None:
     kubectl, suffix = cluster
     release_ns = f"mlops-system-{suffix}"
