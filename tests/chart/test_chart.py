@@ -496,7 +496,8 @@ def _yaml(objs: list[Obj]) -> str:
 def cluster(control_plane: Any) -> Iterator[tuple[Kubectl, str]]:
     """kubectl on the control plane, and a unique suffix; removes what the test made."""
     kubectl = Kubectl(Path(control_plane.kubeconfig))
-    suffix = uuid.uuid4().hex[:6]
+    # Starts with a letter: a value like "1e5432" is a string to PyYAML but a number to Go's YAML.
+    suffix = "t" + uuid.uuid4().hex[:5]
     yield kubectl, suffix
     kubectl("delete", "namespace,clusterrole,clusterrolebinding", "-l", f"mlops-chart-test={suffix}",
             "--wait=false", "--ignore-not-found", check=False)
