@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,7 +20,10 @@ import pytest
 from tests.waiting import wait_until
 import yaml
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.chart.conftest import Helm
+from tests.envtest.controlplane import free_ports
 from tests.pss import restricted_violations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -843,8 +847,9 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
     token = kubectl("create", "token", pod_spec["serviceAccountName"], "-n", release_ns, "--duration=1h").stdout.strip()
     kubeconfig = _token_kubeconfig(kubectl.kubeconfig, token, tmp_path)
     (c,) = pod_spec["containers"]
+    (metrics_port,) = free_ports(1)
     args = [a for a in c["args"] if not a.startswith(("--liveness", "--metrics-port"))]
-    args += ["--liveness=", "--metrics-port=0", f"--kubeconfig={kubeconfig}"]
+    args += ["--liveness=", f"--metrics-port={metrics_port}", f"--kubeconfig={kubeconfig}"]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env.update({e["name"]: e["value"] for e in c["env"]})
     log_path = tmp_path / "operator.log"
@@ -853,6 +858,15 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
         proc = subprocess.Popen([str(operator), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _run_example_as_operator(kubectl, crds, watched, env, lambda: log_path.read_text()[-4000:])
+        # What alerts read: the run succeeded, the model is not Ready (no kubelet runs its pods).
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        series = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                  for fam in text_string_to_metric_families(scrape) for s in fam.samples}
+        obj = lambda kind, name, **more: tuple(sorted({"kind": kind, "namespace": watched, "name": name, **more}.items()))  # noqa: E731
+        assert series[("mlops_operator_resource_phase", obj("TrainingJob", "iris-v1", phase="Succeeded"))] == 1
+        assert series[("mlops_operator_resource_ready", obj("TrainingJob", "iris-v1"))] == 1
+        assert series[("mlops_operator_resource_ready", obj("ModelDeployment", "iris"))] == 0
+        assert ("mlops_operator_resource_ready", obj("DriftPolicy", "iris")) in series
     finally:
         proc.terminate()
         try:

@@ -71,7 +71,12 @@ def _sample_names(text: str) -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """Every series the operator and a real model server export (after a few requests), with their labels."""
+    from mlops_operator.k8s import metrics
     from mlops_operator.k8s.handlers import driftpolicy  # registers the operator's metrics
+
+    metrics.observe_status("ModelDeployment", "ns", "md", {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    metrics.RECONCILES.labels("ModelDeployment", "ok").inc()
+    metrics.RECONCILE_SECONDS.labels("ModelDeployment").observe(0.01)
 
     driftpolicy.DRIFT_SCORE.labels("ns", "p", "dataDrift", "f").set(0.1)
     driftpolicy.DRIFT_CHECKS.labels("ns", "p", "Drift").inc()
@@ -157,7 +162,9 @@ def test_alert_annotations_use_labels_the_alert_keeps(rendered: dict[str, list[O
     """{{ $labels.x }} in an annotation renders empty unless the expression keeps x (its by-clause)."""
     rule = one(rendered["monitoring"], "PrometheusRule")
     rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert {r["alert"] for r in rules} >= {"MlopsOperatorDown", "MlopsDriftDetected", "MlopsRetrainFailed", "MlopsModelNotReady"}
+    assert {r["alert"] for r in rules} >= {"MlopsOperatorDown", "MlopsDriftDetected", "MlopsRetrainFailed", "MlopsModelNotReady",
+                                           "MlopsModelServerDown", "MlopsModelServerErrors", "MlopsTrainingFailed",
+                                           "MlopsResourceStalled"}
     for r in rules:
         used = set(re.findall(r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)", json.dumps(r["annotations"])))
         by = set(re.findall(r"by \(([^)]*)\)", r["expr"]))

@@ -59,6 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port)  # drift scores, breaches and retrains of every policy
+        start_http_server(args.metrics_port)  # per-object readiness and phase, reconciles, drift scores and retrains
     asyncio.run(operate(args.namespace, args.liveness))
     return 0

@@ -4,18 +4,23 @@ kopf already serialises events per watched object, but a TrainingJob is also
 reconciled from its Job's events; a lock per (kind, namespace, name) keeps
 those from racing. A failed reconcile is retried with exponential back-off,
 a bounded number of times; the periodic resync catches anything beyond.
+Each reconcile returns the status it wrote (None once the object is gone),
+which goes to the operator's metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
+
+from . import metrics
 
 log = logging.getLogger("mlops_operator")
 
-Reconcile = Callable[[str, str], Awaitable[object]]
+Reconcile = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 
 
 class Runner:
@@ -28,18 +33,24 @@ class Runner:
 
     async def run(self, kind: str, fn: Reconcile, namespace: str, name: str, attempt: int = 1) -> None:
         key = (kind, namespace, name)
+        started = time.perf_counter()
         try:
             async with self._locks[key]:
-                await fn(namespace, name)
+                status = await fn(namespace, name)
+                metrics.observe_status(kind, namespace, name, status)
+            metrics.RECONCILES.labels(kind, "ok").inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then left to the resync
+            metrics.RECONCILES.labels(kind, "error").inc()
             if attempt >= self.max_attempts:
                 log.error("reconcile of %s %s/%s failed %d times, waiting for the next resync: %s", kind, namespace, name, attempt, exc)
                 return
             delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
             log.warning("reconcile of %s %s/%s failed (attempt %d), retrying in %.1fs: %s", kind, namespace, name, attempt, delay, exc)
             self._schedule(key, fn, delay, attempt + 1)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
     def _schedule(self, key: tuple[str, str, str], fn: Reconcile, delay: float, attempt: int) -> None:
         old = self._retries.get(key)

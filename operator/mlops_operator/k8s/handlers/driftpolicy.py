@@ -25,6 +25,7 @@ from ...controllers.driftpolicy import PolicyDecision, is_due
 from ...controllers.reconcile import utcnow
 from ...controllers.reconcile.driftpolicy import Sensors, policy_of, reconcile_drift_policy
 from ...sensors import HttpSensors
+from .. import metrics
 from ..context import current
 from .lifecycle import register_resync
 
@@ -128,7 +129,7 @@ _policies: dict[Key, Obj] = {}
 """Every policy the watch has seen, with its last known status: what the check loop reads."""
 
 
-async def reconcile(namespace: str, name: str) -> None:
+async def reconcile(namespace: str, name: str) -> Obj | None:
     ctx = current()
     decision = await reconcile_drift_policy(ctx.cluster, namespace, name, ctx.settings, sensors=sensors())
     record_metrics(namespace, name, decision)
@@ -137,6 +138,7 @@ async def reconcile(namespace: str, name: str) -> None:
         _policies.pop(key, None)
     elif key in _policies:
         _policies[key] = {**_policies[key], "status": decision.status}
+    return decision.status if decision is not None else None
 
 
 register_resync(KIND, DRIFT_POLICIES, reconcile)
@@ -148,6 +150,7 @@ async def drift_policy_changed(type: str, body: kopf.Body, namespace: str, name:
     if type == "DELETED":
         _policies.pop(key, None)
         forget_metrics(namespace, name)
+        metrics.forget(KIND, namespace, name)
         return  # owner references cascade to the retrain TrainingJobs
     _policies[key] = {"metadata": dict(body.get("metadata") or {}), "spec": dict(body.get("spec") or {}),
                       "status": dict(body.get("status") or {})}

@@ -13,15 +13,17 @@ from ...controllers.reconcile.modeldeployment import (
     model_deployment_of,
     reconcile_model_deployment,
 )
+from .. import metrics
 from ..context import current
 from .lifecycle import register_resync
 
+Obj = dict[str, Any]
 KIND = "ModelDeployment"
 
 
-async def reconcile(namespace: str, name: str) -> None:
+async def reconcile(namespace: str, name: str) -> Obj | None:
     ctx = current()
-    await reconcile_model_deployment(ctx.cluster, namespace, name, ctx.settings)
+    return await reconcile_model_deployment(ctx.cluster, namespace, name, ctx.settings)
 
 
 register_resync(KIND, MODEL_DEPLOYMENTS, reconcile)
@@ -36,6 +38,7 @@ events (one per status write while it trains) find theirs without a LIST each ti
 async def model_deployment_changed(type: str, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     if type == "DELETED":
         _known.pop((namespace, name), None)
+        metrics.forget(KIND, namespace, name)
         return  # owner references cascade to the Deployment, Service, HPA and PDB
     _known[(namespace, name)] = {"metadata": {"name": name}, "spec": dict(body.get("spec") or {})}
     await current().runner.run(KIND, reconcile, namespace, name)
