@@ -829,17 +829,20 @@ def _token_kubeconfig(admin: Path, token: str, directory: Path) -> Path:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("scope", ["namespaced", "cluster-wide"])
 def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, cluster: tuple[Kubectl, str], crds: Any,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, scope: str) -> None:
     """`mlops-operator run` with the chart's arguments and environment, authenticated by a token of
     the chart's ServiceAccount, turns examples/iris into a training Job and, once that run is done,
     a serving Deployment and Service, all in a namespace that enforces 'restricted', on an API server
-    that enforces owner-reference permissions. Nothing it does is forbidden."""
+    that enforces owner-reference permissions. Nothing it does is refused by RBAC. Cluster-wide, the
+    example goes to the release namespace, where the chart makes the claims (as in docs/install.md)."""
     kubectl, suffix = cluster
-    release_ns, watched = f"mlops-system-{suffix}", f"team-{suffix}"
-    objs = render(helm, {"watchNamespaces": [watched], "store": {"create": True}}, tmp_path, release=f"sa-{suffix}",
-                  namespace=release_ns)
-    _namespaces(kubectl, suffix, [release_ns, watched])
+    release_ns = f"mlops-system-{suffix}"
+    watched = f"team-{suffix}" if scope == "namespaced" else release_ns
+    values = {"watchNamespaces": [watched]} if scope == "namespaced" else {}
+    objs = render(helm, {**values, "store": {"create": True}}, tmp_path, release=f"sa-{suffix}", namespace=release_ns)
+    _namespaces(kubectl, suffix, sorted({release_ns, watched}))
     setup = _label_cluster_scoped([o for o in objs if o["kind"] not in ("Deployment", "CustomResourceDefinition")], suffix)
     kubectl("apply", "--server-side", "--field-manager=helm-chart-test", "-f", "-", stdin=_yaml(setup))
 
@@ -875,7 +878,11 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
             proc.kill()
             proc.wait(10)
     log = log_path.read_text()
-    assert "Forbidden" not in log and "forbidden" not in log and " 403" not in log, log[-4000:]
+    # RBAC refusals read 'User "system:serviceaccount:…" cannot <verb> resource …'. (Cluster-wide, the
+    # operator also sees other tests' leftovers in namespaces being deleted; those refusals are not RBAC's.)
+    assert "cannot " not in log and "system:anonymous" not in log, log[-4000:]
+    if scope == "namespaced":
+        assert "orbidden" not in log, log[-4000:]
     assert proc.returncode == 0, log[-4000:]
 
 
@@ -897,7 +904,8 @@ def _run_example_as_operator(kubectl: Kubectl, crds: Any, watched: str, env: dic
 
     job = wait("the training Job", lambda: get("job", "iris-v1-g1"))
     assert restricted_violations(job) == []
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == env["MLOPS_WORKLOAD_SERVICE_ACCOUNT"]
+    # The chart's workload account where the chart made it (watched namespaces), else the namespace's default.
+    assert job["spec"]["template"]["spec"].get("serviceAccountName", "default") == (env["MLOPS_WORKLOAD_SERVICE_ACCOUNT"] or "default")
     # The job controller's pod passed the namespace's PodSecurity admission; play its kubelet.
     admin = KubeCluster(crds.api_client())
     summary = {"version": "iris-v1-g1", "uri": f"store://{watched}/iris/iris-v1-g1", "sha256": "ab" * 32,
