@@ -42,7 +42,7 @@ def observe_status(kind: str, namespace: str, name: str, status: Mapping[str, An
     phase = status.get("phase")
     old = _phases.get(key)
     if old is not None and old != phase:
-        _remove(PHASE, kind, namespace, name, old)
+        remove_series(PHASE, kind, namespace, name, old)
     if phase:
         PHASE.labels(kind, namespace, name, phase).set(1)
         _phases[key] = phase
@@ -51,14 +51,15 @@ def observe_status(kind: str, namespace: str, name: str, status: Mapping[str, An
 
 
 def forget(kind: str, namespace: str, name: str) -> None:
-    _remove(READY, kind, namespace, name)
-    _remove(STALLED, kind, namespace, name)
+    remove_series(READY, kind, namespace, name)
+    remove_series(STALLED, kind, namespace, name)
     phase = _phases.pop((kind, namespace, name), None)
     if phase is not None:
-        _remove(PHASE, kind, namespace, name, phase)
+        remove_series(PHASE, kind, namespace, name, phase)
 
 
-def _remove(metric: Any, *label_values: str) -> None:
+def remove_series(metric: Any, *label_values: str) -> None:
+    """Drop one labelled series; nothing if it was never set."""
     try:
         metric.remove(*label_values)
     except KeyError:

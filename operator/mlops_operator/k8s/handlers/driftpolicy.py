@@ -91,20 +91,13 @@ def record_metrics(namespace: str, name: str, decision: PolicyDecision | None) -
         DRIFT_SCORE.labels(namespace, name, s["check"], s["feature"]).set(value)
         seen.add((s["check"], s["feature"]))
     for check_name, feature in _score_labels.get(key, set()) - seen:
-        _remove(DRIFT_SCORE, namespace, name, check_name, feature)
+        metrics.remove_series(DRIFT_SCORE, namespace, name, check_name, feature)
     _score_labels[key] = seen
 
 
 def forget_metrics(namespace: str, name: str) -> None:
     for check_name, feature in _score_labels.pop((namespace, name), set()):
-        _remove(DRIFT_SCORE, namespace, name, check_name, feature)
-
-
-def _remove(metric: Any, *label_values: str) -> None:
-    try:
-        metric.remove(*label_values)
-    except KeyError:
-        pass
+        metrics.remove_series(DRIFT_SCORE, namespace, name, check_name, feature)
 
 
 _sensors: Sensors | None = None
