@@ -650,10 +650,15 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
     release = f"chart-{suffix}"
     _namespaces(kubectl, suffix, [release_ns, watched])
     values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({"watchNamespaces": [watched], "store": {"create": True}}))
+    values.write_text(yaml.safe_dump({"watchNamespaces": [watched], "store": {"create": True},
+                                      "metrics": {"dashboard": {"enabled": True}}}))
     kube = f"--kubeconfig={kubectl.kubeconfig}"
     # The test control plane installed the CRDs already; the release adopts them.
-    helm("install", release, str(CHART), "-n", release_ns, "-f", str(values), "--take-ownership", kube)
+    notes = helm("install", release, str(CHART), "-n", release_ns, "-f", str(values), "--take-ownership", kube).stdout
+    # NOTES.txt tells the next steps, with this release's names.
+    assert f"rollout status deployment/{release}-mlops-operator" in notes
+    assert f"Created by this release in: {watched}" in notes
+    assert f'Grafana dashboard "mlops-operator" in ConfigMap {release}-mlops-operator-dashboard' in notes
     try:
         deployment = f"{release}-mlops-operator"
         selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
