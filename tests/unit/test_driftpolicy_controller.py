@@ -394,16 +394,21 @@ def _snap(rows: int, version: str = "v1", started: float | None = 1.0, bins: lis
                        feedback_rows=rows // 10, started=started)
 
 
-def _advance(window, observed, minute=0, alive=None, max_age=None, version="v1"):
+def _advance(previous, observed, minute=0, alive=None, max_age=None, version="v1", baselines=None):
+    """One round after ``previous``: a WindowUpdate (its state and baselines carry over), a bare
+    status window (as read back after an operator restart: no baselines), or None."""
     alive = alive if alive is not None else [p["metadata"]["name"] for p, _ in observed]
-    return dp.advance_window(window, version, observed, alive, T0 + timedelta(minutes=minute), max_age)
+    state = previous.state if isinstance(previous, dp.WindowUpdate) else previous
+    if baselines is None and isinstance(previous, dp.WindowUpdate):
+        baselines = previous.baselines
+    return dp.advance_window(state, version, observed, alive, T0 + timedelta(minutes=minute), max_age, baselines)
 
 
 def test_window_counts_deltas_over_pods() -> None:
     a, b = _pod("a"), _pod("b")
     w = _advance(None, [(a, _snap(100)), (b, _snap(50))])
     assert w.reset == "New" and w.counts["rows"] == 0
-    w = _advance(w.state, [(a, _snap(130)), (b, _snap(70))], 1)
+    w = _advance(w, [(a, _snap(130)), (b, _snap(70))], 1)
     assert w.reset is None and w.counts["rows"] == 50 and w.counts["features"]["x"] == [50, 0]
     assert w.counts["feedbackRows"] == (13 - 10) + (7 - 5)
 
@@ -411,28 +416,28 @@ def test_window_counts_deltas_over_pods() -> None:
 def test_window_pod_restart_counts_from_zero() -> None:
     a = _pod("a")
     w = _advance(None, [(a, _snap(100))])
-    w = _advance(w.state, [(a, _snap(120))], 1)
-    w = _advance(w.state, [(a, _snap(30))], 2)  # lower than before: restarted
+    w = _advance(w, [(a, _snap(120))], 1)
+    w = _advance(w, [(a, _snap(30))], 2)  # lower than before: restarted
     assert w.counts["rows"] == 20 + 30
-    w = _advance(w.state, [(a, _snap(200, started=2.0))], 3)  # a new start time: restarted, though higher
+    w = _advance(w, [(a, _snap(200, started=2.0))], 3)  # a new start time: restarted, though higher
     assert w.counts["rows"] == 50 + 200
 
 
 def test_window_keeps_what_departed_pods_counted() -> None:
     a, b = _pod("a"), _pod("b")
     w = _advance(None, [(a, _snap(100)), (b, _snap(100))])
-    w = _advance(w.state, [(a, _snap(150)), (b, _snap(140))], 1)
+    w = _advance(w, [(a, _snap(150)), (b, _snap(140))], 1)
     assert w.counts["rows"] == 90
-    w = _advance(w.state, [(a, _snap(160))], 2, alive=["a"])  # b is gone
+    w = _advance(w, [(a, _snap(160))], 2, alive=["a"])  # b is gone
     assert w.counts["rows"] == 100 and [p["name"] for p in w.state["pods"]] == ["a"]
 
 
 def test_window_unanswered_pod_catches_up() -> None:
     a, b = _pod("a"), _pod("b")
     w = _advance(None, [(a, _snap(10)), (b, _snap(10))])
-    w = _advance(w.state, [(a, _snap(20))], 1, alive=["a", "b"])  # b did not answer
+    w = _advance(w, [(a, _snap(20))], 1, alive=["a", "b"])  # b did not answer
     assert w.counts["rows"] == 10 and [p["name"] for p in w.state["pods"]] == ["a", "b"]
-    w = _advance(w.state, [(a, _snap(20)), (b, _snap(40))], 2)
+    w = _advance(w, [(a, _snap(20)), (b, _snap(40))], 2)
     assert w.counts["rows"] == 10 + 30
 
 
@@ -441,22 +446,22 @@ def test_window_new_pods() -> None:
     w = _advance(None, [(a, _snap(10))])
     born_inside = _pod("n", T0 + timedelta(seconds=30))
     born_before = _pod("o", T0 - timedelta(minutes=5))
-    w = _advance(w.state, [(a, _snap(10)), (born_inside, _snap(25)), (born_before, _snap(500))], 1)
+    w = _advance(w, [(a, _snap(10)), (born_inside, _snap(25)), (born_before, _snap(500))], 1)
     assert w.counts["rows"] == 25, "a pod born inside the window counts whole; one born earlier only from now"
-    w = _advance(w.state, [(a, _snap(10)), (born_inside, _snap(25)), (born_before, _snap(510))], 2)
+    w = _advance(w, [(a, _snap(10)), (born_inside, _snap(25)), (born_before, _snap(510))], 2)
     assert w.counts["rows"] == 35
 
 
 def test_window_resets_on_new_version_and_max_age() -> None:
     a = _pod("a")
     w = _advance(None, [(a, _snap(10))])
-    w = _advance(w.state, [(a, _snap(60))], 1)
+    w = _advance(w, [(a, _snap(60))], 1)
     assert w.counts["rows"] == 50
-    v2 = _advance(w.state, [(a, _snap(70, version="v2"))], 2, version="v2")
+    v2 = _advance(w, [(a, _snap(70, version="v2"))], 2, version="v2")
     assert v2.reset == "NewVersion" and v2.counts["rows"] == 0 and v2.state["version"] == "v2"
-    old = _advance(w.state, [(a, _snap(70))], 60, max_age=3600)
+    old = _advance(w, [(a, _snap(70))], 60, max_age=3600)
     assert old.reset == "MaxAge" and old.counts["rows"] == 0 and old.state["start"] == timestamp(T0 + timedelta(hours=1))
-    young = _advance(w.state, [(a, _snap(70))], 59, max_age=3600)
+    young = _advance(w, [(a, _snap(70))], 59, max_age=3600)
     assert young.reset is None and young.counts["rows"] == 60
 
 
@@ -470,9 +475,37 @@ def test_window_categorical_counts_and_json_roundtrip() -> None:
     a = _pod("a")
     snap = lambda n, m: dp.Snapshot(version="v1", rows=n + m, features={"c": {"x": n, "y": m}}, started=None)  # noqa: E731
     w = _advance(None, [(a, snap(1, 1))])
-    state = json.loads(json.dumps(w.state))
-    w = _advance(state, [(a, snap(5, 2))], 1)
+    state, baselines = json.loads(json.dumps(w.state)), json.loads(json.dumps(w.baselines))
+    w = _advance(state, [(a, snap(5, 2))], 1, baselines=baselines)
     assert w.counts["features"]["c"] == {"x": 4, "y": 1}
+
+
+def test_window_after_an_operator_restart_counts_from_there_and_never_twice() -> None:
+    """Without the pods' last counters (kept in memory), each known pod counts from this check on."""
+    a, b = _pod("a"), _pod("b")
+    w = _advance(None, [(a, _snap(100)), (b, _snap(100))])
+    w = _advance(w, [(a, _snap(150)), (b, _snap(120))], 1)
+    assert w.counts["rows"] == 70
+    restarted = json.loads(json.dumps(w.state))  # all that survives: the status
+    w = _advance(restarted, [(a, _snap(180)), (b, _snap(125))], 2)
+    assert w.counts["rows"] == 70, "rows counted while the operator was away are left out, not guessed"
+    w = _advance(w, [(a, _snap(200)), (b, _snap(135))], 3)
+    assert w.counts["rows"] == 70 + 20 + 10
+
+
+def test_window_status_does_not_grow_with_pods_times_bins() -> None:
+    """Per-pod bin counts stay out of status: each more pod adds a name and a few numbers."""
+    wide = [7] * 2000  # e.g. 50 features x 40 bins
+
+    def status_bytes(n_pods: int) -> int:
+        pods = [_pod(f"p{i}") for i in range(n_pods)]
+        w = _advance(None, [(p, _snap(10, bins=wide)) for p in pods])
+        w = _advance(w, [(p, _snap(20, bins=[8] * 2000)) for p in pods], 1)
+        assert w.counts["rows"] == 10 * n_pods and len(w.baselines) == n_pods
+        return len(json.dumps(w.state))
+
+    one, fifty = status_bytes(1), status_bytes(50)
+    assert fifty - one < 49 * 200, (one, fifty)
 
 
 # --------------------------------------------------------------------------- checks against a real reference

@@ -1,9 +1,9 @@
 """DriftPolicy: windows of sensor counts, the checks, the trigger, and the retrain it starts.
 
-Everything a decision needs lives in the policy's ``status`` (the window's
-per-pod counters, the breach streak, the trigger times, the retrain history),
-so an operator restart neither loses nor repeats a trigger: the same status
-and the same observations give the same answer.
+Every decision's state lives in the policy's ``status`` (the window's counts,
+the breach streak, the trigger times, the retrain history), so an operator
+restart neither loses nor repeats a trigger: the same status, observations
+and pod baselines give the same answer.
 
 Three pure steps, run by ``reconcile.driftpolicy`` when a check is due:
 
@@ -15,16 +15,23 @@ Three pure steps, run by ``reconcile.driftpolicy`` when a check is due:
    owns and the clock into the new status, at most one retrain to create, and
    the events to post.
 
-How the window counts: ``status.window.pods`` holds, per pod, the counters it
-reported at the last check, and ``status.window.counts`` what the window has
-collected so far. Each check adds ``current - last`` of every pod that
-answered; a counter lower than before (or a new process start time) means the
+How the window counts: ``status.window.counts`` holds what the window has
+collected so far, and ``status.window.pods`` names the pods seen (with their
+start time and rows). Each check adds ``current - last`` of every pod that
+answered, where ``last`` is the counters the pod reported at the previous
+check; a counter lower than before (or a new process start time) means the
 pod restarted, and its current value is all new. A pod that disappears keeps
-what it already contributed; a pod that fails to answer keeps its entry and
-catches up at the next check. This is the same as subtracting each pod's
-counters at the window's start, but survives restarts of pods and of the
-operator. A new serving version or ``window.maxAge`` starts a new window,
+what it already contributed; a pod that fails to answer catches up at the
+next check. A new serving version or ``window.maxAge`` starts a new window,
 whose first check sees no rows yet (NotEnoughData, which changes nothing).
+
+The pods' ``last`` counters (one set of bin counts per pod) are *not* kept in
+status, which would then grow with pods x features x bins towards the API
+server's object size limit; the caller keeps them (:class:`WindowUpdate`
+``baselines``, in memory). After an operator restart a pod listed in status
+without a baseline counts from that check on: the rows it counted between the
+last check before the restart and the first after it are left out. No row is
+ever counted twice.
 """
 
 from __future__ import annotations
@@ -183,6 +190,8 @@ class WindowUpdate:
     """Why a new window began: New, NewVersion or MaxAge."""
     skipped: list[str] = field(default_factory=list)
     """Pods that answered with another model version (a rollout in progress)."""
+    baselines: dict[str, Obj] = field(default_factory=dict)
+    """Per pod key, the counters it reported this round: the next round's ``baselines``."""
 
 
 def _pod_key(pod: Obj) -> str:
@@ -197,13 +206,18 @@ def advance_window(
     alive: Iterable[str],
     now: datetime,
     max_age: float | None = None,
+    baselines: Mapping[str, Obj] | None = None,
 ) -> WindowUpdate:
     """Fold one round of pod snapshots into the window.
 
     ``observed`` pairs each pod that answered with its snapshot; ``alive``
     names every pod of the deployment that still exists (answered or not), so
-    entries of pods that are gone can be dropped. See the module docstring.
+    entries of pods that are gone can be dropped. ``baselines`` are the
+    previous round's :attr:`WindowUpdate.baselines`. See the module docstring.
     """
+    observed = list(observed)
+    alive = list(alive)
+    baselines = dict(baselines or {})
     window = window or {}
     start = parse_timestamp(window.get("start"))
     reset: str | None = None
@@ -220,9 +234,13 @@ def advance_window(
     else:
         pods = {p["key"]: p for p in window.get("pods") or [] if p.get("key")}
         counts = window.get("counts") or empty_counters()
+        for key, p in pods.items():  # statuses written before the counters left status
+            if "counters" in p and key not in baselines:
+                baselines[key] = p["counters"]
     assert start is not None
 
     reporting, skipped = 0, []
+    seen: dict[str, Obj] = {}
     for pod, snap in observed:
         meta = pod.get("metadata") or {}
         if snap.version and snap.version != version:
@@ -231,6 +249,7 @@ def advance_window(
         key = _pod_key(pod)
         current = counters_of(snap)
         before = pods.get(key)
+        last = baselines.get(key)
         if reset:
             delta = None  # the window starts here: everything counted so far is before it
         elif before is None:
@@ -240,8 +259,10 @@ def advance_window(
             delta = current if created is not None and created >= start else None
         elif before.get("started") is not None and snap.started is not None and before["started"] != snap.started:
             delta = current  # a new process: its counters began at zero
+        elif last is None:
+            delta = None  # its last counters were lost (operator restart): it counts from here
         else:
-            delta = add_counters(current, before.get("counters") or empty_counters(), -1)
+            delta = add_counters(current, last, -1)
             if delta is None or _negative(delta):
                 delta = current  # counted less than before: the pod restarted
         if delta is not None:
@@ -250,13 +271,17 @@ def advance_window(
                 # The pod's bins do not match the window's: start over from here.
                 return advance_window(None, version, observed, alive, now, max_age)
             counts = summed
-        pods[key] = {"key": key, "name": meta.get("name", ""), "started": snap.started, "counters": current}
+        pods[key] = {"key": key, "name": meta.get("name", ""), "started": snap.started, "rows": current["rows"]}
+        seen[key] = current
         reporting += 1
 
     living = set(alive)
     kept = sorted((p for p in pods.values() if p["name"] in living), key=lambda p: (p["name"], p["key"]))
+    # A pod that did not answer keeps its last counters, to catch up at the next round.
+    kept_baselines = {p["key"]: seen.get(p["key"], baselines.get(p["key"])) for p in kept}
     state = {"start": timestamp(start), "version": version, "counts": counts, "pods": kept}
-    return WindowUpdate(state=state, counts=counts, reporting=reporting, reset=reset, skipped=skipped)
+    return WindowUpdate(state=state, counts=counts, reporting=reporting, reset=reset, skipped=skipped,
+                        baselines={k: v for k, v in kept_baselines.items() if v is not None})
 
 
 # --------------------------------------------------------------------------- checks

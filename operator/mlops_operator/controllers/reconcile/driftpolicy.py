@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any, Protocol
 
 from ...api.base import parse_duration
@@ -38,6 +39,36 @@ class Sensors(Protocol):
         """``(reference.json, metadata.json)`` of a model version as dicts, or None when unavailable."""
 
 
+class WindowBaselines:
+    """Each serving pod's counters at the last check, per policy: in memory, not in status.
+
+    In status they would grow with pods x features x bins (see the window
+    notes in ``controllers.driftpolicy``). Losing them (a restart) only means
+    the pods count from the next check. Bounded: the least recently checked
+    policies are forgotten first.
+    """
+
+    def __init__(self, max_policies: int = 10_000) -> None:
+        self._by_policy: OrderedDict[str, dict[str, Obj]] = OrderedDict()
+        self.max_policies = max_policies
+
+    def get(self, policy_uid: str) -> dict[str, Obj]:
+        return dict(self._by_policy.get(policy_uid) or {})
+
+    def put(self, policy_uid: str, baselines: dict[str, Obj]) -> None:
+        self._by_policy[policy_uid] = baselines
+        self._by_policy.move_to_end(policy_uid)
+        while len(self._by_policy) > self.max_policies:
+            self._by_policy.popitem(last=False)
+
+    def clear(self) -> None:
+        self._by_policy.clear()
+
+
+BASELINES = WindowBaselines()
+"""The process's baselines, shared by every reconcile of this operator (or local runner)."""
+
+
 def pod_ready(pod: Obj) -> bool:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     if meta.get("deletionTimestamp") or not status.get("podIP"):
@@ -61,9 +92,10 @@ async def _observe(sensors: Sensors, pods: list[Obj]) -> list[tuple[Obj, driftpo
 
 
 async def run_check(
-    cluster: Cluster, policy: Obj, deployment: Obj | None, sensors: Sensors | None, now: Any
-) -> tuple[driftpolicy.CheckResult, Obj | None, str | None]:
-    """One check: ``(result, new window state or None, task of the reference)``."""
+    cluster: Cluster, policy: Obj, deployment: Obj | None, sensors: Sensors | None, now: Any,
+    baselines: dict[str, Obj] | None = None,
+) -> tuple[driftpolicy.CheckResult, driftpolicy.WindowUpdate | None, str | None]:
+    """One check: ``(result, the window update or None, task of the reference)``."""
     ns = policy["metadata"].get("namespace", "default")
     spec = DriftPolicySpec.model_validate(policy["spec"])
     if deployment is None:
@@ -96,7 +128,8 @@ async def run_check(
             log.info("reference of %s/%s invalid: %s", model, version, exc)
     max_age = parse_duration(spec.window.max_age) if spec.window.max_age else None
     old_window = (policy.get("status") or {}).get("window")
-    update = driftpolicy.advance_window(old_window, version, observed, [p["metadata"]["name"] for p in pods], now, max_age)
+    update = driftpolicy.advance_window(old_window, version, observed, [p["metadata"]["name"] for p in pods], now, max_age,
+                                        baselines)
     if update.reporting == 0:
         return driftpolicy.unavailable(f"the serving pods answered for another version than {version} (rollout in progress?)"), None, None
     result = driftpolicy.run_checks(spec, reference, metadata, update.counts)
@@ -104,7 +137,7 @@ async def run_check(
         result.message = f"no reference profile for {version}; " + result.message
     if update.reset:
         result.message = f"new window ({update.reset}); " + result.message
-    return result, update.state, reference.task if reference else None
+    return result, update, reference.task if reference else None
 
 
 async def reconcile_drift_policy(
@@ -116,6 +149,7 @@ async def reconcile_drift_policy(
     sensors: Sensors | None = None,
     *,
     force: bool = False,
+    baselines: WindowBaselines | None = None,
 ) -> driftpolicy.PolicyDecision | None:
     """Bring one DriftPolicy up to date; returns the decision applied (None when the policy is gone).
 
@@ -132,9 +166,12 @@ async def reconcile_drift_policy(
     source_name = (spec.get("retrain") or {}).get("from")
     source = await cluster.get(TRAINING_JOBS, namespace, source_name) if source_name else None
 
-    check, window, task = None, None, None
+    baselines = BASELINES if baselines is None else baselines
+    uid = policy["metadata"].get("uid") or f"{namespace}/{name}"
+    check, update, task = None, None, None
     if (force or driftpolicy.is_due(policy, now)) and not driftpolicy.spec_errors(policy):
-        check, window, task = await run_check(cluster, policy, deployment, sensors, now)
+        check, update, task = await run_check(cluster, policy, deployment, sensors, now, baselines.get(uid))
+    window = update.state if update is not None else None
     decision = driftpolicy.decide(policy, check, retrains, deployment, source, now, window=window, task=task)
 
     if decision.retrain is not None:
@@ -143,6 +180,8 @@ async def reconcile_drift_policy(
             _name_taken(decision, decision.retrain["metadata"]["name"], now)
     if changed(policy.get("status"), decision.status):
         await cluster.patch_status(DRIFT_POLICIES, namespace, name, decision.status)
+    if update is not None and (decision.status.get("window") or {}) == update.state:
+        baselines.put(uid, update.baselines)  # only once the window they belong to is stored
     for ev in decision.events:
         await cluster.event(policy, ev.type, ev.reason, ev.message)
     return decision
