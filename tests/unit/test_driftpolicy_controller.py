@@ -792,3 +792,13 @@ def test_operator_metrics_follow_the_decisions() -> None:
     assert get("mlops_operator_drift_retrains_total", {"namespace": "ml", "policy": "iris-metrics", "result": "Started"}) == 1
     handler.forget_metrics("ml", "iris-metrics")
     assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) is None
+
+
+def test_window_reads_pod_counters_a_status_of_the_previous_layout_kept() -> None:
+    """Statuses written before the baselines left status carry each pod's counters; they still count."""
+    a = _pod("a")
+    w = _advance(None, [(a, _snap(100))])
+    old = json.loads(json.dumps(w.state))
+    old["pods"][0]["counters"] = w.baselines["uid-a"]
+    w = _advance(old, [(a, _snap(130))], 1)
+    assert w.counts["rows"] == 30 and "counters" not in w.state["pods"][0]
