@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_operator.controllers import modeldeployment as md_controller
 from tests.chart.test_chart import (CHART, RELEASE, RELEASE_NS, ROOT, SCENARIOS, WATCHED, Kubectl, Obj, _namespaces,
-                                    _run, _yaml, cluster, of_kind, one, operator_deployment, render, rendered)
+                                    _yaml, cluster, of_kind, one, operator_deployment, render, rendered)
 from tests.unit.test_server_support import Server, make_store
 
 __all__ = ["cluster", "rendered"]  # fixtures used here, defined beside the other chart tests

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mlops_operator.controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS
+from mlops_operator.controllers.cluster import DRIFT_POLICIES, PODS, TRAINING_JOBS
 from mlops_operator.controllers.reconcile.driftpolicy import reconcile_drift_policy
 from mlops_operator.controllers.reconcile.modeldeployment import reconcile_model_deployment
 from mlops_operator.controllers.settings import Settings

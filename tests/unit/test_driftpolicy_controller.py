@@ -15,7 +15,6 @@ import yaml
 
 from mlops_operator.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus
 from mlops_operator.controllers import driftpolicy as dp
-from mlops_operator.controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, resource_of
 from mlops_operator.controllers.conditions import get_condition, timestamp
 from mlops_operator.controllers.reconcile.driftpolicy import reconcile_drift_policy
 from mlops_operator.drift import Reference, build_reference
@@ -740,7 +739,6 @@ def test_reconcile_without_pods_is_unavailable(reference) -> None:
 def test_server_metrics_become_a_snapshot(reference) -> None:
     sensor = pytest.importorskip("mlops_operator.runtime.sensor")
     from mlops_operator import sensors as sensors_mod
-    from mlops_operator.k8s.handlers import driftpolicy as handler
     from mlops_operator.runtime.serving_metrics import ServingMetrics
 
     m = ServingMetrics(model="m", namespace="ml", version="v7", sha256="ab", task="classification", classes=["p", "q"],
@@ -766,7 +764,6 @@ def test_server_metrics_become_a_snapshot(reference) -> None:
 
 def test_pod_address_and_process_start() -> None:
     from mlops_operator import sensors as sensors_mod
-    from mlops_operator.k8s.handlers import driftpolicy as handler
 
     pod = {"spec": {"containers": [{"name": "server", "ports": [{"name": "http", "containerPort": 9000}]}]},
            "status": {"podIP": "10.1.2.3", "containerStatuses": [
@@ -780,7 +777,6 @@ def test_pod_address_and_process_start() -> None:
 def test_operator_metrics_follow_the_decisions() -> None:
     from prometheus_client import REGISTRY
 
-    from mlops_operator import sensors as sensors_mod
     from mlops_operator.k8s.handlers import driftpolicy as handler
 
     w = World(trigger={"consecutive": 1})

@@ -19,7 +19,7 @@ from mlops_operator.drift.profile import Reference
 from mlops_operator.runtime.sensor import parse_metrics
 from mlops_operator.store import ModelStore
 
-from .test_server_support import NS, Server, make_store, run_serve, wait_until
+from .test_server_support import NS, Server, make_store, run_serve
 
 
 @pytest.fixture(scope="module")
