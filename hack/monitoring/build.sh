@@ -3,6 +3,8 @@
 #   - promqlcheck: Prometheus' own PromQL parser (./promqlcheck, built from
 #     the Go module proxy at the version in ./go.mod), for the alert rules and
 #     the Grafana dashboard's queries;
+#   - promtool, of the same Prometheus version: `check rules` and the alert
+#     rules' unit tests (`test rules`);
 #   - the ServiceMonitor and PrometheusRule CRDs of the Prometheus Operator
 #     (from its Go module), so the API server can validate those objects.
 #
@@ -22,12 +24,12 @@ if [ -z "$PROM_VERSION" ]; then
   exit 1
 fi
 CACHE_ROOT="${MLOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlops-operator/tools}"
-HASH="$(cat "$HERE/build.sh" "$HERE/go.mod" "$HERE/go.sum" "$HERE/promqlcheck/main.go" | sha256sum | cut -c1-12)"
+HASH="$(cat "$HERE/build.sh" "$HERE/go.mod" "$HERE/go.sum" "$HERE/promqlcheck/main.go" "$HERE/tools/tools.go" | sha256sum | cut -c1-12)"
 OUT="$CACHE_ROOT/monitoring-$HASH"
 CRDS=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
 
 complete() {
-  [ -x "$OUT/promqlcheck" ] || return 1
+  [ -x "$OUT/promqlcheck" ] && [ -x "$OUT/promtool" ] || return 1
   local f
   for f in "${CRDS[@]}"; do [ -s "$OUT/crds/$f" ] || return 1; done
 }
@@ -52,8 +54,10 @@ STAGE="$(mktemp -d "$OUT/.stage.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 start=$(date +%s)
 
-echo "hack/monitoring/build.sh: building promqlcheck (prometheus $PROM_VERSION)" >&2
-(cd "$HERE" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$STAGE/promqlcheck" ./promqlcheck) >&2
+echo "hack/monitoring/build.sh: building promqlcheck and promtool (prometheus $PROM_VERSION; several minutes cold)" >&2
+(cd "$HERE" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -p "${MLOPS_MONITORING_JOBS:-2}" -trimpath -ldflags "-s -w" \
+  -o "$STAGE/" ./promqlcheck github.com/prometheus/prometheus/cmd/promtool) >&2
+"$STAGE/promtool" --version >/dev/null
 
 echo "hack/monitoring/build.sh: fetching the Prometheus Operator $PROM_OPERATOR_VERSION CRDs" >&2
 # Outside any module: only the module's zip is downloaded (checked against the Go checksum database).
@@ -68,5 +72,6 @@ done
 mkdir -p "$OUT/crds"
 for f in "${CRDS[@]}"; do mv -f "$STAGE/crds/$f" "$OUT/crds/$f"; done
 mv -f "$STAGE/promqlcheck" "$OUT/promqlcheck"
+mv -f "$STAGE/promtool" "$OUT/promtool"
 echo "hack/monitoring/build.sh: done in $(( $(date +%s) - start ))s" >&2
 echo "$OUT"
