@@ -15,9 +15,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
+# The exact versions of every run-time dependency (hack/image/lock.py): the same image on every build.
+COPY hack/image/constraints.txt ./
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/mlops \
- && /opt/mlops/bin/pip install /wheels/mlops_operator-*.whl \
+ && /opt/mlops/bin/pip install --constraint constraints.txt /wheels/mlops_operator-*.whl \
  && /opt/mlops/bin/pip uninstall --yes pip \
  && /opt/mlops/bin/mlops-operator --help >/dev/null
 

@@ -416,3 +416,25 @@ def test_wheel_carries_the_package_data_from_the_context(stages: list[Stage]) ->
             assert matched, f"package-data {package}: {glob} matches nothing"
             for rel in matched:
                 assert not ignored(rel, patterns) and any(rel.startswith(s + "/") for s in sources), rel
+
+
+def test_image_pins_every_dependency_within_the_projects_ranges(stages: list[Stage]) -> None:
+    """The image installs pinned versions (hack/image/constraints.txt), each one a version pyproject allows."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    sys.path.insert(0, str(ROOT / "hack" / "image"))
+    try:
+        import lock
+    finally:
+        sys.path.pop(0)
+    pinned = lock.read()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pinned, f"{req.name} is a dependency but hack/image/constraints.txt does not pin it"
+        assert req.specifier.contains(pinned[name], prereleases=True), f"{name}=={pinned[name]} is outside {req}"
+    build = [i.args for stage in stages[:-1] for i in stage.instructions]
+    assert any(i.startswith("hack/image/constraints.txt") for i in build), "the build stage copies the constraints"
+    assert any("pip install --constraint constraints.txt" in i for i in build), "and installs with them"
