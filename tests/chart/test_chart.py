@@ -854,9 +854,12 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
     token = kubectl("create", "token", pod_spec["serviceAccountName"], "-n", release_ns, "--duration=1h").stdout.strip()
     kubeconfig = _token_kubeconfig(kubectl.kubeconfig, token, tmp_path)
     (c,) = pod_spec["containers"]
-    (metrics_port,) = free_ports(1)
+    metrics_port, health_port = free_ports(2)
+    probe = c["livenessProbe"]["httpGet"]
+    (probe_port,) = [p["containerPort"] for p in c["ports"] if p["name"] == probe["port"]]
+    assert f"--liveness=http://0.0.0.0:{probe_port}{probe['path']}" in c["args"], "the probe asks where kopf answers"
     args = [a for a in c["args"] if not a.startswith(("--liveness", "--metrics-port"))]
-    args += ["--liveness=", f"--metrics-port={metrics_port}", f"--kubeconfig={kubeconfig}"]
+    args += [f"--liveness=http://127.0.0.1:{health_port}/healthz", f"--metrics-port={metrics_port}", f"--kubeconfig={kubeconfig}"]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env.update({e["name"]: e["value"] for e in c["env"]})
     log_path = tmp_path / "operator.log"
@@ -865,6 +868,8 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
         proc = subprocess.Popen([str(operator), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _run_example_as_operator(kubectl, crds, watched, env, lambda: log_path.read_text()[-4000:])
+        # What the kubelet's liveness probe reads (the chart's probe path on kopf's health endpoint).
+        assert urllib.request.urlopen(f"http://127.0.0.1:{health_port}{probe['path']}", timeout=10).status == 200
         # What alerts read: the run succeeded, the model is not Ready (no kubelet runs its pods).
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         series = {(s.name, tuple(sorted(s.labels.items()))): s.value
