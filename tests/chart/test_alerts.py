@@ -25,7 +25,7 @@ MD = {"namespace": "ml", "mlops_dev_model_deployment": "iris"}
 
 
 @pytest.fixture(scope="module")
-def rules(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Obj]:
+def rules(helm: Helm) -> dict[str, Obj]:
     out = helm("template", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--set", "metrics.prometheusRule.enabled=true",
                "--show-only", "templates/prometheusrule.yaml").stdout
     rule = yaml.safe_load(out)
@@ -34,7 +34,7 @@ def rules(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Obj
 
 
 @pytest.fixture(scope="module")
-def rule_file(rules: dict[str, Obj], monitoring_tools: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rule_file(rules: dict[str, Obj], tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("rules") / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rules["object"]["spec"]["groups"]}))
     return path

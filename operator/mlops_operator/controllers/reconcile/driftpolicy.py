@@ -180,7 +180,7 @@ async def reconcile_drift_policy(
             _name_taken(decision, decision.retrain["metadata"]["name"], now)
     if changed(policy.get("status"), decision.status):
         await cluster.patch_status(DRIFT_POLICIES, namespace, name, decision.status)
-    if update is not None and (decision.status.get("window") or {}) == update.state:
+    if update is not None:
         baselines.put(uid, update.baselines)  # only once the window they belong to is stored
     for ev in decision.events:
         await cluster.event(policy, ev.type, ev.reason, ev.message)
