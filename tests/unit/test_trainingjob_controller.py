@@ -96,10 +96,41 @@ def test_feedback_mounted_read_only_when_asked(tj) -> None:
     assert {"name": "feedback", "mountPath": "/var/lib/mlops/feedback", "readOnly": True} in c["volumeMounts"]
 
 
+def _live_pod(phase: str = "Running", *, waiting: dict | None = None, scheduled: dict | None = None) -> dict:
+    state = {"waiting": waiting} if waiting else ({"running": {"startedAt": "2026-01-02T03:05:01Z"}} if phase == "Running" else {})
+    status: dict = {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}] if state else []}
+    if scheduled:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False", **scheduled}]
+    return {"metadata": {"name": "iris-v1-g1-abcde"}, "status": status}
+
+
 def test_running(tj) -> None:
-    d = ctl.decide(tj, _job({"active": 1, "startTime": "2026-01-02T03:05:00Z"}), [], Settings(), NOW)
+    job = _job({"active": 1, "startTime": "2026-01-02T03:05:00Z"})
+    d = ctl.decide(tj, job, [_live_pod()], Settings(), NOW)
     assert d.job is None and d.status["phase"] == "Running" and d.status["startTime"] == "2026-01-02T03:05:00Z"
-    assert [e.reason for e in d.events] == ["Running"]
+    assert [e.reason for e in d.events] == ["Running"] and d.requeue_after is None
+
+
+def test_an_active_job_whose_pod_waits_is_pending_not_running(tj) -> None:
+    # The Job controller counts a pod that is not scheduled yet as active.
+    job = _job({"active": 1, "startTime": "2026-01-02T03:05:00Z"})
+    d = ctl.decide(tj, job, [_live_pod("Pending")], Settings(), NOW)
+    assert d.status["phase"] == "Pending" and _cond(d.status, "Ready")["reason"] == "Pending"
+    assert d.events == [] and d.requeue_after == ctl.PENDING_RECHECK_SECONDS  # nothing else would wake us up
+
+
+def test_pending_says_why(tj) -> None:
+    job = _job({"active": 1})
+    unschedulable = _live_pod("Pending", scheduled={"reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."})
+    d = ctl.decide(tj, job, [unschedulable], Settings(), NOW)
+    ready = _cond(d.status, "Ready")
+    assert d.status["phase"] == "Pending" and ready["reason"] == "Unschedulable" and "Insufficient cpu" in ready["message"]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "Unschedulable")]
+    tj["status"] = d.status
+    assert ctl.decide(tj, job, [unschedulable], Settings(), NOW).events == [], "one event per transition"
+    pulling = _live_pod("Pending", waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""})
+    d = ctl.decide(tj, job, [pulling], Settings(), NOW)
+    assert _cond(d.status, "Ready")["reason"] == "ImagePullBackOff" and "pulling image" in _cond(d.status, "Ready")["message"]
 
 
 SUMMARY = {
@@ -144,6 +175,24 @@ def test_job_controller_failures(tj, reason: str) -> None:
     assert d.status["phase"] == "Failed" and _cond(d.status, "Ready")["reason"] == reason
 
 
+@pytest.mark.parametrize("pods", [[], [{"metadata": {"name": "other"}, "status": {"phase": "Failed"}}]], ids=["pods gone", "another pod"])
+def test_a_succeeded_run_stays_succeeded_when_its_pods_are_gone(tj, pods) -> None:
+    # Pod garbage collection, `kubectl delete pod` or a cascading delete can remove the pods
+    # while the Job stays: the recorded outcome must not be re-derived from what is left.
+    job = _job({"succeeded": 1, "completionTime": "2026-01-02T03:10:01Z", "conditions": [{"type": "Complete", "status": "True"}]})
+    tj["status"] = ctl.decide(tj, job, [_pod(json.dumps(SUMMARY))], Settings(), NOW).status
+    d = ctl.decide(tj, job, pods, Settings(), NOW)
+    assert d.status == tj["status"] and d.events == [] and d.job is None
+    assert d.status["phase"] == "Succeeded" and d.status["artifact"]["sha256"] == SUMMARY["sha256"]
+
+
+def test_a_failed_run_stays_failed_for_its_generation(tj) -> None:
+    job = _job({"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
+    tj["status"] = ctl.decide(tj, job, [], Settings(), NOW).status
+    complete = _job({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    assert ctl.decide(tj, complete, [_pod(json.dumps(SUMMARY))], Settings(), NOW).status == tj["status"]
+
+
 def test_finished_run_whose_job_expired_is_left_alone(tj) -> None:
     job = _job({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
     tj["status"] = ctl.decide(tj, job, [_pod(json.dumps(SUMMARY))], Settings(), NOW).status
@@ -170,8 +219,16 @@ def test_invalid_spec_makes_no_job_and_names_the_field(tj) -> None:
 
 
 def test_condition_transition_time_only_moves_on_flips(tj) -> None:
-    first = ctl.decide(tj, _job({"active": 1}), [], Settings(), NOW)
+    first = ctl.decide(tj, _job({"active": 1}), [_live_pod()], Settings(), NOW)
     tj["status"] = first.status
     later = datetime(2026, 1, 2, 4, 0, 0, tzinfo=timezone.utc)
-    second = ctl.decide(tj, _job({"active": 1}), [], Settings(), later)
+    second = ctl.decide(tj, _job({"active": 1}), [_live_pod()], Settings(), later)
     assert _cond(second.status, "Ready")["lastTransitionTime"] == _cond(first.status, "Ready")["lastTransitionTime"]
+
+
+def test_a_spec_too_large_for_the_pod_template_is_refused_by_us_not_by_the_api_server(tj) -> None:
+    tj["spec"]["estimator"]["params"]["class_weight"] = {str(i): 1.0 for i in range(30_000)}  # ~300 KB of JSON
+    d = ctl.decide(tj, None, [], Settings(), NOW)
+    assert d.job is None and d.status["phase"] == "Failed"
+    ready = _cond(d.status, "Ready")
+    assert ready["reason"] == "InvalidSpec" and "KiB as JSON" in ready["message"] and _cond(d.status, "Stalled")["status"] == "True"

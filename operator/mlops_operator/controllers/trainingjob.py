@@ -11,6 +11,7 @@ from ..api.trainingjob import TrainingJobSpec
 from ..api.validation import validate_object
 from . import labels
 from .conditions import set_condition, summarize, timestamp
+from .events import Event
 from .security import container_security_context, pod_security_context
 from .settings import Settings
 from .versions import model_version
@@ -21,13 +22,11 @@ SPEC_PATH = "/etc/mlops/trainingjob.json"
 SPEC_ANNOTATION = f"{labels.PREFIX}/trainingjob"
 EXIT_INVALID, EXIT_GATE = 2, 3
 """Trainer exit codes that no retry can fix; the Job's podFailurePolicy fails at once on them."""
-
-
-@dataclass
-class Event:
-    type: str
-    reason: str
-    message: str
+TERMINAL_PHASES = ("Succeeded", "Failed")
+MAX_SPEC_BYTES = 200 * 1024
+"""The spec reaches the trainer as a pod-template annotation, and a pod's annotations may hold 256 KiB in all."""
+PENDING_RECHECK_SECONDS = 10.0
+"""How soon to look again at a pod that waits (scheduling, image pull): the Job does not change meanwhile."""
 
 
 @dataclass
@@ -37,6 +36,8 @@ class TrainingDecision:
     status: Obj
     job: Obj | None = None
     events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    """Look again after this many seconds even if nothing changes (a pod waiting on the scheduler)."""
 
 
 def job_name(tj: Obj) -> str:
@@ -205,9 +206,13 @@ def decide(
     status["observedGeneration"] = generation
     events: list[Event] = []
 
-    errors = validate_object(tj)
+    errors = [str(e) for e in validate_object(tj)]
+    size = len(_spec_document(tj).encode()) if not errors else 0
+    if size > MAX_SPEC_BYTES:
+        errors.append(f"spec: {size // 1024} KiB as JSON, more than the {MAX_SPEC_BYTES // 1024} KiB a training pod can carry "
+                      "in its annotations; keep large values (long feature lists, big parameter grids) in the data source")
     if errors:
-        message = "; ".join(str(e) for e in errors)[:1000]
+        message = "; ".join(errors)[:1000]
         status.update(phase="Failed")
         status["conditions"] = summarize(status.get("conditions"), ready=False, reason="InvalidSpec", message=message,
                                          reconciling=False, stalled=True, now=now, generation=generation)
@@ -220,8 +225,10 @@ def decide(
     status["modelVersion"] = version
     status["jobName"] = job_name(tj)
 
-    if same_generation and old.get("phase") in ("Succeeded", "Failed") and job is None:
-        # The Job went away after its TTL: the outcome is recorded, nothing more to run.
+    if same_generation and old.get("phase") in TERMINAL_PHASES:
+        # The outcome of a generation is a fact, recorded once: it is never re-derived from a
+        # Job whose pods may be gone (pod garbage collection, `kubectl delete pod`, a cascading
+        # delete) or from no Job at all (its TTL expired). Only a new generation runs again.
         return TrainingDecision(status=status)
 
     if job is None:
@@ -254,14 +261,53 @@ def decide(
             events.append(Event("Warning", reason, message))
         return TrainingDecision(status=status, events=events)
 
-    running = (job_status.get("active") or 0) > 0
+    running = any(_pod_running(p) for p in pods)
+    if running:
+        reason, msg = "Running", f"Job {job_name(tj)} is running"
+    else:
+        reason, msg = _waiting(pods, job_name(tj))
     status["phase"] = "Running" if running else "Pending"
-    msg = f"Job {job_name(tj)} is {'running' if running else 'waiting for its pod'}"
-    status["conditions"] = summarize(status.get("conditions"), ready=False, reason="Running" if running else "Pending",
+    status["conditions"] = summarize(status.get("conditions"), ready=False, reason=reason,
                                      message=msg, reconciling=True, stalled=False, now=now, generation=generation)
-    if running and old.get("phase") != "Running":
-        events.append(Event("Normal", "Running", msg))
-    return TrainingDecision(status=status, events=events)
+    if status["phase"] != old.get("phase") or _ready_reason(old) != reason:
+        if running:
+            events.append(Event("Normal", "Running", msg))
+        elif reason != "Pending":
+            events.append(Event("Warning", reason, msg))
+    return TrainingDecision(status=status, events=events, requeue_after=None if running else PENDING_RECHECK_SECONDS)
+
+
+def _pod_running(pod: Obj) -> bool:
+    """A trainer pod whose container has started (the Job's ``active`` also counts pods still waiting)."""
+    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+    if meta.get("deletionTimestamp") or st.get("phase") != "Running":
+        return False
+    return any("running" in (cs.get("state") or {}) for cs in st.get("containerStatuses") or [])
+
+
+WAITING_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                   "CreateContainerError", "CrashLoopBackOff", "RunContainerError"}
+"""Container waiting reasons worth a user's attention (ContainerCreating is just slow)."""
+
+
+def _waiting(pods: list[Obj], job: str) -> tuple[str, str]:
+    """Why the trainer has not started: unschedulable, an image that cannot be pulled, or plain waiting."""
+    for pod in pods:
+        st = pod.get("status") or {}
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return "Unschedulable", f"pod {pod['metadata'].get('name')} cannot be scheduled: {c.get('message', '')}"[:1000]
+        for cs in st.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in WAITING_REASONS:
+                text = f"pod {pod['metadata'].get('name')}: {waiting['reason']}: {waiting.get('message', '')}"
+                return waiting["reason"], text[:1000]
+    return "Pending", f"Job {job} is waiting for its pod"
+
+
+def _ready_reason(status: Obj) -> str | None:
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    return ready.get("reason") if ready else None
 
 
 def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, settings: Settings, now: datetime,

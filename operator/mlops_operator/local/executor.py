@@ -206,7 +206,10 @@ class Executor:
             "spec": spec,
         }
         self.cluster.create_now(pod)
-        self.cluster.patch_status_now(PODS, ns, name, {"phase": phase, "podIP": "127.0.0.1"})
+        status: Obj = {"phase": phase, "podIP": "127.0.0.1"}
+        if job_name and phase == "Running":  # the trainer process is started right after, as a kubelet reports it
+            status["containerStatuses"] = [{"name": "trainer", "ready": True, "state": {"running": {"startedAt": timestamp(self.cluster.clock())}}}]
+        self.cluster.patch_status_now(PODS, ns, name, status)
 
     def _pod_terminated(self, ns: str, name: str, code: int, message: str) -> None:
         term = {"exitCode": code, "finishedAt": timestamp(self.cluster.clock()), "message": message}
