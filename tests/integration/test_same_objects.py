@@ -57,9 +57,9 @@ class Recording:
     async def delete(self, res, namespace, name):
         return await self.inner.delete(res, namespace, name)
 
-    async def patch_status(self, res, namespace, name, status):
+    async def patch_status(self, res, namespace, name, status, resource_version=None):
         self.written.append({"kind": res.kind, "name": name, "status": copy.deepcopy(status)})
-        return await self.inner.patch_status(res, namespace, name, status)
+        return await self.inner.patch_status(res, namespace, name, status, resource_version)
 
     async def event(self, obj, type_, reason, message):
         return await self.inner.event(obj, type_, reason, message)

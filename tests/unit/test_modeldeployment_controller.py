@@ -567,7 +567,7 @@ class FakeCluster:
         self.objects.pop((res.kind, name), None)
         self.writes.append(("delete", res.kind, name))
 
-    async def patch_status(self, res: Resource, namespace: str, name: str, status: dict) -> None:
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: dict, resource_version=None) -> None:
         self.objects[(res.kind, name)]["status"] = copy.deepcopy(status)
         self.writes.append(("status", res.kind, name))
 
@@ -577,7 +577,7 @@ class FakeCluster:
 
 def test_reconcile_applies_once_then_stays_quiet() -> None:
     cluster = FakeCluster([_md(), _tj("a")])
-    run = lambda: asyncio.run(reconcile_model_deployment(cluster, "ml", "iris", Settings(), clock=lambda: NOW))  # noqa: E731
+    run = lambda: asyncio.run(reconcile_model_deployment(cluster, "ml", "iris", Settings(), clock=lambda: NOW)).status  # noqa: E731
     status = run()
     assert status["modelVersion"] == "a-g1"
     assert sorted(w[1] for w in cluster.writes if w[0] == "apply") == ["Deployment", "PodDisruptionBudget", "Service"]
@@ -599,7 +599,7 @@ def test_reconcile_deletes_what_is_no_longer_wanted_and_ignores_a_vanished_objec
     asyncio.run(reconcile_model_deployment(cluster, "ml", "iris", Settings(), clock=lambda: NOW))
     assert ("delete", "PodDisruptionBudget", "iris") in cluster.writes
     assert ("PodDisruptionBudget", "iris") not in cluster.objects
-    assert asyncio.run(reconcile_model_deployment(cluster, "ml", "gone", Settings())) is None
+    assert asyncio.run(reconcile_model_deployment(cluster, "ml", "gone", Settings())).status is None
 
 
 def test_children_map_back_to_their_model_deployment() -> None:

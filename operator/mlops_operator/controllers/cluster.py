@@ -40,7 +40,19 @@ def resource_of(obj: Obj) -> Resource:
 
 
 class Conflict(Exception):
-    """The object changed since it was read (409 on a conditional write)."""
+    """The object changed since it was read (409 on a conditional write): re-read and re-decide."""
+
+
+class Refused(Exception):
+    """The API server refused an object we built (invalid, forbidden by admission or quota).
+
+    Not a bug of ours to retry quietly: the owner's status and events say it,
+    with the API server's own words, because usually only its user can fix it.
+    """
+
+    def __init__(self, kind: str, name: str, status: int, message: str):
+        super().__init__(f"the API server refused {kind} {name}: {message}")
+        self.kind, self.name, self.status, self.message = kind, name, status, message
 
 
 class Cluster(Protocol):
@@ -53,16 +65,21 @@ class Cluster(Protocol):
         """Objects of one resource in one namespace matching all the labels."""
 
     async def apply(self, obj: Obj) -> Obj:
-        """Server-side apply with the operator's field manager; creates or updates."""
+        """Server-side apply with the operator's field manager; creates or updates. :class:`Refused` when refused."""
 
     async def create(self, obj: Obj) -> Obj:
-        """Create; when the name is taken, return the existing object (409 is success)."""
+        """Create; when the name is taken, return the existing object (409 is success). :class:`Refused` when refused."""
 
     async def delete(self, res: Resource, namespace: str, name: str) -> None:
         """Delete (children cascade in the background); an absent object is success."""
 
-    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
-        """Replace the status subresource (never the spec); a vanished object is not an error."""
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj,
+                           resource_version: str | None = None) -> None:
+        """Replace the status subresource (never the spec); a vanished object is not an error.
+
+        With ``resource_version`` the write is conditional: :class:`Conflict` when
+        the object changed since it was read, so no other writer is overwritten.
+        """
 
     async def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event about the object (Normal or Warning)."""

@@ -69,3 +69,18 @@ def summarize(
     out = set_condition(out, "Reconciling", reconciling, reason if reconciling else "Done", message if reconciling else "", now, generation)
     out = set_condition(out, "Stalled", stalled, reason if stalled else "None", message if stalled else "", now, generation)
     return out
+
+
+
+def refused(status: dict[str, Any], kind: str, name: str, message: str, now: datetime,
+            generation: int | None) -> dict[str, Any]:
+    """The status of an object whose child the API server refused.
+
+    ``Stalled``: retrying the same child cannot help until its owner's spec (or
+    the cluster's policy) changes. The API server's own words are the message.
+    """
+    text = f"the API server refused {kind} {name}: {message}"
+    new = dict(status)
+    new["conditions"] = summarize(status.get("conditions"), ready=False, reason=f"{kind}Refused", message=text,
+                                  reconciling=False, stalled=True, now=now, generation=generation)
+    return new

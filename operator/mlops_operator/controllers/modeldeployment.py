@@ -33,7 +33,7 @@ from .cluster import DEPLOYMENTS, HPAS, PDBS, SERVICES, Resource
 from .conditions import get_condition, set_condition, summarize, timestamp
 from .security import container_security_context, pod_security_context
 from .settings import Settings
-from .trainingjob import Event
+from .events import Event
 from .versions import find_version, newest_promotable, of_lineage
 
 Obj = dict[str, Any]

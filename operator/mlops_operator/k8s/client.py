@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from ..controllers.cluster import Conflict, Resource, resource_of
+from ..controllers.cluster import Conflict, Refused, Resource, resource_of
 
 FIELD_MANAGER = "mlops-operator"
 log = logging.getLogger(__name__)
@@ -32,6 +32,16 @@ class ApiError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+REFUSALS = (400, 403, 422)
+"""Answers that mean "not this object": invalid, forbidden by admission, over quota. Not 401 (our login) or 5xx."""
+
+
+def _refused(exc: ApiError, obj: Obj) -> Exception:
+    if exc.status in REFUSALS:
+        return Refused(obj.get("kind", "object"), obj["metadata"]["name"], exc.status, exc.message)
+    return exc
 
 
 def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
@@ -104,13 +114,16 @@ class KubeCluster:
     async def apply(self, obj: Obj) -> Obj:
         res = resource_of(obj)
         meta = obj["metadata"]
-        out = await self._call(
-            "PATCH",
-            path_of(res, meta.get("namespace"), meta["name"]),
-            body=obj,
-            content_type="application/apply-patch+yaml",
-            query={"fieldManager": self.field_manager, "force": "true"},
-        )
+        try:
+            out = await self._call(
+                "PATCH",
+                path_of(res, meta.get("namespace"), meta["name"]),
+                body=obj,
+                content_type="application/apply-patch+yaml",
+                query={"fieldManager": self.field_manager, "force": "true"},
+            )
+        except ApiError as exc:
+            raise _refused(exc, obj) from None
         return _with_kind(out, res)
 
     async def create(self, obj: Obj) -> Obj:
@@ -120,7 +133,7 @@ class KubeCluster:
             out = await self._call("POST", path_of(res, meta.get("namespace")), body=obj, query={"fieldManager": self.field_manager})
         except ApiError as exc:
             if exc.status != 409:
-                raise
+                raise _refused(exc, obj) from None
             existing = await self.get(res, meta.get("namespace"), meta["name"])
             if existing is None:
                 raise Conflict(f"{res.kind} {meta['name']} exists but cannot be read") from None
@@ -134,20 +147,28 @@ class KubeCluster:
             if exc.status != 404:
                 raise
 
-    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj,
+                           resource_version: str | None = None) -> None:
         # A JSON Patch "add" of /status replaces the whole status in one request: unlike a merge
         # patch, fields the new status no longer has (an old run's artifact) really disappear.
+        # Setting metadata.resourceVersion in the same patch makes the write conditional: the
+        # API server answers 409 when the object moved on since we read it.
+        ops: list[Obj] = [{"op": "add", "path": "/status", "value": status}]
+        if resource_version:
+            ops.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
         try:
             await self._call(
                 "PATCH",
                 path_of(res, namespace, name, "status"),
-                body=[{"op": "add", "path": "/status", "value": status}],
+                body=ops,
                 content_type="application/json-patch+json",
                 query={"fieldManager": self.field_manager},
             )
         except ApiError as exc:
             if exc.status == 404:
                 return  # deleted meanwhile: nothing left to describe
+            if exc.status == 409:
+                raise Conflict(f"{res.kind} {namespace}/{name} changed since it was read") from None
             raise
 
     async def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:

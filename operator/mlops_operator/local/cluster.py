@@ -13,7 +13,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from ..api.kinds import BY_KIND
-from ..controllers.cluster import RESOURCES, Resource, resource_of
+from ..controllers.cluster import RESOURCES, Conflict, Resource, resource_of
 from ..controllers.conditions import timestamp
 from ..controllers.reconcile import utcnow
 
@@ -48,7 +48,8 @@ class MemoryCluster:
 
     - ``create`` of a taken name returns the existing object (409 is success);
     - ``apply`` replaces the fields it is given and bumps ``generation`` when the spec changes;
-    - ``patch_status`` replaces status without touching spec or generation;
+    - ``patch_status`` replaces status without touching spec or generation, conditionally
+      when given the resourceVersion it was decided from (:class:`Conflict` otherwise);
     - deleting an object deletes what it owns, transitively;
     - mlops.dev objects get their schema defaults, as the API server fills
       them from the CRD (both come from the same models).
@@ -157,12 +158,18 @@ class MemoryCluster:
         self._notify("MODIFIED", updated)
         return copy.deepcopy(updated)
 
-    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
-        self.patch_status_now(res, namespace, name, status)
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: Obj,
+                           resource_version: str | None = None) -> None:
+        self.patch_status_now(res, namespace, name, status, resource_version)
 
-    def patch_status_now(self, res: Resource, namespace: str, name: str, status: Obj) -> None:
+    def patch_status_now(self, res: Resource, namespace: str, name: str, status: Obj,
+                         resource_version: str | None = None) -> None:
         current = self._objects.get(self._key(res, namespace, name))
-        if current is None or current.get("status") == status:
+        if current is None:
+            return
+        if resource_version and current["metadata"].get("resourceVersion") != resource_version:
+            raise Conflict(f"{res.kind} {namespace}/{name} changed since it was read")
+        if current.get("status") == status:
             return
         current["status"] = copy.deepcopy(status)
         current["metadata"]["resourceVersion"] = str(next(self._rv))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import labels, modeldeployment
-from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster, resource_of
+from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster
 from ..settings import Settings
-from . import Clock, changed, owner_name, utcnow
+from . import Changes, Clock, Result, apply_decision, owner_name, utcnow
 
 Obj = dict[str, Any]
 
@@ -24,23 +24,17 @@ async def observe(cluster: Cluster, namespace: str, name: str) -> modeldeploymen
 
 async def reconcile_model_deployment(
     cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow
-) -> Obj | None:
-    """Bring one ModelDeployment's children and status in line; returns the status written (or None if gone)."""
+) -> Result:
+    """Bring one ModelDeployment's children and status in line."""
     md = await cluster.get(MODEL_DEPLOYMENTS, namespace, name)
     if md is None or md["metadata"].get("deletionTimestamp"):
-        return None  # owner references cascade; nothing to build for an object on its way out
+        return Result(None)  # owner references cascade; nothing to build for an object on its way out
     training_jobs = await cluster.list(TRAINING_JOBS, namespace)
     observed = await observe(cluster, namespace, name)
-    decision = modeldeployment.decide(md, training_jobs, observed, settings, clock())
-    for obj in decision.apply:
-        await cluster.apply(obj)
-    for obj in decision.delete:
-        await cluster.delete(resource_of(obj), namespace, obj["metadata"]["name"])
-    if changed(md.get("status"), decision.status):
-        await cluster.patch_status(MODEL_DEPLOYMENTS, namespace, name, decision.status)
-    for ev in decision.events:
-        await cluster.event(md, ev.type, ev.reason, ev.message)
-    return decision.status
+    now = clock()
+    decision = modeldeployment.decide(md, training_jobs, observed, settings, now)
+    changes = Changes(apply=decision.apply, delete=decision.delete, events=decision.events)
+    return Result(await apply_decision(cluster, MODEL_DEPLOYMENTS, md, decision.status, changes, now))
 
 
 def model_deployment_of(obj: Obj) -> str | None:

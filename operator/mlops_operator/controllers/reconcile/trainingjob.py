@@ -8,16 +8,16 @@ from .. import labels, trainingjob
 from ..cluster import JOBS, PODS, TRAINING_JOBS, Cluster
 from ..settings import Settings
 from ..versions import newest_promotable
-from . import Clock, changed, utcnow
+from . import Changes, Clock, Result, apply_decision, utcnow
 
 Obj = dict[str, Any]
 
 
-async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow) -> Obj | None:
-    """Bring one TrainingJob's Job and status in line; returns the status written (or None if gone)."""
+async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow) -> Result:
+    """Bring one TrainingJob's Job and status in line."""
     tj = await cluster.get(TRAINING_JOBS, namespace, name)
     if tj is None:
-        return None
+        return Result(None)
     job = await cluster.get(JOBS, namespace, trainingjob.job_name(tj))
     pods = await cluster.list(PODS, namespace, {"job-name": trainingjob.job_name(tj)}) if job else []
     champion = None
@@ -26,14 +26,11 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
         lineage = await cluster.list(TRAINING_JOBS, namespace)
         best = newest_promotable([t for t in lineage if t["metadata"]["name"] != name], tj["spec"].get("model", ""))
         champion = (best or {}).get("status", {}).get("modelVersion")
-    decision = trainingjob.decide(tj, job, pods, settings, clock(), champion=champion)
-    if decision.job is not None:
-        await cluster.create(decision.job)
-    if changed(tj.get("status"), decision.status):
-        await cluster.patch_status(TRAINING_JOBS, namespace, name, decision.status)
-    for ev in decision.events:
-        await cluster.event(tj, ev.type, ev.reason, ev.message)
-    return decision.status
+    now = clock()
+    decision = trainingjob.decide(tj, job, pods, settings, now, champion=champion)
+    changes = Changes(create=[decision.job] if decision.job is not None else (), events=decision.events)
+    status = await apply_decision(cluster, TRAINING_JOBS, tj, decision.status, changes, now)
+    return Result(status, decision.requeue_after)
 
 
 def training_job_of(obj: Obj) -> str | None:
