@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Callable, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -21,10 +22,28 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """An RFC 1123 label: what Kubernetes accepts in names, label values and paths."""
 
 QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-"""The resource.Quantity grammar, as the Kubernetes OpenAPI schema states it."""
+"""The resource.Quantity grammar of the Kubernetes OpenAPI schema, without the minus sign:
+a container's CPU or memory is never negative, and the API server would refuse the pod."""
+
+_SUFFIXES = {"n": "1e-9", "u": "1e-6", "m": "1e-3", "": "1", "k": "1e3", "M": "1e6", "G": "1e9", "T": "1e12",
+             "P": "1e15", "E": "1e18", "Ki": str(2**10), "Mi": str(2**20), "Gi": str(2**30), "Ti": str(2**40),
+             "Pi": str(2**50), "Ei": str(2**60)}
+
+
+def parse_quantity(value: int | str) -> Decimal:
+    """A quantity's value (``500m`` -> 0.5, ``1Gi`` -> 1073741824), to compare requests with limits offline."""
+    if isinstance(value, int):
+        return Decimal(value)
+    m = re.fullmatch(r"\+?([0-9.]+)(([eE][+-]?[0-9.]+)|[KMGTPE]i|[numkMGTPE])?", value)
+    if not m:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    number, suffix = m.group(1), m.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return Decimal(number + suffix)
+    return Decimal(number) * Decimal(_SUFFIXES[suffix])
 
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 """A Go duration (``90s``, ``30m``, ``1h30m``): the form CEL's ``duration()`` parses."""
@@ -156,8 +175,26 @@ class ResourceList(ApiModel):
     memory: Quantity | None = quantity_field("Memory, in bytes or with a suffix (512Mi).")
 
 
+def _request_within_limit(r: "Resources", name: str) -> bool:
+    request = getattr(r.requests, name, None) if r.requests else None
+    limit = getattr(r.limits, name, None) if r.limits else None
+    return request is None or limit is None or parse_quantity(request) <= parse_quantity(limit)
+
+
+def _within_limit_cel(name: str) -> str:
+    return (f"!has(self.requests) || !has(self.limits) || !has(self.requests.{name}) || !has(self.limits.{name}) || "
+            f"quantity(string(self.requests.{name})).compareTo(quantity(string(self.limits.{name}))) <= 0")
+
+
 class Resources(ApiModel):
     """Requests and limits of the container the operator runs."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(_within_limit_cel("cpu"), "the CPU request must not exceed the CPU limit", ".requests.cpu",
+             lambda r: _request_within_limit(r, "cpu")),
+        Rule(_within_limit_cel("memory"), "the memory request must not exceed the memory limit", ".requests.memory",
+             lambda r: _request_within_limit(r, "memory")),
+    )
 
     requests: ResourceList | None = Doc("Resources the scheduler reserves.", None)
     limits: ResourceList | None = Doc("Resources the container may not exceed.", None)
