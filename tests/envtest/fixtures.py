@@ -24,12 +24,16 @@ component logs there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -159,3 +163,60 @@ def namespace(control_plane, request):
                 raise
         finally:
             api_client.close()
+
+
+@contextlib.contextmanager
+def operator_running(control_plane, namespace: str, resync_seconds: float = 3600) -> Iterator[None]:
+    """The kopf operator, in a thread of this process, watching one namespace until the block ends."""
+    import asyncio
+
+    from mlops_operator.k8s import main as operator_main
+
+    operator_main.setup(str(control_plane.kubeconfig), [namespace], resync_seconds=resync_seconds)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(operator_main.operate([namespace], None, stop, ready)), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "the operator did not start"
+        yield
+    finally:
+        stop.set()
+        thread.join(20)
+
+
+@contextlib.contextmanager
+def admission_refusal(control_plane, namespace: str, group: str, resource: str, message: str) -> Iterator[Callable[[], None]]:
+    """A ValidatingAdmissionPolicy refusing every new ``resource`` of ``group`` in the namespace.
+
+    In force once the block starts (probed with a server-side dry run); yields a
+    function that lifts it early; always removed afterwards.
+    """
+    import json
+
+    name = f"refuse-{resource}-{namespace}"[:63].rstrip("-")
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": [group], "apiVersions": ["*"],
+                                                         "operations": ["CREATE", "UPDATE"], "resources": [resource]}]},
+                 "validations": [{"expression": "false", "message": message}]},
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
+    probe = {"batch": ["create", "job", "probe", "--image=x"], "apps": ["create", "deployment", "probe", "--image=x"]}[group]
+    deadline = time.monotonic() + 30
+    while message not in control_plane.kubectl(*probe, "-n", namespace, "--dry-run=server", check=False).stderr:
+        assert time.monotonic() < deadline, "the admission policy never came into force"
+        time.sleep(0.2)
+
+    def lift() -> None:
+        control_plane.kubectl("delete", "validatingadmissionpolicybinding", name, "--ignore-not-found")
+
+    try:
+        yield lift
+    finally:
+        control_plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, "--ignore-not-found")

@@ -166,7 +166,7 @@ def _serving_world(control_plane, namespace: str, port: int, interval: str = "60
     md["spec"]["replicas"] = 1
     _apply(control_plane, namespace, md)
     settings = Settings(image="example.invalid/mlops-operator:test", server_port=port)
-    status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings))
+    status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings)).status
     assert status["modelVersion"] == VERSION
     pods = _wait(lambda: asyncio.run(cluster.list(PODS, namespace, {"mlops.dev/model-deployment": "iris"})), what="the serving pod")
     pod = pods[0]
@@ -265,7 +265,7 @@ def test_drift_starts_one_retrain_and_a_better_run_takes_over(crds, namespace, s
     _tj_status(cluster, namespace, "iris-retrain-1", passed=True, value=0.97, done="2026-02-01T00:00:00Z",
                champion=VERSION, champion_value=0.6)
     settings = Settings(image="example.invalid/mlops-operator:test", server_port=server.port)
-    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings))
+    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings)).status.status
     assert md_status["modelVersion"] == "iris-retrain-1-g1"
     d = _reconcile_fresh(control_plane, namespace, store, clock)
     # The pod still runs the old version until the rollout replaces it: no verdict on the new one yet.
@@ -291,7 +291,7 @@ def test_a_retrain_that_fails_its_gate_changes_nothing(crds, namespace, served) 
     _tj_status(cluster, namespace, "iris-retrain-1", passed=False, value=0.91, done="2026-02-01T00:00:00Z",
                champion=VERSION, champion_value=0.95)
     settings = Settings(image="example.invalid/mlops-operator:test", server_port=server.port)
-    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings))
+    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings)).status.status
     assert md_status["modelVersion"] == VERSION, "a failed run never touches what serves"
     d = _reconcile_fresh(control_plane, namespace, store, clock)
     s = d.status
@@ -308,33 +308,33 @@ def test_a_retrain_that_fails_its_gate_changes_nothing(crds, namespace, served) 
     assert len(_retrains(cluster, namespace)) == 1
 
 
-def test_the_operator_loop_checks_due_policies(crds, namespace, served) -> None:
-    """The kopf-side pieces without kopf: the watch handler indexes the policy, the check loop runs its check."""
+def test_the_operator_queue_runs_a_policys_checks_when_due(crds, namespace, served) -> None:
+    """The operator's wiring without kopf: one key queued, and the queue itself brings the policy back when its check is due."""
     from mlops_operator.k8s import context
-    from mlops_operator.k8s.handlers import driftpolicy as handler
 
     store, server = served
     control_plane = crds
     cluster = _serving_world(control_plane, namespace, server.port, interval="5s")
-    pol = asyncio.run(cluster.get(DRIFT_POLICIES, namespace, "iris"))
     old_ctx = context._current
-    context.install(context.Context(cluster, Settings(server_port=server.port)))
-    handler.use_sensors(HttpSensors(reference_loader=_store_reference(store)))
+    ctx = context.install(context.Context(cluster, Settings(server_port=server.port),
+                                          sensors=HttpSensors(reference_loader=_store_reference(store))))
     try:
         async def scenario() -> dict:
-            await handler.drift_policy_changed(type="ADDED", body=pol, namespace=namespace, name="iris")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # the first check comes within the interval (5s), spread by uid
-                await handler.check_due(wait=True)
-                got = await cluster.get(DRIFT_POLICIES, namespace, "iris")
-                if (got.get("status") or {}).get("lastCheck"):
-                    return got
-                await asyncio.sleep(0.5)
-            raise AssertionError("no check ran")
+            ctx.queue.start()
+            ctx.queue.add(("DriftPolicy", namespace, "iris"))  # what the watch event does
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:  # the first check comes within the interval (5s), spread by uid
+                    got = await cluster.get(DRIFT_POLICIES, namespace, "iris")
+                    if (got.get("status") or {}).get("lastCheck"):
+                        return got
+                    await asyncio.sleep(0.5)
+                raise AssertionError("no check ran")
+            finally:
+                await ctx.queue.stop()
 
         got = asyncio.run(scenario())
         assert got["status"]["verdict"] in ("NotEnoughData", "NoDrift", "Drift")
         assert got["status"]["window"]["version"] == VERSION
     finally:
-        handler.use_sensors(None)
         context._current = old_ctx

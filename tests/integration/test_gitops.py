@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from mlops_operator.controllers.cluster import DEPLOYMENTS, DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS
 from mlops_operator.k8s.client import KubeCluster
+from tests.envtest.fixtures import operator_running
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,15 +42,8 @@ def _finish_training_pod(cluster: KubeCluster, namespace: str, job: str) -> None
 
 
 def test_no_diff_after_the_operator_reconciled_the_example(crds, namespace, tmp_path) -> None:
-    from mlops_operator.k8s import main as operator_main
-
     control_plane = crds
-    operator_main.setup(str(control_plane.kubeconfig), [namespace], resync_seconds=3600)
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(operator_main.operate([namespace], None, stop, ready)), daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(30), "the operator did not start"
+    with operator_running(control_plane, namespace):
         control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(IRIS))
         cluster = KubeCluster(control_plane.api_client())
         _finish_training_pod(cluster, namespace, "iris-v1-g1")
@@ -60,9 +53,6 @@ def test_no_diff_after_the_operator_reconciled_the_example(crds, namespace, tmp_
                    timeout=60, what="the ModelDeployment to roll out iris-v1-g1")
         assert _get(cluster, DEPLOYMENTS, namespace, "iris") is not None
         wait_until(lambda: _get(cluster, DRIFT_POLICIES, namespace, "iris").get("status"), what="the DriftPolicy's status")
-    finally:
-        stop.set()
-        thread.join(20)
 
     for res, name in NAMES.items():
         obj = _get(cluster, res, namespace, name)

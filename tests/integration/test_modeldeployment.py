@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops_operator.controllers.cluster import Refused
 from mlops_operator.controllers.cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, PODS, SERVICES, TRAINING_JOBS
 from mlops_operator.controllers import modeldeployment
 from mlops_operator.controllers.reconcile.modeldeployment import observe, reconcile_model_deployment
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
+from tests.envtest.fixtures import admission_refusal, operator_running
 from tests.pss import restricted_violations
 from tests.waiting import wait_until as _wait
 
@@ -60,7 +62,7 @@ def _training_job(control_plane, cluster: KubeCluster, namespace: str, name: str
 
 
 def _reconcile(cluster: KubeCluster, namespace: str, name: str = "iris") -> dict:
-    return asyncio.run(reconcile_model_deployment(cluster, namespace, name, SETTINGS))
+    return asyncio.run(reconcile_model_deployment(cluster, namespace, name, SETTINGS)).status
 
 
 def _get(cluster: KubeCluster, res, namespace: str, name: str = "iris") -> dict | None:
@@ -237,6 +239,26 @@ def test_switching_to_autoscaling_and_back(crds, namespace) -> None:
     assert _get(cluster, DEPLOYMENTS, namespace)["spec"]["replicas"] == 1
 
 
+def test_a_refused_deployment_is_reported_instead_of_the_old_status(crds, namespace) -> None:
+    """The run passed, but the cluster refuses the Deployment: the user reads why, not a stale NoPassingVersion."""
+    cluster = KubeCluster(crds.api_client())
+    _apply(crds, namespace, _example("modeldeployment.yaml"))
+    status = _reconcile(cluster, namespace)
+    assert _cond(status, "Ready")["reason"] == "NoPassingVersion"
+    _training_job(crds, cluster, namespace, "iris-v1", sha=SHA1, done="2026-01-01T00:00:00Z")
+    with admission_refusal(crds, namespace, "apps", "deployments", "serving is restricted to approved images"):
+        with pytest.raises(Refused):
+            _reconcile(cluster, namespace)
+        status = _get(cluster, MODEL_DEPLOYMENTS, namespace)["status"]
+        ready = _cond(status, "Ready")
+        assert ready["reason"] == "DeploymentRefused" and "approved images" in ready["message"]
+        assert _cond(status, "Stalled")["status"] == "True"
+        events = crds.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=DeploymentRefused", "-o", "name").stdout
+        assert events.strip(), "an event tells it too"
+    assert _reconcile(cluster, namespace)["modelVersion"] == "iris-v1-g1"  # allowed again: it serves
+    assert _cond(_get(cluster, MODEL_DEPLOYMENTS, namespace)["status"], "Stalled")["status"] == "False"
+
+
 def test_no_passing_version_waits_without_a_deployment(crds, namespace) -> None:
     control_plane = crds
     cluster = KubeCluster(control_plane.api_client())
@@ -257,10 +279,6 @@ def test_deleting_the_model_deployment_cascades(crds, namespace) -> None:
 
 def test_kopf_operator_follows_the_lineage(crds, namespace) -> None:
     """The real wiring: the ModelDeployment handler builds the Deployment, and a TrainingJob event rolls it."""
-    import threading
-
-    from mlops_operator.k8s import main as operator_main
-
     control_plane = crds
     cluster = KubeCluster(control_plane.api_client())
     # Both runs finished before the operator starts (so its TrainingJob handler has nothing to run);
@@ -268,12 +286,7 @@ def test_kopf_operator_follows_the_lineage(crds, namespace) -> None:
     _training_job(control_plane, cluster, namespace, "iris-v1", sha=SHA1, done="2026-01-01T00:00:00Z")
     _training_job(control_plane, cluster, namespace, "iris-v2", sha=SHA2, done="2026-01-02T00:00:00Z")
     control_plane.kubectl("annotate", "tj", "iris-v2", "-n", namespace, "mlops.dev/promotion=manual")
-    operator_main.setup(str(control_plane.kubeconfig), [namespace], resync_seconds=3600)
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(operator_main.operate([namespace], None, stop, ready)), daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(30), "the operator did not start"
+    with operator_running(control_plane, namespace):
         control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "examples" / "iris" / "modeldeployment.yaml"))
         dep = _wait(lambda: _get(cluster, DEPLOYMENTS, namespace), what="the operator to create the Deployment")
         assert _template_version(dep) == "iris-v1-g1"
@@ -288,6 +301,3 @@ def test_kopf_operator_follows_the_lineage(crds, namespace) -> None:
         _wait(lambda: (lambda d: d and not d["metadata"].get("deletionTimestamp") and _template_version(d) == "iris-v2-g1")(
             _get(cluster, DEPLOYMENTS, namespace)) and _get(cluster, DEPLOYMENTS, namespace)["metadata"]["uid"] != dep["metadata"]["uid"],
             timeout=60, what="the Deployment to be recreated")
-    finally:
-        stop.set()
-        thread.join(20)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from mlops_operator.controllers.cluster import JOBS, PODS, TRAINING_JOBS
 from mlops_operator.controllers.reconcile.trainingjob import reconcile_training_job
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
+from tests.envtest.fixtures import admission_refusal, operator_running
 from tests.pss import restricted_violations
 from tests.waiting import wait_until as _wait
 
@@ -29,7 +29,7 @@ def _apply_example(control_plane, namespace: str, name: str = "trainingjob.yaml"
 
 
 def _reconcile(cluster: KubeCluster, namespace: str, name: str) -> dict:
-    return asyncio.run(reconcile_training_job(cluster, namespace, name, SETTINGS))
+    return asyncio.run(reconcile_training_job(cluster, namespace, name, SETTINGS)).status
 
 
 def _jobs(cluster: KubeCluster, namespace: str) -> list[dict]:
@@ -136,14 +136,7 @@ def test_invalid_spec_caught_by_the_server(control_plane, namespace) -> None:
 
 def test_kopf_operator_reacts_to_kubectl_apply(control_plane, namespace) -> None:
     """The real wiring: kopf watches, the handler reconciles, the Job appears."""
-    from mlops_operator.k8s import main as operator_main
-
-    operator_main.setup(str(control_plane.kubeconfig), [namespace], resync_seconds=3600)
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(operator_main.operate([namespace], None, stop, ready)), daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(30), "the operator did not start"
+    with operator_running(control_plane, namespace):
         started = time.monotonic()
         _apply_example(control_plane, namespace)
         cluster = KubeCluster(control_plane.api_client())
@@ -153,6 +146,68 @@ def test_kopf_operator_reacts_to_kubectl_apply(control_plane, namespace) -> None
         assert tj["phase"] in ("Pending", "Running") and time.monotonic() - started < 30
         events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
         assert "JobCreated" in events
-    finally:
-        stop.set()
-        thread.join(20)
+
+
+def test_a_succeeded_run_survives_its_pods(control_plane, namespace) -> None:
+    """Pod garbage collection (or `kubectl delete pod`) leaves the Job: the run stays Succeeded, artifact and all."""
+    cluster = KubeCluster(control_plane.api_client())
+    _apply_example(control_plane, namespace)
+    _reconcile(cluster, namespace, "iris-v1")
+    summary = {"version": "iris-v1-g1", "uri": "store://x/iris/iris-v1-g1", "sha256": "ef" * 32, "task": "classification",
+               "metrics": {"accuracy": 0.97}, "gate": {"result": "Passed", "metric": "accuracy", "value": 0.97, "bound": 0.9}}
+    _finish_pod(cluster, namespace, "iris-v1-g1", exit_code=0, message=summary)
+    done = _wait(lambda: (lambda s: s if s.get("phase") == "Succeeded" else None)(_reconcile(cluster, namespace, "iris-v1")),
+                 what="the TrainingJob to succeed")
+    control_plane.kubectl("delete", "pods", "-n", namespace, "-l", "job-name=iris-v1-g1", "--wait=true")
+    assert asyncio.run(cluster.list(PODS, namespace, {"job-name": "iris-v1-g1"})) == []
+    assert asyncio.run(cluster.get(JOBS, namespace, "iris-v1-g1")) is not None, "the Job stays"
+    after = _reconcile(cluster, namespace, "iris-v1")
+    assert after == done and after["artifact"]["sha256"] == "ef" * 32 and after["metrics"]["accuracy"] == pytest.approx(0.97)
+
+
+def test_a_status_decided_on_a_stale_read_is_refused_not_written(control_plane, namespace) -> None:
+    """Two writers (an upgrade's overlap, `kubectl edit --subresource=status`): the later one never overwrites blindly."""
+    from mlops_operator.controllers.cluster import Conflict
+
+    cluster = KubeCluster(control_plane.api_client())
+    _apply_example(control_plane, namespace)
+    stale = asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))
+    _reconcile(cluster, namespace, "iris-v1")  # another writer moves the object on
+    with pytest.raises(Conflict):
+        asyncio.run(cluster.patch_status(TRAINING_JOBS, namespace, "iris-v1", {"phase": "Failed"},
+                                         stale["metadata"]["resourceVersion"]))
+    assert asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))["status"]["phase"] == "Pending"
+    fresh = asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))
+    asyncio.run(cluster.patch_status(TRAINING_JOBS, namespace, "iris-v1", {**fresh["status"], "phase": "Pending"},
+                                     fresh["metadata"]["resourceVersion"]))  # a current read writes fine
+
+
+def test_a_refused_job_is_reported_on_the_training_job_and_retried_until_it_is_allowed(control_plane, namespace) -> None:
+    from mlops_operator.k8s.context import current
+
+    cluster = KubeCluster(control_plane.api_client())
+    with admission_refusal(control_plane, namespace, "batch", "jobs", "training is frozen for maintenance") as lift, \
+            operator_running(control_plane, namespace):
+        _apply_example(control_plane, namespace)
+
+        def refused():
+            s = (asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1")) or {}).get("status") or {}
+            ready = next((c for c in s.get("conditions") or [] if c["type"] == "Ready"), {})
+            return ready if ready.get("reason") == "JobRefused" else None
+
+        ready = _wait(refused, what="the refusal on the TrainingJob's status")
+        assert "frozen for maintenance" in ready["message"] and "iris-v1-g1" in ready["message"]
+        events = json.loads(control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        assert len([e for e in events if e["reason"] == "JobRefused" and e["involvedObject"]["name"] == "iris-v1"]) == 1
+        # The policy stays for a while: the operator keeps trying (the old runner gave up after two tries).
+        _wait(lambda: current().queue.failures(("TrainingJob", namespace, "iris-v1")) >= 6, what="six refused tries")
+        assert _jobs(cluster, namespace) == []
+        lift()
+        lifted = time.monotonic()
+        _wait(lambda: _jobs(cluster, namespace), timeout=60, what="the Job once the policy is lifted")
+        recovery = time.monotonic() - lifted
+        assert recovery < 20, f"the Job came {recovery:.0f}s after the policy was lifted"
+        status = _wait(lambda: (lambda s: s if s.get("phase") in ("Pending", "Running") and
+                                next(c for c in s["conditions"] if c["type"] == "Stalled")["status"] == "False" else None)(
+            asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))["status"]), what="the refusal to clear")
+        assert status["jobName"] == "iris-v1-g1"

@@ -774,22 +774,6 @@ def test_pod_address_and_process_start() -> None:
     assert sensors_mod.pod_address({"status": {}}) is None
 
 
-def test_operator_metrics_follow_the_decisions() -> None:
-    from prometheus_client import REGISTRY
-
-    from mlops_operator.k8s.handlers import driftpolicy as handler
-
-    w = World(trigger={"consecutive": 1})
-    d = w.step(0, "Drift")
-    handler.record_metrics("ml", "iris-metrics", d)
-    get = REGISTRY.get_sample_value
-    assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) == 0.5
-    assert get("mlops_operator_drift_breaches_total", {"namespace": "ml", "policy": "iris-metrics"}) == 1
-    assert get("mlops_operator_drift_retrains_total", {"namespace": "ml", "policy": "iris-metrics", "result": "Started"}) == 1
-    handler.forget_metrics("ml", "iris-metrics")
-    assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) is None
-
-
 def test_window_reads_pod_counters_a_status_of_the_previous_layout_kept() -> None:
     """Statuses written before the baselines left status carry each pod's counters; they still count."""
     a = _pod("a")

@@ -7,7 +7,8 @@ import asyncio
 from prometheus_client import REGISTRY
 
 from mlops_operator.k8s import metrics
-from mlops_operator.k8s.runner import Runner
+from mlops_operator.controllers.reconcile import Result
+from mlops_operator.k8s.queue import WorkQueue
 
 
 def value(series: str, **labels: str) -> float | None:
@@ -41,20 +42,41 @@ def test_a_deleted_object_leaves_no_series() -> None:
     assert value("mlops_operator_resource_phase", **key, phase="Serving") is None
 
 
-def test_the_runner_exports_what_each_reconcile_wrote_and_counts_failures() -> None:
-    runner = Runner(max_attempts=1)
+def test_the_queue_exports_what_each_reconcile_wrote_and_counts_failures() -> None:
     before_ok = value("mlops_operator_reconciles_total", kind="DriftPolicy", outcome="ok") or 0
     before_err = value("mlops_operator_reconciles_total", kind="DriftPolicy", outcome="error") or 0
+    calls = []
 
-    async def reconcile(namespace: str, name: str) -> dict:
-        return _status(None, True)
+    async def reconcile(namespace: str, name: str) -> Result:
+        calls.append(name)
+        if name == "broken" and calls.count("broken") == 1:
+            raise RuntimeError("API server unreachable")
+        return Result(_status(None, True))
 
-    async def broken(namespace: str, name: str) -> dict:
-        raise RuntimeError("API server unreachable")
+    async def scenario() -> None:
+        queue = WorkQueue({"DriftPolicy": reconcile}, base_delay=0.01)
+        queue.start()
+        queue.add(("DriftPolicy", "ns-m3", "p"))
+        queue.add(("DriftPolicy", "ns-m3", "broken"))
+        assert await queue.wait_idle(5)
+        await queue.stop()
 
-    asyncio.run(runner.run("DriftPolicy", reconcile, "ns-m3", "p"))
-    asyncio.run(runner.run("DriftPolicy", broken, "ns-m3", "p"))
+    asyncio.run(scenario())
     assert value("mlops_operator_resource_ready", kind="DriftPolicy", namespace="ns-m3", name="p") == 1
-    assert value("mlops_operator_reconciles_total", kind="DriftPolicy", outcome="ok") == before_ok + 1
+    assert value("mlops_operator_reconciles_total", kind="DriftPolicy", outcome="ok") == before_ok + 2
     assert value("mlops_operator_reconciles_total", kind="DriftPolicy", outcome="error") == before_err + 1
-    assert (value("mlops_operator_reconcile_duration_seconds_count", kind="DriftPolicy") or 0) >= 2
+    assert (value("mlops_operator_reconcile_duration_seconds_count", kind="DriftPolicy") or 0) >= 3
+
+
+def test_drift_metrics_follow_the_decisions() -> None:
+    from tests.unit.test_driftpolicy_controller import World
+
+    w = World(trigger={"consecutive": 1})
+    d = w.step(0, "Drift")
+    metrics.record_drift("ml", "iris-metrics", d)
+    get = REGISTRY.get_sample_value
+    assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) == 0.5
+    assert get("mlops_operator_drift_breaches_total", {"namespace": "ml", "policy": "iris-metrics"}) == 1
+    assert get("mlops_operator_drift_retrains_total", {"namespace": "ml", "policy": "iris-metrics", "result": "Started"}) == 1
+    metrics.forget_drift("ml", "iris-metrics")
+    assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) is None

@@ -1,4 +1,4 @@
-"""Operator-wide state the handlers share: the cluster client, settings, runner.
+"""Operator-wide state the handlers share: the cluster client, settings, sensors, the work queue.
 
 Set once at start-up (``k8s.main``) or by tests; handlers read it through
 :func:`current`.
@@ -7,23 +7,32 @@ Set once at start-up (``k8s.main``) or by tests; handlers read it through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from ..controllers.cluster import Cluster
+from ..controllers.reconcile.driftpolicy import Sensors
 from ..controllers.settings import Settings
-from .runner import Runner
-
-MetricsFetcher = Callable[[str], Awaitable[str]]
+from ..sensors import HttpSensors
+from .queue import WorkQueue
+from .reconcilers import reconcilers
 
 
 @dataclass
 class Context:
     cluster: Cluster
     settings: Settings
-    runner: Runner = field(default_factory=Runner)
+    sensors: Sensors | None = None
+    """Where DriftPolicy checks read the serving pods' counters; HTTP scraping unless a test brings its own."""
     resync_seconds: float = 300.0
     namespaces: tuple[str, ...] = ()
     """Watched namespaces; empty means all (cluster-wide)."""
+    workers: int = 4
+    """Reconciles running at once, whatever the number of objects."""
+    queue: WorkQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.sensors is None:
+            self.sensors = HttpSensors(default_port=self.settings.server_port)
+        self.queue = WorkQueue(reconcilers(self.cluster, self.settings, self.sensors), workers=self.workers)
 
 
 _current: Context | None = None

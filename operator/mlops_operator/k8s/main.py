@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def configure_logging(verbose: bool) -> None:
+    """One handler on the root logger, kopf's: each line is printed once (ours propagate to it)."""
+    kopf.configure(verbose=verbose)
+    logging.getLogger("mlops_operator").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def setup(kubeconfig: str | None, namespaces: Sequence[str], resync_seconds: float) -> Context:
     """Install the operator context and register the handlers (import side effect)."""
     if kubeconfig:
@@ -53,8 +59,7 @@ async def operate(namespaces: Sequence[str], liveness: str | None, stop_flag: th
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kopf.configure(verbose=args.verbose)
+    configure_logging(args.verbose)
     setup(args.kubeconfig, args.namespace, args.resync_seconds)
     if args.metrics_port:
         from prometheus_client import start_http_server

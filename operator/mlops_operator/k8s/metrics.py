@@ -4,15 +4,18 @@ One series per object for its Ready and Stalled conditions and its phase, as
 the last reconcile wrote them, so alerts can name the very object that is not
 serving or needs its spec fixed, whether or not any pod of it exists; and
 reconcile counts and durations per kind, for the operator's own health.
-Series of deleted objects are removed. (The DriftPolicy checks export theirs
-in handlers/driftpolicy.py.)
+Series of deleted objects are removed. DriftPolicy checks add their scores,
+verdicts and retrains (:func:`record_drift`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from ..controllers.driftpolicy import PolicyDecision
 
 READY = Gauge("mlops_operator_resource_ready", "1 while the object's Ready condition is True, else 0.",
               ["kind", "namespace", "name"])
@@ -20,7 +23,9 @@ STALLED = Gauge("mlops_operator_resource_stalled", "1 while the object's Stalled
                 ["kind", "namespace", "name"])
 PHASE = Gauge("mlops_operator_resource_phase", "1 for the object's current status.phase (one series per object).",
               ["kind", "namespace", "name", "phase"])
-RECONCILES = Counter("mlops_operator_reconciles", "Reconciles by kind and outcome (ok, error).", ["kind", "outcome"])
+RECONCILES = Counter("mlops_operator_reconciles", "Reconciles by kind and outcome (ok, error, conflict, refused).",
+                     ["kind", "outcome"])
+QUEUE_DEPTH = Gauge("mlops_operator_workqueue_depth", "Objects waiting for a reconcile worker.")
 RECONCILE_SECONDS = Histogram("mlops_operator_reconcile_duration_seconds", "Duration of one reconcile, API calls included.",
                               ["kind"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
@@ -64,3 +69,65 @@ def remove_series(metric: Any, *label_values: str) -> None:
         metric.remove(*label_values)
     except KeyError:
         pass
+
+
+# --------------------------------------------------------------------------- DriftPolicy checks
+
+DRIFT_SCORE = Gauge(
+    "mlops_operator_drift_score",
+    "Per check and feature: effect size (drift checks), PSI (psi) or the live metric (errorRate, rmse) of the last check.",
+    ["namespace", "policy", "check", "feature"],
+)
+DRIFT_CHECKS = Counter("mlops_operator_drift_checks", "DriftPolicy checks by verdict.", ["namespace", "policy", "verdict"])
+DRIFT_BREACHES = Counter("mlops_operator_drift_breaches", "DriftPolicy checks that found drift.", ["namespace", "policy"])
+DRIFT_RETRAINS = Counter(
+    "mlops_operator_drift_retrains",
+    "Retrains by outcome: Started, Succeeded, GateFailed, Failed, Deleted, Promoted.",
+    ["namespace", "policy", "result"],
+)
+_RESULT_OF_EVENT = {
+    "RetrainTriggered": "Started",
+    "RetrainSucceeded": "Succeeded",
+    "AwaitingApproval": "Succeeded",
+    "RetrainGateFailed": "GateFailed",
+    "RetrainFailed": "Failed",
+    "RetrainDeleted": "Deleted",
+    "NameTaken": "Failed",
+    "Promoted": "Promoted",
+}
+_score_labels: dict[tuple[str, str], set[tuple[str, str]]] = {}
+
+
+def record_drift(namespace: str, name: str, decision: PolicyDecision | None) -> None:
+    """Export what one DriftPolicy reconcile decided; None: the policy is gone."""
+    key = (namespace, name)
+    if decision is None:
+        forget_drift(namespace, name)
+        return
+    for ev in decision.events:
+        result = _RESULT_OF_EVENT.get(ev.reason)
+        if result:
+            DRIFT_RETRAINS.labels(namespace, name, result).inc()
+    check = decision.check
+    if check is None:
+        return
+    DRIFT_CHECKS.labels(namespace, name, check.verdict).inc()
+    if check.verdict == "Drift":
+        DRIFT_BREACHES.labels(namespace, name).inc()
+    if check.verdict not in ("Drift", "NoDrift"):
+        return
+    seen: set[tuple[str, str]] = set()
+    for s in check.scores:
+        value = next((s[k] for k in ("effect", "psi", "statistic") if s.get(k) is not None), None)
+        if value is None:
+            continue
+        DRIFT_SCORE.labels(namespace, name, s["check"], s["feature"]).set(value)
+        seen.add((s["check"], s["feature"]))
+    for check_name, feature in _score_labels.get(key, set()) - seen:
+        remove_series(DRIFT_SCORE, namespace, name, check_name, feature)
+    _score_labels[key] = seen
+
+
+def forget_drift(namespace: str, name: str) -> None:
+    for check_name, feature in _score_labels.pop((namespace, name), set()):
+        remove_series(DRIFT_SCORE, namespace, name, check_name, feature)

@@ -13,18 +13,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
-from ..controllers import labels
 from ..controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, RESOURCES, TRAINING_JOBS
-from ..controllers.reconcile import utcnow
+from ..controllers.reconcile import retry_delay, utcnow
+from ..controllers.reconcile.driftpolicy import reconcile_drift_policy
+from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
 from ..controllers.reconcile.trainingjob import reconcile_training_job
+from ..controllers.reconcile.watches import affected
 from ..controllers.settings import Settings
 from .cluster import Change, MemoryCluster
 from .executor import Executor, Paths
 from .processes import ProcessGroup
+from .sensors import local_sensors
 
 log = logging.getLogger("mlops_operator.local")
 Obj = dict[str, Any]
 Key = tuple[str, str, str]
+RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 
 
 class LocalManager:
@@ -48,24 +52,12 @@ class LocalManager:
 
     # -- wiring: the same reconcile functions the kopf operator calls ---------
     def _reconcilers(self) -> dict[str, Callable[[str, str], Awaitable[object]]]:
-        out: dict[str, Callable[[str, str], Awaitable[object]]] = {
+        sensors = local_sensors(self.paths.store)
+        return {
             "TrainingJob": lambda ns, n: reconcile_training_job(self.cluster, ns, n, self.settings, self.clock),
+            "ModelDeployment": lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock),
+            "DriftPolicy": lambda ns, n: reconcile_drift_policy(self.cluster, ns, n, self.settings, self.clock, sensors),
         }
-        try:
-            from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
-
-            out["ModelDeployment"] = lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock)
-        except ImportError:  # pragma: no cover - while the controller is being built
-            log.warning("ModelDeployment controller not available")
-        try:
-            from ..controllers.reconcile.driftpolicy import reconcile_drift_policy
-            from .sensors import local_sensors
-
-            sensors = local_sensors(self.paths.store)
-            out["DriftPolicy"] = lambda ns, n: reconcile_drift_policy(self.cluster, ns, n, self.settings, self.clock, sensors)
-        except ImportError:  # pragma: no cover
-            log.warning("DriftPolicy controller not available")
-        return out
 
     # -- input -----------------------------------------------------------------
     def apply(self, objs: Iterable[Obj], namespace: str = "default") -> None:
@@ -78,26 +70,17 @@ class LocalManager:
 
     # -- the loop --------------------------------------------------------------
     def _touch(self, change: Change) -> None:
-        """Map a change to the objects whose reconcile it may affect (what kopf's watches do)."""
-        ns, obj = change.namespace, change.obj
-        obj_labels = obj.get("metadata", {}).get("labels") or {}
-        if change.kind in self.reconcilers:
-            self._dirty.add((change.kind, ns, change.name))
-        if change.kind in ("Job", "Pod") and obj_labels.get(labels.TRAINING_JOB):
-            self._dirty.add(("TrainingJob", ns, obj_labels[labels.TRAINING_JOB]))
-        if change.kind in ("Deployment", "Pod") and obj_labels.get(labels.DEPLOYMENT):
-            self._dirty.add(("ModelDeployment", ns, obj_labels[labels.DEPLOYMENT]))
-        if change.kind == "TrainingJob":
-            model = (obj.get("spec") or {}).get("model")
-            for md in self.cluster.list_now(MODEL_DEPLOYMENTS, ns):
-                if md["spec"].get("model") == model:
-                    self._dirty.add(("ModelDeployment", ns, md["metadata"]["name"]))
-            if obj_labels.get(labels.TRIGGERED_BY):
-                self._dirty.add(("DriftPolicy", ns, obj_labels[labels.TRIGGERED_BY]))
-        if change.kind == "ModelDeployment":
-            for dp in self.cluster.list_now(DRIFT_POLICIES, ns):
-                if dp["spec"].get("deployment") == change.name:
-                    self._dirty.add(("DriftPolicy", ns, dp["metadata"]["name"]))
+        """Map a change to the objects whose reconcile it may affect (the table kopf's watches read too)."""
+        self._dirty |= affected(change.kind, change.obj, deployments_of_model=self._deployments_of_model,
+                                policies_of_deployment=self._policies_of_deployment)
+
+    def _deployments_of_model(self, namespace: str, model: str) -> list[str]:
+        return [md["metadata"]["name"] for md in self.cluster.list_now(MODEL_DEPLOYMENTS, namespace)
+                if md["spec"].get("model") == model]
+
+    def _policies_of_deployment(self, namespace: str, deployment: str) -> list[str]:
+        return [dp["metadata"]["name"] for dp in self.cluster.list_now(DRIFT_POLICIES, namespace)
+                if dp["spec"].get("deployment") == deployment]
 
     async def step(self) -> None:
         """One round: reconcile everything dirty, then let the executor act."""
@@ -118,7 +101,7 @@ class LocalManager:
                 self._retry_at.pop(key, None)
             except Exception as exc:  # noqa: BLE001 - report, retry with back-off
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
-                self._retry_at[key] = now + min(30.0, 0.5 * 2 ** failures)
+                self._retry_at[key] = now + retry_delay(failures, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
                 if self.errors.get(key) != str(exc):
                     log.warning("reconcile %s %s/%s failed: %s", kind, ns, name, exc)
                 self.errors[key] = str(exc)

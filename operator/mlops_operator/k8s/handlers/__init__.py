@@ -1,10 +1,8 @@
-"""kopf handlers, one module per kind. Importing this package registers them all.
+"""kopf handlers. Importing this package registers them all.
 
-Handlers are thin: every watch event (of the resource or of a child it owns)
-asks for a level-based reconcile of the owning object; the reconcile itself
-lives in ``controllers.reconcile`` and is shared with the local runner.
+Handlers are thin: every watch event adds the keys of the objects it concerns
+to the work queue (:mod:`..queue`), which runs the level-based reconciles of
+``controllers.reconcile`` — the very ones the local runner calls.
 """
 
-from . import lifecycle, trainingjob  # noqa: F401  (registration by import)
-from . import modeldeployment  # noqa: F401
-from . import driftpolicy  # noqa: F401
+from . import lifecycle, watches  # noqa: F401  (registration by import)

@@ -1,4 +1,4 @@
-"""Start-up, the periodic resync, and clean-up."""
+"""Start-up (kopf's settings, the work queue), the periodic resync, and clean-up."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ from typing import Any
 
 import kopf
 
-from ...controllers.cluster import Resource
+from ...controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, TRAINING_JOBS
 from ..context import current
-from ..runner import Reconcile
 
 log = logging.getLogger("mlops_operator")
 
-RESYNCED: dict[str, tuple[Resource, Reconcile]] = {}
-"""Kind → (resource, reconcile) run for every object on each resync; each kind module registers itself."""
-
-
-def register_resync(kind: str, res: Resource, fn: Reconcile) -> None:
-    RESYNCED[kind] = (res, fn)
-
+RESYNCED = (TRAINING_JOBS, MODEL_DEPLOYMENTS, DRIFT_POLICIES)
+"""Every object of these is queued once per resync: the safety net under watch events."""
 
 _task: asyncio.Task | None = None
 
@@ -35,6 +29,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    current().queue.start()
     global _task
     _task = asyncio.get_running_loop().create_task(_resync_forever())
 
@@ -67,17 +62,16 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 async def stop(**_: Any) -> None:
     if _task:
         _task.cancel()
-    current().runner.cancel()
+    await current().queue.stop()
 
 
 async def resync_once() -> None:
-    """Reconcile every object once: the safety net under event-driven reconciles."""
+    """Queue every object once (the queue de-duplicates what events already queued)."""
     ctx = current()
-    for kind, (res, fn) in RESYNCED.items():
+    for res in RESYNCED:
         for ns in ctx.namespaces or (None,):
             for obj in await ctx.cluster.list(res, ns):  # type: ignore[arg-type]
-                meta = obj["metadata"]
-                await ctx.runner.run(kind, fn, meta["namespace"], meta["name"])
+                ctx.queue.add((res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
 
 
 async def _resync_forever() -> None:

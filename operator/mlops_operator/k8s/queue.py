@@ -1,0 +1,161 @@
+"""The work queue between watch events and reconciles, in the manner of client-go's workqueue.
+
+Watch events only *add keys*; workers take them out. So:
+
+- **de-duplicated**: a key waiting in the queue is queued once however many
+  events name it; a key being reconciled is never reconciled twice at once —
+  an event arriving meanwhile marks it dirty and it runs once more afterwards;
+- **bounded**: at most ``workers`` reconciles run at a time, whatever the
+  number of objects, and a slow one (a DriftPolicy scraping silent pods) holds
+  one worker, never the watch streams or the other keys;
+- **rate-limited**: a failed reconcile comes back after an exponential,
+  capped delay (:func:`~mlops_operator.controllers.reconcile.retry_delay`),
+  for as long as it fails — a refusal that is lifted later is picked up
+  within the cap, not at the next resync;
+- **scheduled**: a reconcile may ask to be run again after a delay (a due
+  drift check, a pod waiting on the scheduler) without any event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Mapping
+
+from ..controllers.cluster import Conflict, Refused
+from ..controllers.reconcile import Result, retry_delay
+from . import metrics
+
+log = logging.getLogger("mlops_operator")
+
+Key = tuple[str, str, str]
+"""(kind, namespace, name)"""
+Reconcile = Callable[[str, str], Awaitable[Result]]
+
+
+class WorkQueue:
+    def __init__(self, reconcilers: Mapping[str, Reconcile], *, workers: int = 4,
+                 base_delay: float = 0.1, max_delay: float = 60.0) -> None:
+        self.reconcilers = dict(reconcilers)
+        self.workers = workers
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._ready: asyncio.Queue[Key] | None = None
+        self._queued: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- adding ------------------------------------------------------------------
+    def add(self, key: Key) -> None:
+        """Reconcile ``key`` soon; a no-op if it is already waiting."""
+        if key[0] not in self.reconcilers:
+            raise KeyError(f"no reconcile registered for kind {key[0]}")
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue().put_nowait(key)
+        metrics.QUEUE_DEPTH.set(len(self._queued))
+
+    def add_after(self, key: Key, delay: float) -> None:
+        """Reconcile ``key`` in ``delay`` seconds (the earliest of several requests wins)."""
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        old = self._timers.get(key)
+        if old is not None:
+            if old[0] <= when:
+                return
+            old[1].cancel()
+        self._timers[key] = (when, loop.call_at(when, self._fire, key))
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def failures(self, key: Key) -> int:
+        """How many reconciles of ``key`` failed in a row."""
+        return self._failures.get(key, 0)
+
+    # -- running -----------------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work(), name=f"mlops-worker-{i}") for i in range(self.workers)]
+
+    async def stop(self) -> None:
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Until nothing is queued, running or scheduled within ``timeout``; False when time ran out (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not (self._queued or self._processing or self._dirty or self._timers):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def _work(self) -> None:
+        queue = self._queue()
+        while True:
+            key = await queue.get()
+            self._queued.discard(key)
+            self._processing.add(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+            try:
+                await self._reconcile(key)
+            finally:
+                self._processing.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.add(key)
+
+    async def _reconcile(self, key: Key) -> None:
+        kind, namespace, name = key
+        started = time.perf_counter()
+        try:
+            result = await self.reconcilers[kind](namespace, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure comes back, later and later
+            self._retry(key, exc)
+        else:
+            self._failures.pop(key, None)
+            metrics.RECONCILES.labels(kind, "ok").inc()
+            metrics.observe_status(kind, namespace, name, result.status)
+            if result.status is not None and result.requeue_after is not None:
+                self.add_after(key, result.requeue_after)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+    def _retry(self, key: Key, exc: Exception) -> None:
+        kind, namespace, name = key
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = retry_delay(failures, self.base_delay, self.max_delay)
+        outcome = "conflict" if isinstance(exc, Conflict) else "refused" if isinstance(exc, Refused) else "error"
+        metrics.RECONCILES.labels(kind, outcome).inc()
+        if outcome == "error":
+            log.warning("reconcile of %s %s/%s failed (%d in a row), retrying in %.1fs: %s",
+                        kind, namespace, name, failures, delay, exc)
+        else:  # the object's status already says it (refused) or nothing is wrong (conflict)
+            log.info("reconcile of %s %s/%s: %s; again in %.1fs", kind, namespace, name, exc, delay)
+        self.add_after(key, delay)
+
+    # -- internals ---------------------------------------------------------------
+    def _queue(self) -> asyncio.Queue[Key]:
+        if self._ready is None:
+            self._ready = asyncio.Queue()
+        return self._ready

@@ -1,0 +1,14 @@
+"""The operator's log: each line once (our logger and kopf's share one handler)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_each_log_line_is_printed_once() -> None:
+    code = ("import logging; from mlops_operator.k8s.main import configure_logging; configure_logging(False); "
+            "logging.getLogger('mlops_operator').info('reconciled iris-v1'); logging.getLogger('kopf.x').warning('kopf says hi')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    text = out.stdout + out.stderr
+    assert text.count("reconciled iris-v1") == 1 and text.count("kopf says hi") == 1, text
