@@ -43,7 +43,7 @@ class WindowBaselines:
     """Each serving pod's counters at the last check, per policy: in memory, not in status.
 
     In status they would grow with pods x features x bins (see the window
-    notes in ``controllers.driftpolicy``). Losing them (a restart) only means
+    notes in ``controllers.driftpolicy.window``). Losing them (a restart) only means
     the pods count from the next check. Bounded: the least recently checked
     policies are forgotten first.
     """
@@ -77,18 +77,18 @@ def pod_ready(pod: Obj) -> bool:
 
 
 async def _observe(sensors: Sensors, pods: list[Obj]) -> list[tuple[Obj, driftpolicy.Snapshot]]:
-    gate = asyncio.Semaphore(SCRAPE_CONCURRENCY)
+    scrape_slots = asyncio.Semaphore(SCRAPE_CONCURRENCY)
 
     async def one(pod: Obj) -> tuple[Obj, driftpolicy.Snapshot | None]:
-        async with gate:
+        async with scrape_slots:
             try:
                 return pod, await sensors.snapshot(pod)
             except Exception as exc:  # noqa: BLE001 - one pod that cannot be read must not stop the check
                 log.info("drift sensor of pod %s unreadable: %s", pod["metadata"].get("name"), exc)
                 return pod, None
 
-    found = await asyncio.gather(*(one(p) for p in pods))
-    return [(p, s) for p, s in found if s is not None]
+    answers = await asyncio.gather(*(one(p) for p in pods))
+    return [(p, s) for p, s in answers if s is not None]
 
 
 async def run_check(
@@ -116,12 +116,12 @@ async def run_check(
     reference: Reference | None = None
     metadata: Obj | None = None
     try:
-        found = await sensors.reference(ns, model, version)
+        profile = await sensors.reference(ns, model, version)
     except Exception as exc:  # noqa: BLE001 - reported as Unavailable, retried next interval
         log.info("reference of %s/%s unreadable: %s", model, version, exc)
-        found = None
-    if found is not None:
-        ref_doc, metadata = found
+        profile = None
+    if profile is not None:
+        ref_doc, metadata = profile
         try:
             reference = Reference.from_dict(ref_doc) if ref_doc else None
         except (ValueError, KeyError, TypeError) as exc:
