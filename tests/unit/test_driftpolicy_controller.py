@@ -207,8 +207,43 @@ def test_a_retrain_created_before_a_crash_is_adopted_not_duplicated() -> None:
     assert d.retrain is None
     assert d.status["activeRetrain"] == "iris-retrain-1" and d.status["retrainCount"] == 1
     assert d.status["retrains"][0]["name"] == "iris-retrain-1" and d.status["retrains"][0]["reason"] == "dataDrift on petal_length"
+    assert [e.reason for e in d.events] == ["RetrainTriggered"], "the event lost with the status write comes on adoption"
+    assert "iris-retrain-1 started: dataDrift on petal_length" in d.events[0].message
     assert _run(w, [(1, "Drift")]) == [None], "the adopted retrain is active: no second one"
     assert len(w.tjs) == 1
+    assert [e.reason for e in w.events].count("RetrainTriggered") == 2, "once at creation, once on adoption; never again"
+    assert "RetrainTriggered" not in [e.reason for e in w.step(2, None).events]
+
+
+def test_a_recorded_retrain_is_not_adopted_again() -> None:
+    w = World(trigger={"consecutive": 1})
+    _run(w, [(0, "Drift")])
+    assert [e.reason for e in w.step(1, None).events] == [], "status knows it: nothing to adopt, no second event"
+
+
+def test_a_source_of_another_model_is_refused_and_never_retrained() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "1m"})
+    w.source["spec"]["model"] = "penguins"
+    assert _run(w, [(0, "Drift"), (1, "Drift"), (2, None), (3, "Drift")]) == [None] * 4
+    assert not w.tjs
+    status = w.policy["status"]
+    ready = _cond(status, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ModelMismatch" and _cond(status, "Stalled")["status"] == "True"
+    assert "iris-v1 trains model 'penguins'" in ready["message"] and "ModelDeployment iris serves model 'iris'" in ready["message"]
+    mismatch = [e for e in w.events if e.reason == "ModelMismatch"]
+    assert len(mismatch) == 1 and mismatch[0].type == "Warning", "one event on the transition, not one per check"
+    assert "trains model 'penguins'" in [e for e in w.events if e.reason == "DriftDetected"][-1].message
+    w.source["spec"]["model"] = "iris"  # the user fixes retrain.from
+    assert _run(w, [(4, "Drift")]) == ["iris-retrain-1"]
+    assert _cond(w.policy["status"], "Ready")["reason"] == "Drift"
+
+
+def test_an_alert_policy_does_not_care_which_model_its_unused_source_trains() -> None:
+    w = World(action="alert", trigger={"consecutive": 1})
+    w.source["spec"]["model"] = "penguins"
+    w.step(0, "Drift")
+    assert _cond(w.policy["status"], "Ready")["reason"] == "Drift"
+    assert [e.reason for e in w.events] == ["DriftDetected", "DriftAlert"]
 
 
 def test_alert_only_reports() -> None:

@@ -102,7 +102,7 @@ def decide(
         if check.verdict == "Drift":
             times = recent_triggers(status.get("triggerTimes") or [], now)
             status["triggerTimes"] = times
-            blocked = blocked_by(spec, status, source, now, times)
+            blocked = blocked_by(spec, status, deployment, source, now, times)
             if streak < trigger.consecutive:
                 note = f"{streak} of {trigger.consecutive} breaches in a row"
             elif blocked:
@@ -132,4 +132,14 @@ def decide(
             events.insert(0, Event("Warning", "DriftDetected", f"{check.message}; {note}"[:1000]))
 
     status["conditions"] = policy_conditions(spec, status, old, check, deployment, source, retrains, now, generation)
+    events += _refusal_events(old, status)
     return PolicyDecision(status=status, retrain=retrain, events=events, check=check)
+
+
+def _refusal_events(old: Obj, status: Obj) -> list[Event]:
+    """A Warning when Ready turns to a refusal the user must fix (once, on the transition)."""
+    ready = get_condition(status.get("conditions"), "Ready") or {}
+    before = get_condition(old.get("conditions"), "Ready") or {}
+    if ready.get("reason") == "ModelMismatch" and before.get("reason") != "ModelMismatch":
+        return [Event("Warning", "ModelMismatch", ready.get("message", ""))]
+    return []

@@ -94,6 +94,23 @@ def build_retrain(policy: Obj, source: Obj, n: int, *, parent_version: str | Non
     }
 
 
+def model_mismatch(spec: DriftPolicySpec, deployment: Obj | None, source: Obj | None) -> str:
+    """Why ``retrain.from`` cannot retrain what the deployment serves ('' when it can).
+
+    A retrain clones its source's ``spec.model``: from another model's lineage
+    it could never become the watched deployment's ``latest``.
+    """
+    if spec.action != "retrain" or deployment is None or source is None:
+        return ""
+    serves = (deployment.get("spec") or {}).get("model")
+    trains = (source.get("spec") or {}).get("model")
+    if serves == trains:
+        return ""
+    name = spec.retrain.from_ if spec.retrain else ""
+    return (f"spec.retrain.from: TrainingJob {name} trains model {trains!r}, but ModelDeployment {spec.deployment} "
+            f"serves model {serves!r}; a retrain of it could never serve there")
+
+
 def owned_by(tj: Obj, policy: Obj) -> bool:
     uid = policy["metadata"].get("uid")
     for ref in (tj.get("metadata") or {}).get("ownerReferences") or []:
@@ -155,8 +172,11 @@ def follow_retrains(policy: Obj, status: Obj, retrains: list[Obj], serving: str 
         if n > count and tj_name not in known:
             tj = owned[tj_name]
             when = tj["metadata"].get("creationTimestamp") or timestamp(now)
-            records.insert(0, {"name": tj_name, "reason": (tj["metadata"].get("annotations") or {}).get(REASON, ""),
-                               "time": when, "result": "Running", "promoted": False})
+            reason = (tj["metadata"].get("annotations") or {}).get(REASON, "")
+            records.insert(0, {"name": tj_name, "reason": reason, "time": when, "result": "Running", "promoted": False})
+            # The event of its creation was lost with the status write: post it now, once.
+            events.append(Event("Normal", "RetrainTriggered", f"retrain {tj_name} started: {reason} "
+                                f"(recorded late: the operator stopped before writing status)"[:1000]))
             count = n
             status["activeRetrain"] = tj_name
             status["lastTriggered"] = max(status.get("lastTriggered") or "", when)

@@ -8,7 +8,7 @@ from ...api.driftpolicy import DriftPolicySpec
 from ..cluster import Obj
 from ..conditions import get_condition, set_condition, summarize
 from .checks import CheckResult
-from .retrain import approval_hint, failure_text, gate_text
+from .retrain import approval_hint, failure_text, gate_text, model_mismatch
 
 
 def retraining_condition(status: Obj, retrains: list[Obj], now: datetime, generation: int | None) -> list[Obj]:
@@ -61,6 +61,8 @@ def policy_conditions(spec: DriftPolicySpec, status: Obj, old: Obj, check: Check
     elif spec.action == "retrain" and source is None:
         name = spec.retrain.from_ if spec.retrain else ""
         ready, reason, msg, stalled = False, "RetrainSourceNotFound", f"spec.retrain.from: TrainingJob {name} does not exist", True
+    elif model_mismatch(spec, deployment, source):
+        ready, reason, msg, stalled = False, "ModelMismatch", model_mismatch(spec, deployment, source), True
     elif verdict == "Unavailable":
         msg = check.message if check is not None else (get_condition(old.get("conditions"), "Ready") or {}).get("message", "")
         ready, reason, stalled = False, "Unavailable", False

@@ -9,6 +9,7 @@ from ...api.base import parse_duration
 from ...api.driftpolicy import DriftPolicySpec
 from ..cluster import Obj
 from ..conditions import parse_timestamp, timestamp
+from .retrain import model_mismatch
 
 DAY = timedelta(hours=24)
 
@@ -24,7 +25,8 @@ def recent_triggers(times: Iterable[str], now: datetime) -> list[str]:
 
 
 
-def blocked_by(spec: DriftPolicySpec, status: Obj, source: Obj | None, now: datetime, times: list[str]) -> str:
+def blocked_by(spec: DriftPolicySpec, status: Obj, deployment: Obj | None, source: Obj | None, now: datetime,
+               times: list[str]) -> str:
     """Why the trigger may not fire now ('' when it may)."""
     trigger = spec.trigger
     if spec.action == "retrain":
@@ -32,6 +34,9 @@ def blocked_by(spec: DriftPolicySpec, status: Obj, source: Obj | None, now: date
             return f"retrain {status['activeRetrain']} is still active"
         if source is None:
             return f"spec.retrain.from {spec.retrain.from_ if spec.retrain else ''} does not exist"
+        mismatch = model_mismatch(spec, deployment, source)
+        if mismatch:
+            return mismatch
     last = parse_timestamp(status.get("lastTriggered"))
     cooldown = parse_duration(trigger.cooldown)
     if last is not None and now < last + timedelta(seconds=cooldown):
