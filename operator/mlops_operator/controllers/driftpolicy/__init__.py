@@ -23,7 +23,7 @@ what the reconcile loop, the drivers and the tests use.
 """
 
 from ..trainingjob import Event
-from .checks import MAX_SCORES, CheckOutcome, CheckResult, Verdict, run_checks, unavailable
+from .checks import MAX_SCORES, CheckOutcome, CheckResult, Verdict, run_checks, unavailable, unreadable_text
 from .decision import PolicyDecision, decide, spec_errors
 from .retrain import MAX_RETRAINS, approval_hint, build_retrain, owned_by, retrain_index, retrain_name, retrain_result
 from .schedule import initial_delay, is_due, next_check
@@ -33,5 +33,5 @@ __all__ = [
     "MAX_RETRAINS", "MAX_SCORES", "CheckOutcome", "CheckResult", "Event", "PolicyDecision", "Snapshot", "Verdict",
     "WindowUpdate", "add_counters", "advance_window", "approval_hint", "build_retrain", "counters_of", "decide",
     "empty_counters", "initial_delay", "is_due", "next_check", "owned_by", "retrain_index", "retrain_name",
-    "retrain_result", "run_checks", "spec_errors", "unavailable",
+    "retrain_result", "run_checks", "spec_errors", "unavailable", "unreadable_text",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from ...api.driftpolicy import Check, DriftPolicySpec
 from ...drift import DriftConfig, Reference, evaluate_predictions, evaluate_window, performance
@@ -36,6 +36,12 @@ class CheckResult:
     scores: list[Obj] = field(default_factory=list)
     checks: list[CheckOutcome] = field(default_factory=list)
     message: str = ""
+    scraped: int = 0
+    """Ready serving pods whose drift sensor the check asked (0: it got no further than finding them)."""
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Of those, the pods whose sensor could not be read: pod name -> why."""
+    reference_error: str = ""
+    """Why the serving version's reference profile could not be read ('' when it was, or was not asked for)."""
 
     @property
     def breaches(self) -> list[CheckOutcome]:
@@ -47,8 +53,18 @@ class CheckResult:
         return "; ".join(c.summary for c in self.breaches)[:1000]
 
 
-def unavailable(message: str) -> CheckResult:
-    return CheckResult(verdict="Unavailable", message=message)
+def unavailable(message: str, *, scraped: int = 0, unreadable: Mapping[str, str] | None = None,
+                reference_error: str = "") -> CheckResult:
+    return CheckResult(verdict="Unavailable", message=message, scraped=scraped, unreadable=dict(unreadable or {}),
+                       reference_error=reference_error)
+
+
+def unreadable_text(unreadable: Mapping[str, str], scraped: int, limit: int = 5) -> str:
+    """The pods whose drift sensor could not be read, and why, in one bounded line."""
+    names = sorted(unreadable)
+    shown = "; ".join(f"{n} ({unreadable[n][:200]})" for n in names[:limit])
+    more = f"; and {len(names) - limit} more" if len(names) > limit else ""
+    return f"the drift sensor of {len(names)} of {scraped} ready serving pods could not be read: {shown}{more}"
 
 
 def _finite(x: Any) -> float | None:

@@ -13,7 +13,7 @@ from ..conditions import get_condition, summarize, timestamp
 from ..trainingjob import Event
 from .checks import CheckResult
 from .retrain import MAX_RETRAINS, approval_hint, build_retrain, follow_retrains, retrain_name
-from .status import policy_conditions
+from .status import SENSORS, policy_conditions
 from .trigger import blocked_by, recent_triggers
 
 
@@ -25,6 +25,18 @@ class PolicyDecision:
     retrain: Obj | None = None
     events: list[Event] = field(default_factory=list)
     check: CheckResult | None = None
+
+    @property
+    def sensor_errors(self) -> int:
+        """Failed reads of this check: pods whose drift sensor could not be read, plus 1 when the reference could not."""
+        if self.check is None:
+            return 0
+        return len(self.check.unreadable) + (1 if self.check.reference_error else 0)
+
+    @property
+    def unreadable_pods(self) -> list[str]:
+        """The serving pods whose drift sensor this check could not read."""
+        return sorted(self.check.unreadable) if self.check is not None else []
 
 
 def spec_errors(policy: Obj) -> list[str]:
@@ -132,7 +144,7 @@ def decide(
             events.insert(0, Event("Warning", "DriftDetected", f"{check.message}; {note}"[:1000]))
 
     status["conditions"] = policy_conditions(spec, status, old, check, deployment, source, retrains, now, generation)
-    events += _refusal_events(old, status)
+    events += _refusal_events(old, status) + _sensor_events(old, status)
     return PolicyDecision(status=status, retrain=retrain, events=events, check=check)
 
 
@@ -142,4 +154,17 @@ def _refusal_events(old: Obj, status: Obj) -> list[Event]:
     before = get_condition(old.get("conditions"), "Ready") or {}
     if ready.get("reason") == "ModelMismatch" and before.get("reason") != "ModelMismatch":
         return [Event("Warning", "ModelMismatch", ready.get("message", ""))]
+    return []
+
+
+def _sensor_events(old: Obj, status: Obj) -> list[Event]:
+    """A Warning when reading sensors or the reference starts failing (or fails differently), a Normal when it recovers."""
+    current = get_condition(status.get("conditions"), SENSORS)
+    before = get_condition(old.get("conditions"), SENSORS)
+    if current is None or (before is not None and (before["status"], before["reason"]) == (current["status"], current["reason"])):
+        return []
+    if current["status"] == "False":
+        return [Event("Warning", current["reason"], current["message"])]
+    if before is not None and before["status"] == "False":
+        return [Event("Normal", "SensorsRecovered", current["message"])]
     return []

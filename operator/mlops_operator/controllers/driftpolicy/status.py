@@ -7,8 +7,12 @@ from datetime import datetime
 from ...api.driftpolicy import DriftPolicySpec
 from ..cluster import Obj
 from ..conditions import get_condition, set_condition, summarize
-from .checks import CheckResult
+from .checks import CheckResult, unreadable_text
 from .retrain import approval_hint, failure_text, gate_text, model_mismatch
+
+SENSORS = "SensorsReadable"
+"""Whether the last check read every ready serving pod's drift sensor and the serving version's reference."""
+UNAVAILABLE_REASONS = ("Unavailable", "SensorUnreadable", "ReferenceUnavailable")
 
 
 def retraining_condition(status: Obj, retrains: list[Obj], now: datetime, generation: int | None) -> list[Obj]:
@@ -53,6 +57,8 @@ def policy_conditions(spec: DriftPolicySpec, status: Obj, old: Obj, check: Check
             conds = set_condition(conds, "Drifting", "Unknown", check.verdict, check.message, now, generation)
     elif get_condition(conds, "Drifting") is None:
         conds = set_condition(conds, "Drifting", "Unknown", "NotChecked", "no check has run yet", now, generation)
+    if check is not None and check.scraped:
+        conds = _sensors_condition(conds, check, now, generation)
     status["conditions"] = conds
     conds = retraining_condition(status, retrains, now, generation)
 
@@ -64,8 +70,12 @@ def policy_conditions(spec: DriftPolicySpec, status: Obj, old: Obj, check: Check
     elif model_mismatch(spec, deployment, source):
         ready, reason, msg, stalled = False, "ModelMismatch", model_mismatch(spec, deployment, source), True
     elif verdict == "Unavailable":
-        msg = check.message if check is not None else (get_condition(old.get("conditions"), "Ready") or {}).get("message", "")
-        ready, reason, stalled = False, "Unavailable", False
+        before = get_condition(old.get("conditions"), "Ready") or {}
+        msg = check.message if check is not None else before.get("message", "")
+        reason = _unavailable_reason(check) if check is not None else before.get("reason", "Unavailable")
+        if reason not in UNAVAILABLE_REASONS:
+            reason = "Unavailable"
+        ready, stalled = False, False
     elif verdict is None:
         ready, reason, msg, stalled = True, "Waiting", "waiting for the first check", False
     else:
@@ -77,3 +87,25 @@ def policy_conditions(spec: DriftPolicySpec, status: Obj, old: Obj, check: Check
         if status.get("activeRetrain"):
             msg += f"; retrain {status['activeRetrain']} active"
     return summarize(conds, ready=ready, reason=reason, message=msg, reconciling=False, stalled=stalled, now=now, generation=generation)
+
+
+def _unavailable_reason(check: CheckResult) -> str:
+    """Why a check had no verdict, as Ready's reason: no sensor answered, no reference, or anything else."""
+    if check.scraped and len(check.unreadable) == check.scraped:
+        return "SensorUnreadable"
+    if check.reference_error:
+        return "ReferenceUnavailable"
+    return "Unavailable"
+
+
+def _sensors_condition(conds: list[Obj] | None, check: CheckResult, now: datetime, generation: int | None) -> list[Obj]:
+    problems = []
+    if check.unreadable:
+        problems.append(unreadable_text(check.unreadable, check.scraped))
+    if check.reference_error:
+        problems.append(check.reference_error)
+    if problems:
+        reason = "SensorUnreadable" if check.unreadable else "ReferenceUnavailable"
+        return set_condition(conds, SENSORS, False, reason, "; ".join(problems)[:1000], now, generation)
+    msg = f"read the drift sensor of all {check.scraped} ready serving pods and the reference profile"
+    return set_condition(conds, SENSORS, True, "Read", msg, now, generation)

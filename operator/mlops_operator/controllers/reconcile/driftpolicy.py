@@ -27,6 +27,7 @@ Obj = dict[str, Any]
 log = logging.getLogger("mlops_operator")
 
 SCRAPE_CONCURRENCY = 8
+SENSOR_FAILURES = ("SensorUnreadable", "ReferenceUnavailable")
 
 
 class Sensors(Protocol):
@@ -76,19 +77,30 @@ def pod_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-async def _observe(sensors: Sensors, pods: list[Obj]) -> list[tuple[Obj, driftpolicy.Snapshot]]:
+async def _observe(sensors: Sensors, pods: list[Obj]) -> tuple[list[tuple[Obj, driftpolicy.Snapshot]], dict[str, str]]:
+    """Scrape every pod, a few at a time: ``(the pods that answered with their snapshots, unreadable pod -> why)``."""
     scrape_slots = asyncio.Semaphore(SCRAPE_CONCURRENCY)
 
-    async def one(pod: Obj) -> tuple[Obj, driftpolicy.Snapshot | None]:
+    async def one(pod: Obj) -> tuple[Obj, driftpolicy.Snapshot | None, str]:
         async with scrape_slots:
             try:
-                return pod, await sensors.snapshot(pod)
+                snap = await sensors.snapshot(pod)
             except Exception as exc:  # noqa: BLE001 - one pod that cannot be read must not stop the check
-                log.info("drift sensor of pod %s unreadable: %s", pod["metadata"].get("name"), exc)
-                return pod, None
+                # Reported in the policy's SensorsReadable condition (and logged on its transitions).
+                log.debug("drift sensor of pod %s unreadable: %r", pod["metadata"].get("name"), exc)
+                return pod, None, _why(exc)
+            return pod, snap, "" if snap is not None else "no address"
 
     answers = await asyncio.gather(*(one(p) for p in pods))
-    return [(p, s) for p, s in answers if s is not None]
+    observed = [(p, s) for p, s, _ in answers if s is not None]
+    unreadable = {p["metadata"].get("name", ""): why for p, s, why in answers if s is None}
+    return observed, unreadable
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a short reason for a condition (a timeout's str() is empty)."""
+    text = str(exc).strip()
+    return text[:200] if text else type(exc).__name__
 
 
 async def run_check(
@@ -109,32 +121,37 @@ async def run_check(
     ready = [p for p in pods if pod_ready(p)]
     if not ready:
         return driftpolicy.unavailable(f"no ready serving pod of {spec.deployment}"), None, None
-    observed = await _observe(sensors, ready)
+    observed, unreadable = await _observe(sensors, ready)
     if not observed:
-        return driftpolicy.unavailable(f"none of the {len(ready)} serving pods answered"), None, None
+        return driftpolicy.unavailable(driftpolicy.unreadable_text(unreadable, len(ready)), scraped=len(ready), unreadable=unreadable), None, None
     model = (deployment.get("spec") or {}).get("model", "")
     reference: Reference | None = None
     metadata: Obj | None = None
+    reference_error = ""
     try:
         profile = await sensors.reference(ns, model, version)
-    except Exception as exc:  # noqa: BLE001 - reported as Unavailable, retried next interval
-        log.info("reference of %s/%s unreadable: %s", model, version, exc)
-        profile = None
+    except Exception as exc:  # noqa: BLE001 - reported in status, retried next interval
+        profile, reference_error = None, f"the reference profile of {model}/{version} could not be read: {_why(exc)}"
     if profile is not None:
         ref_doc, metadata = profile
         try:
             reference = Reference.from_dict(ref_doc) if ref_doc else None
         except (ValueError, KeyError, TypeError) as exc:
-            log.info("reference of %s/%s invalid: %s", model, version, exc)
+            reference_error = f"the reference profile of {model}/{version} is invalid: {_why(exc)}"
+    if reference is None and not reference_error:
+        reference_error = f"no reference profile for {model}/{version}"
+    read = {"scraped": len(ready), "unreadable": unreadable, "reference_error": reference_error}
     max_age = parse_duration(spec.window.max_age) if spec.window.max_age else None
     old_window = (policy.get("status") or {}).get("window")
     update = driftpolicy.advance_window(old_window, version, observed, [p["metadata"]["name"] for p in pods], now, max_age,
                                         baselines)
     if update.reporting == 0:
-        return driftpolicy.unavailable(f"the serving pods answered for another version than {version} (rollout in progress?)"), None, None
+        return driftpolicy.unavailable(f"the serving pods answered for another version than {version} (rollout in progress?)",
+                                       **read), None, None
     result = driftpolicy.run_checks(spec, reference, metadata, update.counts)
+    result.scraped, result.unreadable, result.reference_error = len(ready), unreadable, reference_error
     if reference is None and result.verdict == "Unavailable":
-        result.message = f"no reference profile for {version}; " + result.message
+        result.message = f"{reference_error}; " + result.message
     if update.reset:
         result.message = f"new window ({update.reset}); " + result.message
     return result, update, reference.task if reference else None
@@ -183,6 +200,8 @@ async def reconcile_drift_policy(
     if update is not None:
         baselines.put(uid, update.baselines)  # only once the window they belong to is stored
     for ev in decision.events:
+        if ev.reason in SENSOR_FAILURES:
+            log.warning("DriftPolicy %s/%s: %s", namespace, name, ev.message)  # once per transition, not per check
         await cluster.event(policy, ev.type, ev.reason, ev.message)
     return decision
 
