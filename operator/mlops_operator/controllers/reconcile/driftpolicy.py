@@ -34,10 +34,13 @@ class Sensors(Protocol):
     """Where drift observations come from."""
 
     async def snapshot(self, pod: Obj) -> driftpolicy.Snapshot | None:
-        """The counters of one serving pod's drift sensor, or None when it cannot be read."""
+        """The counters of one serving pod's drift sensor; None or an exception saying why when it cannot be read.
+
+        Bound it in time: a check waits for its slowest pod.
+        """
 
     async def reference(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
-        """``(reference.json, metadata.json)`` of a model version as dicts, or None when unavailable."""
+        """``(reference.json, metadata.json)`` of a model version as dicts; None or an exception saying why when unavailable."""
 
 
 class WindowBaselines:
