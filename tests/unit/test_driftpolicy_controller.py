@@ -891,6 +891,17 @@ def test_reconcile_reports_an_unreadable_reference(reference) -> None:
     assert [e[1] for e in cluster.events] == ["ReferenceUnavailable"]
 
 
+def test_a_rollout_in_progress_is_no_reference_failure(reference) -> None:
+    """Pods still answering for the old version: the new version's reference is not needed yet, so not missing."""
+    cluster, _ = _loop_world(reference, shift=0.0)
+    sensors = FailingSensors(reference, 0.0, broken=set(), reference_fails=True)
+    cluster.objects[("ModelDeployment", "ml", "iris")]["status"]["modelVersion"] = "iris-v2-g1"
+    d = asyncio.run(reconcile_drift_policy(cluster, "ml", "iris", None, lambda: T0, sensors))
+    assert d.check.verdict == "Unavailable" and "another version than iris-v2-g1" in d.check.message
+    assert _cond(d.status, "Ready")["reason"] == "Unavailable" and _cond(d.status, "SensorsReadable")["status"] == "True"
+    assert d.sensor_errors == 0 and cluster.events == []
+
+
 def test_reconcile_with_no_pod_answering(reference) -> None:
     cluster, _ = _loop_world(reference, shift=0.0)
     sensors = FailingSensors(reference, 0.0, broken={"iris-a", "iris-b"})

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Iterator
 
 import numpy as np

@@ -107,5 +107,5 @@ def _sensors_condition(conds: list[Obj] | None, check: CheckResult, now: datetim
     if problems:
         reason = "SensorUnreadable" if check.unreadable else "ReferenceUnavailable"
         return set_condition(conds, SENSORS, False, reason, "; ".join(problems)[:1000], now, generation)
-    msg = f"read the drift sensor of all {check.scraped} ready serving pods and the reference profile"
+    msg = f"the drift sensors of all {check.scraped} ready serving pods answered"
     return set_condition(conds, SENSORS, True, "Read", msg, now, generation)

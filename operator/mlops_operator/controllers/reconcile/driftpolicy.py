@@ -125,32 +125,18 @@ async def run_check(
     if not ready:
         return driftpolicy.unavailable(f"no ready serving pod of {spec.deployment}"), None, None
     observed, unreadable = await _observe(sensors, ready)
+    reading = {"scraped": len(ready), "unreadable": unreadable}
     if not observed:
-        return driftpolicy.unavailable(driftpolicy.unreadable_text(unreadable, len(ready)), scraped=len(ready), unreadable=unreadable), None, None
-    model = (deployment.get("spec") or {}).get("model", "")
-    reference: Reference | None = None
-    metadata: Obj | None = None
-    reference_error = ""
-    try:
-        profile = await sensors.reference(ns, model, version)
-    except Exception as exc:  # noqa: BLE001 - reported in status, retried next interval
-        profile, reference_error = None, f"the reference profile of {model}/{version} could not be read: {_why(exc)}"
-    if profile is not None:
-        ref_doc, metadata = profile
-        try:
-            reference = Reference.from_dict(ref_doc) if ref_doc else None
-        except (ValueError, KeyError, TypeError) as exc:
-            reference_error = f"the reference profile of {model}/{version} is invalid: {_why(exc)}"
-    if reference is None and not reference_error:
-        reference_error = f"no reference profile for {model}/{version}"
-    read = {"scraped": len(ready), "unreadable": unreadable, "reference_error": reference_error}
+        return driftpolicy.unavailable(driftpolicy.unreadable_text(unreadable, len(ready)), **reading), None, None
     max_age = parse_duration(spec.window.max_age) if spec.window.max_age else None
     old_window = (policy.get("status") or {}).get("window")
     update = driftpolicy.advance_window(old_window, version, observed, [p["metadata"]["name"] for p in pods], now, max_age,
                                         baselines)
-    if update.reporting == 0:
+    if update.reporting == 0:  # no pod serves the version yet: its reference is not missing, only not needed yet
         return driftpolicy.unavailable(f"the serving pods answered for another version than {version} (rollout in progress?)",
-                                       **read), None, None
+                                       **reading), None, None
+    model = (deployment.get("spec") or {}).get("model", "")
+    reference, metadata, reference_error = await _reference(sensors, ns, model, version)
     result = driftpolicy.run_checks(spec, reference, metadata, update.counts)
     result.scraped, result.unreadable, result.reference_error = len(ready), unreadable, reference_error
     if reference is None and result.verdict == "Unavailable":
@@ -158,6 +144,23 @@ async def run_check(
     if update.reset:
         result.message = f"new window ({update.reset}); " + result.message
     return result, update, reference.task if reference else None
+
+
+async def _reference(sensors: Sensors, namespace: str, model: str, version: str) -> tuple[Reference | None, Obj | None, str]:
+    """``(reference profile, metadata, '' or why the profile could not be had)`` of the serving version."""
+    try:
+        profile = await sensors.reference(namespace, model, version)
+    except Exception as exc:  # noqa: BLE001 - reported in status, retried next interval
+        return None, None, f"the reference profile of {model}/{version} could not be read: {_why(exc)}"
+    if profile is None:
+        return None, None, f"no reference profile for {model}/{version}"
+    ref_doc, metadata = profile
+    if not ref_doc:
+        return None, metadata, f"no reference profile for {model}/{version}"
+    try:
+        return Reference.from_dict(ref_doc), metadata, ""
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, metadata, f"the reference profile of {model}/{version} is invalid: {_why(exc)}"
 
 
 async def reconcile_drift_policy(
