@@ -1,4 +1,4 @@
-"""The policy's conditions: Ready (with Reconciling and Stalled), Drifting and Retraining."""
+"""The policy's conditions: Ready (with Reconciling and Stalled), Drifting, Retraining and SensorsReadable."""
 
 from __future__ import annotations
 
