@@ -5,6 +5,11 @@ own parser (``runtime.sensor``) and hands the DriftPolicy controller plain
 :class:`~.controllers.driftpolicy.Snapshot` data; fetches a version's
 reference profile from a pod serving it, or through a loader when the caller
 can read the model store itself (the local mode).
+
+Every request runs on the event loop (aiohttp, no thread) with one deadline
+for all of it, connecting, headers and body: a pod that accepts and then
+trickles bytes is given up at the deadline like one that never answers, so no
+pod delays a check beyond ``timeout``, and a given-up request holds nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import asyncio
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
 from typing import Any, Callable
+
+import aiohttp
 
 from .controllers.driftpolicy import Snapshot
 
@@ -33,13 +38,30 @@ ReferenceLoader = Callable[[str, str, str], Any]
 """``(namespace, model, version) -> (reference, metadata) | None``, sync or async."""
 
 
-def _http_get(url: str, timeout: float) -> bytes:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pod addresses never go through a proxy
-    with opener.open(urllib.request.Request(url, headers={"Accept": "text/plain, application/json"}), timeout=timeout) as resp:
-        data = resp.read(MAX_RESPONSE_BYTES + 1)
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise ValueError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
-    return data
+class Unreadable(Exception):
+    """A sensor or a reference profile that could not be read; the message says why."""
+
+
+async def _http_get(url: str, timeout: float) -> bytes:
+    """The body of ``GET url``, within ``timeout`` seconds in all and at most MAX_RESPONSE_BYTES."""
+    deadline = aiohttp.ClientTimeout(total=timeout)
+    try:
+        # trust_env=False: pod addresses never go through a proxy. A session per request: a pod is
+        # scraped once per interval, and sensors outlive the event loops of tests and local runs.
+        async with aiohttp.ClientSession(timeout=deadline, trust_env=False) as session:
+            async with session.get(url, headers={"Accept": "text/plain, application/json"}) as resp:
+                if resp.status != 200:
+                    raise Unreadable(f"HTTP {resp.status} {resp.reason or ''}".strip())
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise Unreadable(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+    except asyncio.TimeoutError:
+        raise Unreadable(f"no complete answer within {timeout:g}s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise Unreadable(str(exc) or type(exc).__name__) from None
+    return bytes(body)
 
 
 def pod_address(pod: Obj, default_port: int = 8080) -> str | None:
@@ -110,7 +132,8 @@ class HttpSensors:
         self.retry_seconds = retry_seconds
         self.address_of = address_of or (lambda pod: pod_address(pod, self.default_port))
         self._refs: OrderedDict[tuple[str, str, str], tuple[Obj, Obj]] = OrderedDict()
-        self._misses: dict[tuple[str, str, str], float] = {}
+        self._misses: dict[tuple[str, str, str], tuple[float, str]] = {}
+        """(namespace, model, version) -> (when to try again, why it failed)."""
         self._servers: dict[tuple[str, str], str] = {}
         """(namespace, version) -> address of a pod that last said it serves the version."""
 
@@ -120,7 +143,7 @@ class HttpSensors:
         address = self.address_of(pod)
         if not address:
             return None
-        text = (await asyncio.to_thread(_http_get, f"http://{address}/metrics", self.timeout)).decode("utf-8", "replace")
+        text = (await _http_get(f"http://{address}/metrics", self.timeout)).decode("utf-8", "replace")
         parsed = parse_metrics(text)
         if parsed.version:
             ns = (pod.get("metadata") or {}).get("namespace", "default")
@@ -129,26 +152,33 @@ class HttpSensors:
             log.debug("pod %s: drift sensor off", (pod.get("metadata") or {}).get("name"))
         return to_snapshot(parsed, process_start(pod))
 
-    async def reference(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
+    async def reference(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj]:
+        """The version's ``(reference, metadata)``; raises :class:`Unreadable` saying why when it cannot.
+
+        A failure is remembered for ``retry_seconds`` (and raised again meanwhile), so a missing
+        reference costs one request per retry period, not one per check.
+        """
         key = (namespace, model, version)
         if key in self._refs:
             self._refs.move_to_end(key)
             return self._refs[key]
-        if time.monotonic() < self._misses.get(key, 0.0):
-            return None
+        retry_at, why = self._misses.get(key, (0.0, ""))
+        if time.monotonic() < retry_at:
+            raise Unreadable(f"{why} (next try within {self.retry_seconds:g}s)")
         try:
-            found = await self._load(namespace, model, version)
-        except (OSError, ValueError, urllib.error.URLError) as exc:
-            log.info("reference of %s/%s/%s unavailable: %s", namespace, model, version, exc)
-            found = None
-        if found is None:
-            self._misses[key] = time.monotonic() + self.retry_seconds
-            return None
+            profile = await self._load(namespace, model, version)
+            if profile is None:
+                raise Unreadable("no reference profile in the model store")
+        except (Unreadable, OSError, ValueError) as exc:
+            why = str(exc) or type(exc).__name__
+            log.debug("reference of %s/%s/%s unavailable: %s", namespace, model, version, why)
+            self._misses[key] = (time.monotonic() + self.retry_seconds, why)
+            raise Unreadable(why) from None
         self._misses.pop(key, None)
-        self._refs[key] = found
+        self._refs[key] = profile
         while len(self._refs) > self.cache_size:
             self._refs.popitem(last=False)
-        return found
+        return profile
 
     async def _load(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
         if self.reference_loader is not None:
@@ -156,14 +186,14 @@ class HttpSensors:
             return await out if asyncio.iscoroutine(out) else out
         address = self._servers.get((namespace, version))
         if not address:
-            return None
-        body = json.loads(await asyncio.to_thread(_http_get, f"http://{address}/v2/models/{model}/versions/{version}/reference", self.timeout))
+            raise Unreadable(f"no serving pod has reported version {version} yet")
+        body = json.loads(await _http_get(f"http://{address}/v2/models/{model}/versions/{version}/reference", self.timeout))
         if isinstance(body, dict) and "reference" in body:
             meta = body.get("metadata") or {"baseline": body.get("baseline") or {}}
             return body["reference"], meta
         try:
-            info = json.loads(await asyncio.to_thread(_http_get, f"http://{address}/v2/models/{model}", self.timeout))
+            info = json.loads(await _http_get(f"http://{address}/v2/models/{model}", self.timeout))
             meta = {"baseline": ((info.get("parameters") or {}).get("baseline") or {})}
-        except (OSError, ValueError, urllib.error.URLError):
+        except (Unreadable, ValueError):
             meta = {}
         return body, meta

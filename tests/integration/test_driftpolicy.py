@@ -338,3 +338,78 @@ def test_the_operator_queue_runs_a_policys_checks_when_due(crds, namespace, serv
         assert got["status"]["window"]["version"] == VERSION
     finally:
         context._current = old_ctx
+
+
+def _policy_world(control_plane, namespace: str, *, source_model: str = "iris") -> KubeCluster:
+    """iris-v1 (training ``source_model``), the iris ModelDeployment and the iris DriftPolicy, as applied by a user."""
+    tj = _example("trainingjob.yaml")
+    tj["spec"]["model"] = source_model
+    _apply(control_plane, namespace, tj)
+    _apply(control_plane, namespace, _example("modeldeployment.yaml"))
+    _apply(control_plane, namespace, _example("driftpolicy.yaml"))
+    return KubeCluster(control_plane.api_client())
+
+
+def test_a_retrain_created_before_a_crash_is_adopted_once_with_its_event(crds, namespace) -> None:
+    from mlops_operator.controllers.driftpolicy import build_retrain
+
+    control_plane = crds
+    cluster = _policy_world(control_plane, namespace)
+    policy = asyncio.run(cluster.get(DRIFT_POLICIES, namespace, "iris"))
+    source = asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))
+    # What the operator created just before it died: the status write and the event never happened.
+    retrain = build_retrain(policy, source, 1, parent_version=VERSION, reason="dataDrift on petal_length")
+    asyncio.run(cluster.create(retrain))
+    assert not (asyncio.run(cluster.get(DRIFT_POLICIES, namespace, "iris")).get("status") or {}).get("retrainCount")
+
+    clock = Clock()
+    for _ in range(3):  # the restarted operator reconciles, and again later
+        d = asyncio.run(reconcile_drift_policy(KubeCluster(control_plane.api_client()), namespace, "iris", None, clock, None))
+        assert d.retrain is None
+        clock.tick()
+
+    assert [t["metadata"]["name"] for t in _retrains(cluster, namespace)] == ["iris-retrain-1"], "adopted, not duplicated"
+    s = asyncio.run(cluster.get(DRIFT_POLICIES, namespace, "iris"))["status"]
+    assert s["retrainCount"] == 1 and s["activeRetrain"] == "iris-retrain-1"
+    assert s["retrains"][0]["name"] == "iris-retrain-1" and s["retrains"][0]["reason"] == "dataDrift on petal_length"
+    assert _cond(s, "Retraining")["reason"] == "Running"
+    assert _events(control_plane, namespace).count("RetrainTriggered") == 1, "the lost event, posted once on adoption"
+
+
+def test_a_source_of_another_model_is_refused(crds, namespace) -> None:
+    control_plane = crds
+    cluster = _policy_world(control_plane, namespace, source_model="penguins")
+    clock = Clock()
+    for _ in range(2):
+        asyncio.run(reconcile_drift_policy(KubeCluster(control_plane.api_client()), namespace, "iris", None, clock, None))
+        clock.tick()
+    s = asyncio.run(cluster.get(DRIFT_POLICIES, namespace, "iris"))["status"]
+    ready = _cond(s, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ModelMismatch" and _cond(s, "Stalled")["status"] == "True"
+    assert "trains model 'penguins'" in ready["message"] and "serves model 'iris'" in ready["message"]
+    assert _events(control_plane, namespace).count("ModelMismatch") == 1
+    assert _retrains(cluster, namespace) == []
+
+
+def test_an_unreadable_sensor_is_a_condition_and_an_event(crds, namespace) -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # the serving pod's port: nothing listens there
+    control_plane = crds
+    _serving_world(control_plane, namespace, port)
+    clock = Clock()
+    decisions = []
+    for _ in range(2):
+        sensors = HttpSensors(timeout=2.0)
+        decisions.append(asyncio.run(reconcile_drift_policy(KubeCluster(control_plane.api_client()), namespace, "iris", None,
+                                                            clock, sensors)))
+        clock.tick()
+    assert [d.sensor_errors for d in decisions] == [1, 1]
+    s = asyncio.run(KubeCluster(control_plane.api_client()).get(DRIFT_POLICIES, namespace, "iris"))["status"]
+    pod = decisions[0].unreadable_pods[0]
+    assert _cond(s, "Ready")["reason"] == "SensorUnreadable" and pod in _cond(s, "Ready")["message"]
+    assert _cond(s, "SensorsReadable")["status"] == "False" and pod in _cond(s, "SensorsReadable")["message"]
+    assert _events(control_plane, namespace).count("SensorUnreadable") == 1, "one event for the transition, not per check"

@@ -97,6 +97,16 @@ class World:
         self.events += d.events
         return d
 
+    def decide_with(self, minute: float, check: dp.CheckResult) -> dp.PolicyDecision:
+        """One step with a given check result (``step`` builds a plain one from a verdict)."""
+        now = T0 + timedelta(minutes=minute)
+        d = dp.decide(self.policy, check, list(self.tjs.values()), self.md, self.source, now)
+        obj = self.policy
+        obj["status"] = d.status
+        self.policy_json = json.dumps(obj)
+        self.events += d.events
+        return d
+
     def finish(self, name: str, *, gate: str = "Passed", version: str | None = None) -> None:
         tj = self.tjs[name]
         version = version or f"{name}-g1"
@@ -207,8 +217,43 @@ def test_a_retrain_created_before_a_crash_is_adopted_not_duplicated() -> None:
     assert d.retrain is None
     assert d.status["activeRetrain"] == "iris-retrain-1" and d.status["retrainCount"] == 1
     assert d.status["retrains"][0]["name"] == "iris-retrain-1" and d.status["retrains"][0]["reason"] == "dataDrift on petal_length"
+    assert [e.reason for e in d.events] == ["RetrainTriggered"], "the event lost with the status write comes on adoption"
+    assert "iris-retrain-1 started: dataDrift on petal_length" in d.events[0].message
     assert _run(w, [(1, "Drift")]) == [None], "the adopted retrain is active: no second one"
     assert len(w.tjs) == 1
+    assert [e.reason for e in w.events].count("RetrainTriggered") == 2, "once at creation, once on adoption; never again"
+    assert "RetrainTriggered" not in [e.reason for e in w.step(2, None).events]
+
+
+def test_a_recorded_retrain_is_not_adopted_again() -> None:
+    w = World(trigger={"consecutive": 1})
+    _run(w, [(0, "Drift")])
+    assert [e.reason for e in w.step(1, None).events] == [], "status knows it: nothing to adopt, no second event"
+
+
+def test_a_source_of_another_model_is_refused_and_never_retrained() -> None:
+    w = World(trigger={"consecutive": 1, "cooldown": "1m"})
+    w.source["spec"]["model"] = "penguins"
+    assert _run(w, [(0, "Drift"), (1, "Drift"), (2, None), (3, "Drift")]) == [None] * 4
+    assert not w.tjs
+    status = w.policy["status"]
+    ready = _cond(status, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ModelMismatch" and _cond(status, "Stalled")["status"] == "True"
+    assert "iris-v1 trains model 'penguins'" in ready["message"] and "ModelDeployment iris serves model 'iris'" in ready["message"]
+    mismatch = [e for e in w.events if e.reason == "ModelMismatch"]
+    assert len(mismatch) == 1 and mismatch[0].type == "Warning", "one event on the transition, not one per check"
+    assert "trains model 'penguins'" in [e for e in w.events if e.reason == "DriftDetected"][-1].message
+    w.source["spec"]["model"] = "iris"  # the user fixes retrain.from
+    assert _run(w, [(4, "Drift")]) == ["iris-retrain-1"]
+    assert _cond(w.policy["status"], "Ready")["reason"] == "Drift"
+
+
+def test_an_alert_policy_does_not_care_which_model_its_unused_source_trains() -> None:
+    w = World(action="alert", trigger={"consecutive": 1})
+    w.source["spec"]["model"] = "penguins"
+    w.step(0, "Drift")
+    assert _cond(w.policy["status"], "Ready")["reason"] == "Drift"
+    assert [e.reason for e in w.events] == ["DriftDetected", "DriftAlert"]
 
 
 def test_alert_only_reports() -> None:
@@ -304,6 +349,65 @@ def test_status_shape_fits_the_api() -> None:
     assert _cond(d.status, "Ready")["status"] == "True" and _cond(d.status, "Ready")["reason"] == "Drift"
     first = dp.decide(_policy(), None, [], _md(), _source(), T0)
     assert _cond(first.status, "Ready")["reason"] == "Waiting" and _cond(first.status, "Drifting")["status"] == "Unknown"
+
+
+# --------------------------------------------------------------------------- failures to read are visible
+
+
+def _read(verdict: str, scraped: int = 3, unreadable: dict | None = None, reference_error: str = "") -> dp.CheckResult:
+    r = _result(verdict)
+    r.scraped, r.unreadable, r.reference_error = scraped, dict(unreadable or {}), reference_error
+    return r
+
+
+def test_unreadable_sensors_are_a_condition_an_event_per_transition_and_a_count() -> None:
+    w = World()
+    d = w.decide_with(0, _read("NoDrift"))
+    assert _cond(d.status, "SensorsReadable")["status"] == "True" and d.sensor_errors == 0 and d.events == []
+    d = w.decide_with(1, _read("NoDrift", unreadable={"iris-b": "timed out"}))
+    sensors = _cond(d.status, "SensorsReadable")
+    assert sensors["status"] == "False" and sensors["reason"] == "SensorUnreadable"
+    assert "1 of 3 ready serving pods could not be read: iris-b (timed out)" in sensors["message"]
+    assert d.sensor_errors == 1 and d.unreadable_pods == ["iris-b"]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "SensorUnreadable")] and "iris-b" in d.events[0].message
+    assert _cond(d.status, "Ready")["status"] == "True", "the other pods still give a verdict"
+    d = w.decide_with(2, _read("NoDrift", unreadable={"iris-b": "timed out", "iris-c": "connection refused"}))
+    assert d.sensor_errors == 2 and d.events == [], "still failing: no second event"
+    assert "iris-c (connection refused)" in _cond(d.status, "SensorsReadable")["message"]
+    d = w.step(2.5, None)
+    assert d.sensor_errors == 0 and _cond(d.status, "SensorsReadable")["status"] == "False", "no check, no news"
+    d = w.decide_with(3, _read("NoDrift"))
+    assert [(e.type, e.reason) for e in d.events] == [("Normal", "SensorsRecovered")]
+    assert _cond(d.status, "SensorsReadable")["status"] == "True"
+
+
+def test_no_sensor_answering_makes_ready_false_with_the_pods_named() -> None:
+    w = World()
+    unreadable = {"iris-a": "connection refused", "iris-b": "timed out"}
+    r = dp.unavailable(dp.unreadable_text(unreadable, 2), scraped=2, unreadable=unreadable)
+    d = w.decide_with(0, r)
+    ready = _cond(d.status, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "SensorUnreadable" and _cond(d.status, "Stalled")["status"] == "False"
+    assert "iris-a (connection refused)" in ready["message"] and "iris-b (timed out)" in ready["message"]
+    assert d.sensor_errors == 2 and [e.reason for e in d.events] == ["SensorUnreadable"]
+    assert _cond(w.step(1, None).status, "Ready")["reason"] == "SensorUnreadable", "a reconcile without a check keeps the reason"
+
+
+def test_a_missing_reference_makes_ready_false_naming_the_version() -> None:
+    w = World()
+    error = "the reference profile of iris/iris-v1-g1 could not be read: HTTP 404"
+    d = w.decide_with(0, dp.unavailable(f"{error}; dataDrift: no reference profile", scraped=2, reference_error=error))
+    ready = _cond(d.status, "Ready")
+    assert ready["reason"] == "ReferenceUnavailable" and "iris/iris-v1-g1" in ready["message"]
+    assert _cond(d.status, "SensorsReadable")["reason"] == "ReferenceUnavailable"
+    assert d.sensor_errors == 1 and [(e.type, e.reason) for e in d.events] == [("Warning", "ReferenceUnavailable")]
+    DriftPolicyStatus.model_validate(d.status)
+
+
+def test_a_check_that_found_no_pod_says_nothing_about_sensors() -> None:
+    d = World().decide_with(0, dp.unavailable("no ready serving pod of iris"))
+    assert get_condition(d.status.get("conditions"), "SensorsReadable") is None
+    assert _cond(d.status, "Ready")["reason"] == "Unavailable" and d.sensor_errors == 0 and d.events == []
 
 
 # --------------------------------------------------------------------------- schedule
@@ -731,6 +835,81 @@ def test_reconcile_without_pods_is_unavailable(reference) -> None:
     d = asyncio.run(reconcile_drift_policy(cluster, "ml", "iris", None, lambda: T0, sensors))
     assert d.status["verdict"] == "Unavailable" and _cond(d.status, "Ready")["reason"] == "Unavailable"
     assert "no ready serving pod" in _cond(d.status, "Ready")["message"]
+
+
+class FailingSensors(FakeSensors):
+    """FakeSensors where some pods refuse the scrape, and the reference may fail, as real servers do."""
+
+    def __init__(self, reference: Reference, shift: float, broken: set[str], reference_fails: bool = False) -> None:
+        super().__init__(reference, shift)
+        self.broken = broken
+        self.reference_fails = reference_fails
+
+    async def snapshot(self, pod: dict) -> dp.Snapshot | None:
+        if pod["metadata"]["name"] in self.broken:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return await super().snapshot(pod)
+
+    async def reference(self, namespace, model, version):
+        if self.reference_fails:
+            raise OSError("HTTP 503 from the serving pod")
+        return await super().reference(namespace, model, version)
+
+
+def test_reconcile_reports_an_unreadable_pod_once_and_counts_every_check(reference, caplog) -> None:
+    cluster, _ = _loop_world(reference, shift=0.0)
+    sensors = FailingSensors(reference, 0.0, broken={"iris-b"})
+
+    async def scenario() -> list:
+        out = []
+        for minute in range(4):
+            now = T0 + timedelta(minutes=minute)
+            out.append(await reconcile_drift_policy(cluster, "ml", "iris", None, lambda now=now: now, sensors))
+        return out
+
+    with caplog.at_level("DEBUG", logger="mlops_operator"):
+        decisions = asyncio.run(scenario())
+    assert [d.sensor_errors for d in decisions] == [1, 1, 1, 1]
+    assert all(d.unreadable_pods == ["iris-b"] for d in decisions)
+    status = cluster.objects[("DriftPolicy", "ml", "iris")]["status"]
+    cond = _cond(status, "SensorsReadable")
+    assert cond["reason"] == "SensorUnreadable" and "1 of 2 ready serving pods" in cond["message"] and "iris-b" in cond["message"]
+    assert [e[1] for e in cluster.events].count("SensorUnreadable") == 1
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "iris-b" in warnings[0].getMessage(), "one WARNING per transition, not per check"
+    assert status["verdict"] == "NoDrift", "the pod that answers still gives a verdict"
+
+
+def test_reconcile_reports_an_unreadable_reference(reference) -> None:
+    cluster, _ = _loop_world(reference, shift=0.0)
+    sensors = FailingSensors(reference, 0.0, broken=set(), reference_fails=True)
+    d = asyncio.run(reconcile_drift_policy(cluster, "ml", "iris", None, lambda: T0, sensors))
+    ready = _cond(d.status, "Ready")
+    assert d.check.verdict == "Unavailable" and ready["reason"] == "ReferenceUnavailable"
+    assert "the reference profile of iris/iris-v1-g1 could not be read: HTTP 503 from the serving pod" in ready["message"]
+    assert d.sensor_errors == 1 and d.unreadable_pods == []
+    assert [e[1] for e in cluster.events] == ["ReferenceUnavailable"]
+
+
+def test_a_rollout_in_progress_is_no_reference_failure(reference) -> None:
+    """Pods still answering for the old version: the new version's reference is not needed yet, so not missing."""
+    cluster, _ = _loop_world(reference, shift=0.0)
+    sensors = FailingSensors(reference, 0.0, broken=set(), reference_fails=True)
+    cluster.objects[("ModelDeployment", "ml", "iris")]["status"]["modelVersion"] = "iris-v2-g1"
+    d = asyncio.run(reconcile_drift_policy(cluster, "ml", "iris", None, lambda: T0, sensors))
+    assert d.check.verdict == "Unavailable" and "another version than iris-v2-g1" in d.check.message
+    assert _cond(d.status, "Ready")["reason"] == "Unavailable" and _cond(d.status, "SensorsReadable")["status"] == "True"
+    assert d.sensor_errors == 0 and cluster.events == []
+
+
+def test_reconcile_with_no_pod_answering(reference) -> None:
+    cluster, _ = _loop_world(reference, shift=0.0)
+    sensors = FailingSensors(reference, 0.0, broken={"iris-a", "iris-b"})
+    d = asyncio.run(reconcile_drift_policy(cluster, "ml", "iris", None, lambda: T0, sensors))
+    ready = _cond(d.status, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "SensorUnreadable"
+    assert "2 of 2 ready serving pods could not be read: iris-a ([Errno 111] Connection refused)" in ready["message"]
+    assert d.sensor_errors == 2 and d.unreadable_pods == ["iris-a", "iris-b"]
 
 
 # --------------------------------------------------------------------------- the cluster side: scraping and metrics

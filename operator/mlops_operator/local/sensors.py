@@ -14,11 +14,9 @@ Obj = dict[str, Any]
 def local_sensors(store: Path) -> HttpSensors:
     """Serving processes are pods on 127.0.0.1; the store is a folder this process can read."""
 
-    def load(namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
+    def load(namespace: str, model: str, version: str) -> tuple[Obj, Obj]:
+        # A missing or unreadable file raises: its message is what the policy's status reports.
         folder = store / namespace / model / version
-        try:
-            return json.loads((folder / "reference.json").read_text()), json.loads((folder / "metadata.json").read_text())
-        except (OSError, ValueError):
-            return None
+        return json.loads((folder / "reference.json").read_text()), json.loads((folder / "metadata.json").read_text())
 
     return HttpSensors(reference_loader=load, retry_seconds=2.0)

@@ -27,23 +27,27 @@ Obj = dict[str, Any]
 log = logging.getLogger("mlops_operator")
 
 SCRAPE_CONCURRENCY = 8
+SENSOR_FAILURES = ("SensorUnreadable", "ReferenceUnavailable")
 
 
 class Sensors(Protocol):
     """Where drift observations come from."""
 
     async def snapshot(self, pod: Obj) -> driftpolicy.Snapshot | None:
-        """The counters of one serving pod's drift sensor, or None when it cannot be read."""
+        """The counters of one serving pod's drift sensor; None or an exception saying why when it cannot be read.
+
+        Bound it in time: a check waits for its slowest pod.
+        """
 
     async def reference(self, namespace: str, model: str, version: str) -> tuple[Obj, Obj] | None:
-        """``(reference.json, metadata.json)`` of a model version as dicts, or None when unavailable."""
+        """``(reference.json, metadata.json)`` of a model version as dicts; None or an exception saying why when unavailable."""
 
 
 class WindowBaselines:
     """Each serving pod's counters at the last check, per policy: in memory, not in status.
 
     In status they would grow with pods x features x bins (see the window
-    notes in ``controllers.driftpolicy``). Losing them (a restart) only means
+    notes in ``controllers.driftpolicy.window``). Losing them (a restart) only means
     the pods count from the next check. Bounded: the least recently checked
     policies are forgotten first.
     """
@@ -76,19 +80,30 @@ def pod_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-async def _observe(sensors: Sensors, pods: list[Obj]) -> list[tuple[Obj, driftpolicy.Snapshot]]:
-    gate = asyncio.Semaphore(SCRAPE_CONCURRENCY)
+async def _observe(sensors: Sensors, pods: list[Obj]) -> tuple[list[tuple[Obj, driftpolicy.Snapshot]], dict[str, str]]:
+    """Scrape every pod, a few at a time: ``(the pods that answered with their snapshots, unreadable pod -> why)``."""
+    scrape_slots = asyncio.Semaphore(SCRAPE_CONCURRENCY)
 
-    async def one(pod: Obj) -> tuple[Obj, driftpolicy.Snapshot | None]:
-        async with gate:
+    async def one(pod: Obj) -> tuple[Obj, driftpolicy.Snapshot | None, str]:
+        async with scrape_slots:
             try:
-                return pod, await sensors.snapshot(pod)
+                snap = await sensors.snapshot(pod)
             except Exception as exc:  # noqa: BLE001 - one pod that cannot be read must not stop the check
-                log.info("drift sensor of pod %s unreadable: %s", pod["metadata"].get("name"), exc)
-                return pod, None
+                # Reported in the policy's SensorsReadable condition (and logged on its transitions).
+                log.debug("drift sensor of pod %s unreadable: %r", pod["metadata"].get("name"), exc)
+                return pod, None, _why(exc)
+            return pod, snap, "" if snap is not None else "no address"
 
-    found = await asyncio.gather(*(one(p) for p in pods))
-    return [(p, s) for p, s in found if s is not None]
+    answers = await asyncio.gather(*(one(p) for p in pods))
+    observed = [(p, s) for p, s, _ in answers if s is not None]
+    unreadable = {p["metadata"].get("name", ""): why for p, s, why in answers if s is None}
+    return observed, unreadable
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a short reason for a condition (a timeout's str() is empty)."""
+    text = str(exc).strip()
+    return text[:200] if text else type(exc).__name__
 
 
 async def run_check(
@@ -109,35 +124,43 @@ async def run_check(
     ready = [p for p in pods if pod_ready(p)]
     if not ready:
         return driftpolicy.unavailable(f"no ready serving pod of {spec.deployment}"), None, None
-    observed = await _observe(sensors, ready)
+    observed, unreadable = await _observe(sensors, ready)
+    reading = {"scraped": len(ready), "unreadable": unreadable}
     if not observed:
-        return driftpolicy.unavailable(f"none of the {len(ready)} serving pods answered"), None, None
-    model = (deployment.get("spec") or {}).get("model", "")
-    reference: Reference | None = None
-    metadata: Obj | None = None
-    try:
-        found = await sensors.reference(ns, model, version)
-    except Exception as exc:  # noqa: BLE001 - reported as Unavailable, retried next interval
-        log.info("reference of %s/%s unreadable: %s", model, version, exc)
-        found = None
-    if found is not None:
-        ref_doc, metadata = found
-        try:
-            reference = Reference.from_dict(ref_doc) if ref_doc else None
-        except (ValueError, KeyError, TypeError) as exc:
-            log.info("reference of %s/%s invalid: %s", model, version, exc)
+        return driftpolicy.unavailable(driftpolicy.unreadable_text(unreadable, len(ready)), **reading), None, None
     max_age = parse_duration(spec.window.max_age) if spec.window.max_age else None
     old_window = (policy.get("status") or {}).get("window")
     update = driftpolicy.advance_window(old_window, version, observed, [p["metadata"]["name"] for p in pods], now, max_age,
                                         baselines)
-    if update.reporting == 0:
-        return driftpolicy.unavailable(f"the serving pods answered for another version than {version} (rollout in progress?)"), None, None
+    if update.reporting == 0:  # no pod serves the version yet: its reference is not missing, only not needed yet
+        return driftpolicy.unavailable(f"the serving pods answered for another version than {version} (rollout in progress?)",
+                                       **reading), None, None
+    model = (deployment.get("spec") or {}).get("model", "")
+    reference, metadata, reference_error = await _reference(sensors, ns, model, version)
     result = driftpolicy.run_checks(spec, reference, metadata, update.counts)
+    result.scraped, result.unreadable, result.reference_error = len(ready), unreadable, reference_error
     if reference is None and result.verdict == "Unavailable":
-        result.message = f"no reference profile for {version}; " + result.message
+        result.message = f"{reference_error}; " + result.message
     if update.reset:
         result.message = f"new window ({update.reset}); " + result.message
     return result, update, reference.task if reference else None
+
+
+async def _reference(sensors: Sensors, namespace: str, model: str, version: str) -> tuple[Reference | None, Obj | None, str]:
+    """``(reference profile, metadata, '' or why the profile could not be had)`` of the serving version."""
+    try:
+        profile = await sensors.reference(namespace, model, version)
+    except Exception as exc:  # noqa: BLE001 - reported in status, retried next interval
+        return None, None, f"the reference profile of {model}/{version} could not be read: {_why(exc)}"
+    if profile is None:
+        return None, None, f"no reference profile for {model}/{version}"
+    ref_doc, metadata = profile
+    if not ref_doc:
+        return None, metadata, f"no reference profile for {model}/{version}"
+    try:
+        return Reference.from_dict(ref_doc), metadata, ""
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, metadata, f"the reference profile of {model}/{version} is invalid: {_why(exc)}"
 
 
 async def reconcile_drift_policy(
@@ -183,6 +206,8 @@ async def reconcile_drift_policy(
     if update is not None:
         baselines.put(uid, update.baselines)  # only once the window they belong to is stored
     for ev in decision.events:
+        if ev.reason in SENSOR_FAILURES:
+            log.warning("DriftPolicy %s/%s: %s", namespace, name, ev.message)  # once per transition, not per check
         await cluster.event(policy, ev.type, ev.reason, ev.message)
     return decision
 

@@ -1,0 +1,204 @@
+"""The checks: a window's counts against the serving version's reference profile and training baseline."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from ...api.driftpolicy import Check, DriftPolicySpec
+from ...drift import DriftConfig, Reference, evaluate_predictions, evaluate_window, performance
+from ..cluster import Obj
+
+Verdict = Literal["Drift", "NoDrift", "NotEnoughData", "Unavailable"]
+
+MAX_SCORES = 100
+FEEDBACK_MIN_SAMPLES = 100
+"""Fewest labelled rows for an errorRate / rmse verdict (or window.minSamples when smaller)."""
+
+
+@dataclass
+class CheckOutcome:
+    """One check's result: breach, ok, insufficient (too few rows) or unavailable."""
+
+    type: str
+    outcome: Literal["breach", "ok", "insufficient", "unavailable"]
+    summary: str
+    scores: list[Obj] = field(default_factory=list)
+
+
+@dataclass
+class CheckResult:
+    """The policy's verdict on one window: any breach is Drift."""
+
+    verdict: Verdict
+    samples: int = 0
+    scores: list[Obj] = field(default_factory=list)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    message: str = ""
+    scraped: int = 0
+    """Ready serving pods whose drift sensor the check asked (0: it got no further than finding them)."""
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Of those, the pods whose sensor could not be read: pod name -> why."""
+    reference_error: str = ""
+    """Why the serving version's reference profile could not be read ('' when it was, or was not asked for)."""
+
+    @property
+    def breaches(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if c.outcome == "breach"]
+
+    @property
+    def reason(self) -> str:
+        """What breached, in one line (the retrain's reason)."""
+        return "; ".join(c.summary for c in self.breaches)[:1000]
+
+
+def unavailable(message: str, *, scraped: int = 0, unreadable: Mapping[str, str] | None = None,
+                reference_error: str = "") -> CheckResult:
+    return CheckResult(verdict="Unavailable", message=message, scraped=scraped, unreadable=dict(unreadable or {}),
+                       reference_error=reference_error)
+
+
+def unreadable_text(unreadable: Mapping[str, str], scraped: int, limit: int = 5) -> str:
+    """The pods whose drift sensor could not be read, and why, in one bounded line."""
+    names = sorted(unreadable)
+    shown = "; ".join(f"{n} ({unreadable[n][:200]})" for n in names[:limit])
+    more = f"; and {len(names) - limit} more" if len(names) > limit else ""
+    return f"the drift sensor of {len(names)} of {scraped} ready serving pods could not be read: {shown}{more}"
+
+
+def _finite(x: Any) -> float | None:
+    """``x`` as a float rounded for status, or None when it is no finite number (status holds no NaN)."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 6) if math.isfinite(f) else None
+
+
+def _score(check: str, f: Any) -> Obj:
+    out = {
+        "check": check,
+        "feature": f.name,
+        "statistic": _finite(f.statistic),
+        "pValue": _finite(f.adjusted_pvalue if not math.isnan(f.adjusted_pvalue) else f.pvalue),
+        "effect": _finite(f.effect),
+        "psi": _finite(f.psi),
+        "drifted": bool(f.drifted),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _feature_list(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _drift_check(check: Check, reference: Reference, counts: Obj, min_samples: int) -> CheckOutcome:
+    psi_rule = check.type == "psi"
+    config = DriftConfig(
+        min_samples=min_samples,
+        correction=check.correction,
+        q=min(check.q, 0.5),
+        numeric_effect=check.numeric_effect,
+        categorical_effect=check.categorical_effect,
+        rule="psi" if psi_rule else "default",
+        psi_threshold=check.threshold,
+    )
+    rows = int(counts.get("rows") or 0)
+    if rows < min_samples:
+        return CheckOutcome(check.type, "insufficient", f"{check.type}: {rows} of {min_samples} rows")
+    wanted = set(check.features) if check.features else None
+    window = {
+        name: c
+        for name, c in (counts.get("features") or {}).items()
+        if name in reference.features and (wanted is None or name in wanted)
+    }
+    if not window:
+        return CheckOutcome(check.type, "unavailable", f"{check.type}: the sensor reports none of the features")
+    result = evaluate_window(reference, window, config)
+    if result.status == "insufficient_data":
+        return CheckOutcome(check.type, "insufficient", f"{check.type}: {result.samples} of {min_samples} rows")
+    scores = [_score(check.type, f) for f in result.features]
+    drifted = result.drifted_features
+    if drifted:
+        return CheckOutcome(check.type, "breach", f"{check.type} on {_feature_list(drifted)}", scores)
+    return CheckOutcome(check.type, "ok", f"{check.type}: no drift in {len(result.features)} features", scores)
+
+
+def _prediction_check(check: Check, reference: Reference, counts: Obj, min_samples: int) -> CheckOutcome:
+    if reference.prediction is None:
+        return CheckOutcome(check.type, "unavailable", "predictionDrift: the reference has no prediction profile")
+    if counts.get("predictions") is None:
+        rows = int(counts.get("rows") or 0)
+        if rows < min_samples:  # an empty window has no prediction counts yet
+            return CheckOutcome(check.type, "insufficient", f"predictionDrift: {rows} of {min_samples} predictions")
+        return CheckOutcome(check.type, "unavailable", "predictionDrift: the sensor reports no prediction counts")
+    config = DriftConfig(min_samples=min_samples, numeric_effect=check.numeric_effect, categorical_effect=check.categorical_effect)
+    result = evaluate_predictions(reference, counts["predictions"], config)
+    if result.status == "insufficient_data":
+        return CheckOutcome(check.type, "insufficient", f"predictionDrift: {result.samples} of {min_samples} predictions")
+    scores = [_score(check.type, f) for f in result.features]
+    if result.status == "drift":
+        return CheckOutcome(check.type, "breach", "predictionDrift", scores)
+    return CheckOutcome(check.type, "ok", "predictionDrift: none", scores)
+
+
+def _performance_check(check: Check, metadata: Obj | None, counts: Obj, min_samples: int) -> CheckOutcome:
+    key = "errorRate" if check.type == "errorRate" else "rmse"
+    baseline = _finite(((metadata or {}).get("baseline") or {}).get(key))
+    limits = []
+    if check.maximum is not None:
+        limits.append(check.maximum)
+    if check.max_increase is not None:
+        if baseline is None:
+            if check.maximum is None:
+                return CheckOutcome(check.type, "unavailable", f"{key}: maxIncrease needs the training baseline, which the serving version lacks")
+        else:
+            limits.append(baseline + check.max_increase)
+    limit = min(limits)
+    n = int(counts.get("feedbackRows") or 0)
+    errors = max(float(counts.get("feedbackErrors" if key == "errorRate" else "feedbackSquaredError") or 0), 0.0)
+    task: Literal["classification", "regression"] = "classification" if key == "errorRate" else "regression"
+    needed = min(FEEDBACK_MIN_SAMPLES, min_samples)
+    result = performance(errors, n, baseline if baseline is not None else math.nan, limit, task=task, min_samples=needed)
+    if result.status == "insufficient_data":
+        return CheckOutcome(check.type, "insufficient", f"{key}: {n} of {needed} labelled rows")
+    score = {"check": check.type, "feature": key, "statistic": _finite(result.value), "drifted": result.status == "degraded"}
+    text = f"{key} {result.value:.4g} on {n} labelled rows (limit {limit:.4g})"
+    return CheckOutcome(check.type, "breach" if result.status == "degraded" else "ok", text, [score])
+
+
+def run_checks(spec: DriftPolicySpec, reference: Reference | None, metadata: Obj | None, counts: Obj) -> CheckResult:
+    """Every check of the policy on one window; any breach is Drift.
+
+    Not enough data is never "no drift": the verdict is NoDrift only when a
+    check had enough rows and passed, NotEnoughData when none had enough.
+    """
+    min_samples = spec.window.min_samples
+    outcomes: list[CheckOutcome] = []
+    for check in spec.checks:
+        try:
+            if check.type in ("errorRate", "rmse"):
+                outcomes.append(_performance_check(check, metadata, counts, min_samples))
+            elif reference is None:
+                outcomes.append(CheckOutcome(check.type, "unavailable", f"{check.type}: no reference profile"))
+            elif check.type == "predictionDrift":
+                outcomes.append(_prediction_check(check, reference, counts, min_samples))
+            else:
+                outcomes.append(_drift_check(check, reference, counts, min_samples))
+        except (ValueError, TypeError, KeyError) as exc:
+            outcomes.append(CheckOutcome(check.type, "unavailable", f"{check.type}: counts do not fit the reference ({exc})"[:300]))
+    kinds = {o.outcome for o in outcomes}
+    verdict: Verdict = (
+        "Drift" if "breach" in kinds else "NoDrift" if "ok" in kinds else "NotEnoughData" if "insufficient" in kinds else "Unavailable"
+    )
+    scores = [s for o in outcomes for s in o.scores]
+    scores.sort(key=lambda s: (not s.get("drifted"), -(s.get("effect") if s.get("effect") is not None else -1.0), s.get("pValue", 1.0)))
+    shown = [o for o in outcomes if o.outcome == "breach"] if verdict == "Drift" else outcomes
+    return CheckResult(
+        verdict=verdict,
+        samples=int(counts.get("rows") or 0),
+        scores=scores[:MAX_SCORES],
+        checks=outcomes,
+        message="; ".join(o.summary for o in shown)[:1000],
+    )
