@@ -46,7 +46,7 @@ def promtool(tools: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[
 
 def test_promtool_accepts_the_rules(rule_file: Path, monitoring_tools: Path) -> None:
     proc = promtool(monitoring_tools, "check", "rules", str(rule_file), cwd=rule_file.parent)
-    assert proc.returncode == 0 and "SUCCESS: 8 rules found" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "SUCCESS: 9 rules found" in proc.stdout, proc.stdout + proc.stderr
 
 
 def rendered_annotations(rule: Obj, labels: dict[str, str]) -> dict[str, str]:
@@ -106,6 +106,12 @@ CASES: dict[str, tuple[list[dict[str, str]], int, dict[str, str], list[dict[str,
         {"namespace": "ml", "policy": "iris"},
         [series("mlops_operator_drift_breaches_total", {"namespace": "ml", "policy": "iris"}, "0x8"),
          series("mlops_operator_drift_checks_total", {"namespace": "ml", "policy": "iris", "verdict": "NoDrift"}, "0+1x8")],
+    ),
+    "MlopsDriftSensorUnreadable": (
+        [series("mlops_operator_sensor_errors_total", {"namespace": "ml", "policy": "iris"}, "0+1x30")], 12,
+        {"namespace": "ml", "policy": "iris"},
+        # One pod unreadable once (a rollout's old pod going away) is no alert.
+        [series("mlops_operator_sensor_errors_total", {"namespace": "ml", "policy": "iris"}, "0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1")],
     ),
     "MlopsRetrainFailed": (
         [series("mlops_operator_drift_retrains_total", {"namespace": "ml", "policy": "iris", "result": "GateFailed"}, "0 0 1 1 1 1")], 3,

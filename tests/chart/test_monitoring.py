@@ -72,16 +72,16 @@ def _sample_names(text: str) -> dict[str, set[str]]:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """Every series the operator and a real model server export (after a few requests), with their labels."""
     from mlops_operator.k8s import metrics
-    from mlops_operator.k8s.handlers import driftpolicy  # registers the operator's metrics
 
     metrics.observe_status("ModelDeployment", "ns", "md", {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
     metrics.RECONCILES.labels("ModelDeployment", "ok").inc()
     metrics.RECONCILE_SECONDS.labels("ModelDeployment").observe(0.01)
 
-    driftpolicy.DRIFT_SCORE.labels("ns", "p", "dataDrift", "f").set(0.1)
-    driftpolicy.DRIFT_CHECKS.labels("ns", "p", "Drift").inc()
-    driftpolicy.DRIFT_BREACHES.labels("ns", "p").inc()
-    driftpolicy.DRIFT_RETRAINS.labels("ns", "p", "Failed").inc()
+    metrics.DRIFT_SCORE.labels("ns", "p", "dataDrift", "f").set(0.1)
+    metrics.DRIFT_CHECKS.labels("ns", "p", "Drift").inc()
+    metrics.DRIFT_BREACHES.labels("ns", "p").inc()
+    metrics.DRIFT_RETRAINS.labels("ns", "p", "Failed").inc()
+    metrics.SENSOR_ERRORS.labels("ns", "p").inc()
     series = _sample_names(generate_latest().decode())
 
     root = tmp_path_factory.mktemp("store")

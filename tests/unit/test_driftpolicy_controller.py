@@ -734,7 +734,7 @@ class MemoryCluster:
         self.creates += 1
         return copy.deepcopy(self.put(obj))
 
-    async def patch_status(self, res, namespace, name, status):
+    async def patch_status(self, res, namespace, name, status, resource_version=None):
         self.objects[(res.kind, namespace, name)]["status"] = json.loads(json.dumps(status))  # replaces, as the protocol says
 
     async def event(self, obj, type_, reason, message):

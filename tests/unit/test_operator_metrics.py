@@ -80,3 +80,16 @@ def test_drift_metrics_follow_the_decisions() -> None:
     assert get("mlops_operator_drift_retrains_total", {"namespace": "ml", "policy": "iris-metrics", "result": "Started"}) == 1
     metrics.forget_drift("ml", "iris-metrics")
     assert get("mlops_operator_drift_score", {"namespace": "ml", "policy": "iris-metrics", "check": "dataDrift", "feature": "petal_length"}) is None
+
+
+def test_unreadable_sensors_are_counted_per_policy_for_the_alerts() -> None:
+    from mlops_operator.controllers.driftpolicy import PolicyDecision, unavailable
+
+    labels = {"namespace": "ml", "policy": "iris-sensors"}
+    before = value("mlops_operator_sensor_errors_total", **labels) or 0
+    check = unavailable("none of the 3 serving pods answered", scraped=3,
+                        unreadable={"iris-a": "timed out", "iris-b": "connection refused", "iris-c": "HTTP 404"})
+    metrics.record_drift("ml", "iris-sensors", PolicyDecision(status={}, check=check))
+    assert value("mlops_operator_sensor_errors_total", **labels) == before + 3
+    metrics.record_drift("ml", "iris-sensors", PolicyDecision(status={}, check=None))  # no check ran: nothing counted
+    assert value("mlops_operator_sensor_errors_total", **labels) == before + 3

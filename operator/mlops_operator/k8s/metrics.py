@@ -85,6 +85,11 @@ DRIFT_RETRAINS = Counter(
     "Retrains by outcome: Started, Succeeded, GateFailed, Failed, Deleted, Promoted.",
     ["namespace", "policy", "result"],
 )
+SENSOR_ERRORS = Counter(
+    "mlops_operator_sensor_errors",
+    "DriftPolicy checks' failed reads: serving pods whose drift sensor could not be read, and unreadable reference profiles.",
+    ["namespace", "policy"],
+)
 _RESULT_OF_EVENT = {
     "RetrainTriggered": "Started",
     "RetrainSucceeded": "Succeeded",
@@ -111,6 +116,8 @@ def record_drift(namespace: str, name: str, decision: PolicyDecision | None) -> 
     check = decision.check
     if check is None:
         return
+    if decision.sensor_errors:
+        SENSOR_ERRORS.labels(namespace, name).inc(decision.sensor_errors)
     DRIFT_CHECKS.labels(namespace, name, check.verdict).inc()
     if check.verdict == "Drift":
         DRIFT_BREACHES.labels(namespace, name).inc()

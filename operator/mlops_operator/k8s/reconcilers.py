@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..controllers import driftpolicy
-from ..controllers.cluster import DRIFT_POLICIES, Cluster
-from ..controllers.reconcile import Result, utcnow
+from ..controllers.cluster import Cluster
+from ..controllers.reconcile import Result
 from ..controllers.reconcile.driftpolicy import Sensors, reconcile_drift_policy
 from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
 from ..controllers.reconcile.trainingjob import reconcile_training_job
@@ -25,12 +24,6 @@ def reconcilers(cluster: Cluster, settings: Settings, sensors: Sensors) -> dict[
         metrics.record_drift(namespace, name, decision)
         if decision is None:
             return Result(None)
-        # The next check is due at a time kept in status: the queue wakes the policy then.
-        policy = await cluster.get(DRIFT_POLICIES, namespace, name)
-        if policy is None or driftpolicy.spec_errors(policy):
-            return Result(decision.status)  # nothing to check until the spec changes (an event)
-        due = driftpolicy.next_check(policy)
-        wait = max(0.0, (due - utcnow()).total_seconds()) if due else 0.0
-        return Result(decision.status, requeue_after=max(wait, 0.5))
+        return Result(decision.status, requeue_after=decision.requeue_after)
 
     return {"TrainingJob": training_job, "ModelDeployment": model_deployment, "DriftPolicy": drift_policy}

@@ -25,6 +25,8 @@ class PolicyDecision:
     retrain: Obj | None = None
     events: list[Event] = field(default_factory=list)
     check: CheckResult | None = None
+    requeue_after: float | None = None
+    """Seconds until the next check is due (None: only an event can make one due, e.g. a spec fix)."""
 
     @property
     def sensor_errors(self) -> int:

@@ -20,8 +20,8 @@ from .. import driftpolicy, labels
 from ..conditions import set_condition
 from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster
 from ..settings import Settings
-from ..trainingjob import Event
-from . import Clock, changed, utcnow
+from ..events import Event
+from . import Changes, Clock, apply_decision, utcnow
 
 Obj = dict[str, Any]
 log = logging.getLogger("mlops_operator")
@@ -198,18 +198,26 @@ async def reconcile_drift_policy(
     decision = driftpolicy.decide(policy, check, retrains, deployment, source, now, window=window, task=task)
 
     if decision.retrain is not None:
-        created = await cluster.create(decision.retrain)
-        if not driftpolicy.owned_by(created, policy):
+        taken = await cluster.get(TRAINING_JOBS, namespace, decision.retrain["metadata"]["name"])
+        if taken is not None and not driftpolicy.owned_by(taken, policy):
             _name_taken(decision, decision.retrain["metadata"]["name"], now)
-    if changed(policy.get("status"), decision.status):
-        await cluster.patch_status(DRIFT_POLICIES, namespace, name, decision.status)
-    if update is not None:
-        baselines.put(uid, update.baselines)  # only once the window they belong to is stored
     for ev in decision.events:
         if ev.reason in SENSOR_FAILURES:
             log.warning("DriftPolicy %s/%s: %s", namespace, name, ev.message)  # once per transition, not per check
-        await cluster.event(policy, ev.type, ev.reason, ev.message)
+    changes = Changes(create=[decision.retrain] if decision.retrain is not None else (), events=decision.events)
+    decision.status = await apply_decision(cluster, DRIFT_POLICIES, policy, decision.status, changes, now)
+    if update is not None:
+        baselines.put(uid, update.baselines)  # only once the window they belong to is stored
+    decision.requeue_after = _until_next_check(policy, decision.status, now)
     return decision
+
+
+def _until_next_check(policy: Obj, status: Obj, now: Any) -> float | None:
+    """When the queue should bring the policy back for its next check (None: never by itself)."""
+    if driftpolicy.spec_errors(policy):
+        return None  # nothing to check until the spec changes, which is an event
+    due = driftpolicy.next_check({**policy, "status": status})
+    return max(0.5, (due - now).total_seconds()) if due is not None else 0.5
 
 
 def _name_taken(decision: driftpolicy.PolicyDecision, name: str, now: Any) -> None:
