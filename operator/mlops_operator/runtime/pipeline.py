@@ -22,6 +22,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
 
+from ..api.trainingjob import Task
+
 DEFAULT_ALLOWED_MODULES: tuple[str, ...] = ("sklearn.",)
 
 
@@ -99,9 +101,9 @@ def make_estimator(cls: type, params: Mapping[str, Any], class_path: str) -> Any
     return est
 
 
-def infer_task(estimator: Any, declared: str | None, class_path: str) -> str:
+def infer_task(estimator: Any, declared: Task | None, class_path: str) -> Task:
     """The task from the spec, checked against what the estimator is."""
-    kind = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
+    kind: Task | None = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
     if declared is None:
         if kind is None:
             raise SpecError(f"cannot tell whether {class_path} classifies or regresses; set spec.task")
