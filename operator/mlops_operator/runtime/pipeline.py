@@ -92,8 +92,9 @@ def make_estimator(cls: type, params: Mapping[str, Any], class_path: str) -> Any
         est = cls(**dict(params))
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{class_path} rejected the parameters: {exc}") from None
+    # scikit-learn's own check; a BaseEstimator from another package declares no constraints to check.
     validate = getattr(est, "_validate_params", None)
-    if callable(validate):
+    if callable(validate) and hasattr(est, "_parameter_constraints"):
         try:
             validate()
         except (TypeError, ValueError) as exc:
