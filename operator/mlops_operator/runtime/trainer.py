@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..api.trainingjob import Task, TrainingJob, metric_task
-from ..store import DEFAULT_TRUSTED_MODULES, MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
+from ..store import MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
 from . import data as data_mod
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
@@ -183,7 +183,9 @@ def train(
     """Train, evaluate, gate and store one version.
 
     ``allow_modules`` adds module prefixes to the estimator allow-list
-    (``sklearn.`` is always in it) and to the types a stored model may hold.
+    (``sklearn.`` is always in it) and to the types a stored model may hold
+    (on top of the store's explicit list; a prefix never reaches scikit-learn,
+    numpy, scipy or the standard library).
     Raises :class:`SpecError` or :class:`DataError` (permanent, exit 2),
     :class:`GateFailed` (exit 3); nothing is stored in any of these cases.
     When the version already exists it is returned as is (``created=False``).
@@ -197,7 +199,7 @@ def train(
         return already_stored(store, target, log)
     # The estimator first: a bad class path or parameter fails before any data is read.
     choice = choose_estimator(spec, allow_modules)
-    trusted = normalize_prefixes((*store.trusted_modules, *DEFAULT_TRUSTED_MODULES, *DEFAULT_ALLOWED_MODULES, *allow_modules))
+    trusted = normalize_prefixes((*store.trusted_modules, *allow_modules))  # extra prefixes; the rest is the store's list
 
     started = time.monotonic()
     log("start", trainingJob=job.metadata.name, namespace=target.namespace, model=target.model, version=target.version,
