@@ -169,9 +169,10 @@ def categories_of(pipeline: Pipeline, features: Sequence[str], categorical: Sequ
     cat = [f for f in features if f in set(categorical)]
     out = {}
     for name, levels in zip(cat, encoder.categories_):
-        out[name] = [_json_value(v) for v in levels if not (isinstance(v, float) and np.isnan(v))]
+        out[name] = [json_value(v) for v in levels if not (isinstance(v, float) and np.isnan(v))]
     return out
 
 
-def _json_value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+    """A numpy scalar as the plain Python value ``json.dumps`` writes (class labels, categories)."""
     return v.item() if isinstance(v, np.generic) else v

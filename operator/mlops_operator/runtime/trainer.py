@@ -34,7 +34,17 @@ from ..store import MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load
 from . import data as data_mod
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
-from .pipeline import DEFAULT_ALLOWED_MODULES, SpecError, build_pipeline, categories_of, infer_task, make_estimator, normalize_prefixes, resolve_estimator
+from .pipeline import (
+    DEFAULT_ALLOWED_MODULES,
+    SpecError,
+    build_pipeline,
+    categories_of,
+    infer_task,
+    json_value,
+    make_estimator,
+    normalize_prefixes,
+    resolve_estimator,
+)
 
 PARENT_LABEL = "mlops.dev/parent-version"
 TRIGGERED_BY_LABEL = "mlops.dev/triggered-by"
@@ -406,7 +416,7 @@ def describe(
             for f, kind in ds.kinds.items()
         ],
         "inputDtype": "object" if ds.categorical else "float64",
-        "classes": [_json_value(c) for c in fitted.pipeline.classes_] if choice.task == "classification" else None,
+        "classes": [json_value(c) for c in fitted.pipeline.classes_] if choice.task == "classification" else None,
         "metrics": metrics,
         "gate": gate.to_dict(),
         "rows": split.rows,
@@ -447,10 +457,6 @@ def store_version(
     result.pipeline = fitted.pipeline
     result.X_test, result.y_test = split.X_test, split.y_test
     return result
-
-
-def _json_value(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def _same_predictions(a: np.ndarray, b: np.ndarray) -> bool:
