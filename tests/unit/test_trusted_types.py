@@ -114,10 +114,10 @@ def test_the_list_holds_types_never_functions() -> None:
 
 
 def test_the_image_pins_the_versions_the_list_was_surveyed_with() -> None:
+    """What a fitted model holds changes with these libraries: the image must run the surveyed ones."""
     pins = dict(
         line.split("==", 1)
         for line in (Path(__file__).parents[2] / "hack" / "image" / "constraints.txt").read_text().split()
         if "==" in line
     )
-    assert {dist: pins.get(dist) for dist in SURVEYED_WITH} == SURVEYED_WITH
-    assert type_survey.libraries() == SURVEYED_WITH, REGENERATE
+    assert {dist: pins.get(dist) for dist in SURVEYED_WITH} == SURVEYED_WITH, REGENERATE
