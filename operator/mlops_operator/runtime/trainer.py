@@ -600,7 +600,7 @@ def _score_champion(
     frame = held_out.frame.copy()
     for f in cat:
         if f not in held_out.categorical:
-            frame[f] = data_mod._as_categories(frame[f])
+            frame[f] = data_mod.as_categories(frame[f])
     try:
         return compute_metrics(model, to_matrix(frame, feats, cat), held_out.y, task)
     except Exception as exc:  # the champion cannot score these rows at all
