@@ -15,7 +15,7 @@ from mlops_operator.runtime.data import DataError
 from mlops_operator.runtime.metrics import compute_metrics
 from mlops_operator.runtime.pipeline import SpecError
 from mlops_operator.runtime.trainer import GateFailed, TrainResult, train
-from mlops_operator.store import ModelStore
+from mlops_operator.store import ArtifactError, ModelStore
 
 
 def quiet(*args: Any, **kwargs: Any) -> None:
@@ -254,6 +254,48 @@ def test_allow_module_extends_the_list(tmp_path: Path) -> None:
     # Allowed, but it does not exist: now the import is attempted and fails cleanly.
     with pytest.raises(SpecError, match="cannot be imported"):
         train(manifest(estimator="mlops_fake_pkg.Model"), tmp_path, allow_modules=["mlops_fake_pkg"], log=quiet)
+
+
+EXTRA_ESTIMATOR = """
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+
+class LeastSquares(RegressorMixin, BaseEstimator):
+    \"\"\"A regressor from outside scikit-learn, as an operator's allowed module would provide.\"\"\"
+
+    def __init__(self, ridge=0.0):
+        self.ridge = ridge
+
+    def fit(self, X, y):
+        X1 = np.c_[np.asarray(X, dtype=float), np.ones(len(X))]
+        self.coef_ = np.linalg.solve(X1.T @ X1 + self.ridge * np.eye(X1.shape[1]), X1.T @ np.asarray(y, dtype=float))
+        return self
+
+    def predict(self, X):
+        return np.c_[np.asarray(X, dtype=float), np.ones(len(X))] @ self.coef_
+"""
+
+
+def test_an_allowed_non_sklearn_estimator_trains_and_loads_with_its_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--allow-module`` extends what a stored model may hold by the admin's prefix, on top of the list."""
+    package = tmp_path / "lib" / "mlops_extra_estimators"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(EXTRA_ESTIMATOR)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    doc = manifest(model="diabetes", source="sklearn://diabetes", target="progression",
+                   estimator="mlops_extra_estimators.LeastSquares", params={"ridge": 0.1}, gate={"metric": "r2", "minimum": 0.3})
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(SpecError, match="outside the allowed modules"):
+        train(doc, store, log=quiet)
+    result = train(doc, store, allow_modules=["sklearn.", "mlops_extra_estimators"], log=quiet)
+    assert result.created and result.gate["result"] == "Passed"
+    # The server, told the same modules, loads it; without them it refuses and names the type.
+    served = ModelStore(store.root, trusted_modules=("mlops_extra_estimators.",))
+    loaded = served.load_model(result.namespace, result.model, result.version, expected_sha256=result.sha256)
+    np.testing.assert_allclose(loaded.predict(result.X_test), result.pipeline.predict(result.X_test))
+    with pytest.raises(ArtifactError, match=r"untrusted type\(s\) mlops_extra_estimators\.LeastSquares"):
+        store.load_model(result.namespace, result.model, result.version)
 
 
 @pytest.mark.parametrize(

@@ -249,7 +249,7 @@ def _is_categorical_dtype(col: pd.Series) -> bool:
     )
 
 
-def _as_categories(col: pd.Series) -> pd.Series:
+def as_categories(col: pd.Series) -> pd.Series:
     """Categories as strings (what the drift profile and the server compare), missing as NaN."""
     return col.astype(object).map(lambda v: np.nan if _isnan(v) else str(v)).astype(object)
 
@@ -334,7 +334,7 @@ def prepare(
     out = pd.DataFrame(index=frame.index)
     for f in features:
         if kinds[f] == "categorical":
-            out[f] = _as_categories(frame[f])
+            out[f] = as_categories(frame[f])
         else:
             out[f] = _as_numbers(f, frame[f], declared=declared)
     out[target] = frame[target]
@@ -406,7 +406,7 @@ def _type_feedback(
     for f in features:
         col = fb[f]
         if kinds[f] == "categorical":
-            out[f] = _as_categories(col)
+            out[f] = as_categories(col)
         else:
             parsed = pd.to_numeric(col, errors="coerce").astype(np.float64)
             ok &= ~(col.notna() & parsed.isna())
@@ -418,7 +418,7 @@ def _type_feedback(
         ok &= ~(y.notna() & parsed.isna())
         y = parsed
     else:
-        y = _as_categories(y)
+        y = as_categories(y)
     out[target] = y
     if task == "classification":
         known = {_label_key(v) for v in main_y.dropna().unique()}

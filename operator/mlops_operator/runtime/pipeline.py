@@ -22,6 +22,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
 
+from ..api.trainingjob import Task
+
 DEFAULT_ALLOWED_MODULES: tuple[str, ...] = ("sklearn.",)
 
 
@@ -90,8 +92,9 @@ def make_estimator(cls: type, params: Mapping[str, Any], class_path: str) -> Any
         est = cls(**dict(params))
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{class_path} rejected the parameters: {exc}") from None
+    # scikit-learn's own check; a BaseEstimator from another package declares no constraints to check.
     validate = getattr(est, "_validate_params", None)
-    if callable(validate):
+    if callable(validate) and hasattr(est, "_parameter_constraints"):
         try:
             validate()
         except (TypeError, ValueError) as exc:
@@ -99,9 +102,9 @@ def make_estimator(cls: type, params: Mapping[str, Any], class_path: str) -> Any
     return est
 
 
-def infer_task(estimator: Any, declared: str | None, class_path: str) -> str:
+def infer_task(estimator: Any, declared: Task | None, class_path: str) -> Task:
     """The task from the spec, checked against what the estimator is."""
-    kind = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
+    kind: Task | None = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
     if declared is None:
         if kind is None:
             raise SpecError(f"cannot tell whether {class_path} classifies or regresses; set spec.task")
@@ -166,9 +169,10 @@ def categories_of(pipeline: Pipeline, features: Sequence[str], categorical: Sequ
     cat = [f for f in features if f in set(categorical)]
     out = {}
     for name, levels in zip(cat, encoder.categories_):
-        out[name] = [_json_value(v) for v in levels if not (isinstance(v, float) and np.isnan(v))]
+        out[name] = [json_value(v) for v in levels if not (isinstance(v, float) and np.isnan(v))]
     return out
 
 
-def _json_value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+    """A numpy scalar as the plain Python value ``json.dumps`` writes (class labels, categories)."""
     return v.item() if isinstance(v, np.generic) else v

@@ -1,7 +1,11 @@
 """``mlops-operator train``: one TrainingJob run, data → pipeline → metrics → gate → store.
 
-The library entry point is :func:`train`; :func:`main` is the command line the
-training Job runs.  A run that fails (bad spec or data, gate missed, crash)
+The library entry point is :func:`train`, a pipeline of named steps, each a
+small function: :func:`target_of` → :func:`choose_estimator` (before any data
+is read) → :func:`load_data` → :func:`split_data` → :func:`fit` →
+:func:`evaluate` → :func:`judge` (the gate) → :func:`serialise` →
+:func:`profile` (the drift reference) → :func:`describe` (metadata.json) →
+:func:`store_version`.  :func:`main` is the command line the training Job runs.  A run that fails (bad spec or data, gate missed, crash)
 writes no version.  Exit codes: 0 stored (or already stored), 2 invalid spec
 or data, 3 quality gate failed, 1 anything unexpected.  The pod's
 termination log gets a one-line JSON summary the operator turns into status.
@@ -25,12 +29,22 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import __version__
-from ..api.trainingjob import TrainingJob, metric_task
-from ..store import DEFAULT_TRUSTED_MODULES, MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
+from ..api.trainingjob import Task, TrainingJob, metric_task
+from ..store import MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
 from . import data as data_mod
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
-from .pipeline import DEFAULT_ALLOWED_MODULES, SpecError, build_pipeline, categories_of, infer_task, make_estimator, normalize_prefixes, resolve_estimator
+from .pipeline import (
+    DEFAULT_ALLOWED_MODULES,
+    SpecError,
+    build_pipeline,
+    categories_of,
+    infer_task,
+    json_value,
+    make_estimator,
+    normalize_prefixes,
+    resolve_estimator,
+)
 
 PARENT_LABEL = "mlops.dev/parent-version"
 TRIGGERED_BY_LABEL = "mlops.dev/triggered-by"
@@ -118,8 +132,50 @@ def json_log(stream: TextIO | None = None) -> Log:
     return log
 
 
-def _quiet(event: str, level: str = "info", **fields: Any) -> None:
-    pass
+# -- what passes between the steps ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the version goes in the store (each part a checked path component)."""
+
+    namespace: str
+    model: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The estimator the spec names, built but not fitted, and the task it does."""
+
+    class_path: str
+    estimator: Any
+    task: Task
+
+
+@dataclass(frozen=True)
+class Split:
+    """The held-out split of a dataset: row indices (sorted), matrices and counts."""
+
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    rows: dict[str, int]
+    """The ``rows`` of metadata.json and the summary."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The fitted pipeline and how long ``fit`` took."""
+
+    pipeline: Any
+    seconds: float
+
+
+# -- the run --------------------------------------------------------------------------
 
 
 def train(
@@ -137,60 +193,103 @@ def train(
     """Train, evaluate, gate and store one version.
 
     ``allow_modules`` adds module prefixes to the estimator allow-list
-    (``sklearn.`` is always in it) and to the types a stored model may hold.
+    (``sklearn.`` is always in it) and to the types a stored model may hold
+    (on top of the store's explicit list; a prefix never reaches scikit-learn,
+    numpy, scipy or the standard library).
     Raises :class:`SpecError` or :class:`DataError` (permanent, exit 2),
     :class:`GateFailed` (exit 3); nothing is stored in any of these cases.
     When the version already exists it is returned as is (``created=False``).
     """
     log = log or json_log()
-    if not isinstance(job, TrainingJob):
-        job = validate_manifest(job)
-    if not isinstance(store, ModelStore):
-        store = ModelStore(store)
+    job = job if isinstance(job, TrainingJob) else validate_manifest(job)
+    store = store if isinstance(store, ModelStore) else ModelStore(store)
     spec = job.spec
+    target = target_of(job, store, version)
+    if store.exists(target.namespace, target.model, target.version):
+        return already_stored(store, target, log)
+    # The estimator first: a bad class path or parameter fails before any data is read.
+    choice = choose_estimator(spec, allow_modules)
+    trusted = normalize_prefixes((*store.trusted_modules, *allow_modules))  # extra prefixes; the rest is the store's list
+
+    started = time.monotonic()
+    log("start", trainingJob=job.metadata.name, namespace=target.namespace, model=target.model, version=target.version,
+        estimator=choice.class_path, task=choice.task)
+    ds, feedback_used = load_data(spec.data, target, choice.task, feedback_dir, pvc_root, max_download_bytes, log)
+    split = split_data(ds, choice.task, spec.data.validation, log, feedback_used=feedback_used)
+    fitted = fit(choice, ds, split, spec.preprocessing, log)
+    metrics = evaluate(fitted, split, choice.task, log)
+    gate = judge(spec.quality_gate, metrics, champion, store, target, ds, split, choice.task, trusted, log)
+    model_bytes = serialise(fitted, split, choice.class_path, trusted)
+    reference = profile(fitted, ds, split, choice.task)
+    metadata = describe(job, target, choice, ds, split, fitted, metrics, gate, started)
+    return store_version(store, target, model_bytes, metadata, reference, fitted, split, log)
+
+
+def target_of(job: TrainingJob, store: ModelStore, version: str | None) -> Target:
+    """The version id (``--version`` or the default) and its place in the store."""
     namespace = job.metadata.namespace or "default"
-    generation = getattr(job.metadata, "generation", None)
-    version = version or model_version(job.metadata.name, generation)
-    modules = normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules))
-    trusted = normalize_prefixes((*store.trusted_modules, *DEFAULT_TRUSTED_MODULES, *modules))
+    target = Target(namespace, job.spec.model, version or model_version(job.metadata.name, _generation(job)))
     try:
-        store.version_dir(namespace, spec.model, version)
+        store.version_dir(target.namespace, target.model, target.version)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
+    return target
 
-    if store.exists(namespace, spec.model, version):
-        meta = store.read_metadata(namespace, spec.model, version)
-        log("exists", version=version, path=str(store.version_dir(namespace, spec.model, version)),
-            message="this version is already stored; left as it is")
-        return _result_from_metadata(store, namespace, spec.model, version, meta, created=False)
 
-    # The estimator first: a bad class path or parameter fails before any data is read.
+def _generation(job: TrainingJob) -> int | None:
+    """``metadata.generation``: set by the API server, absent from a manifest on disk."""
+    return getattr(job.metadata, "generation", None)
+
+
+def already_stored(store: ModelStore, target: Target, log: Log) -> TrainResult:
+    """A version is never rewritten: a retried run returns what is there."""
+    meta = store.read_metadata(target.namespace, target.model, target.version)
+    log("exists", version=target.version, path=str(store.version_dir(target.namespace, target.model, target.version)),
+        message="this version is already stored; left as it is")
+    return _result_from_metadata(store, target, meta, created=False)
+
+
+def choose_estimator(spec: Any, allow_modules: Sequence[str]) -> Choice:
+    """Import (inside the allow-list) and build the estimator; check the gate fits its task."""
     class_path = spec.estimator.class_path
-    cls = resolve_estimator(class_path, modules)
+    cls = resolve_estimator(class_path, normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules)))
     estimator = make_estimator(cls, spec.estimator.params, class_path)
     task = infer_task(estimator, spec.task, class_path)
     gate_spec = spec.quality_gate
     if gate_spec is not None and metric_task(gate_spec.metric) != task:
         raise SpecError(f"qualityGate.metric {gate_spec.metric} does not fit the task {task}")
+    return Choice(class_path, estimator, task)
 
-    started = time.monotonic()
-    log("start", trainingJob=job.metadata.name, namespace=namespace, model=spec.model, version=version, estimator=class_path, task=task)
-    frame = data_mod.read_source(spec.data.source, target=spec.data.target, pvc_root=pvc_root, max_bytes=max_download_bytes)
-    log("loaded_data", source=spec.data.source, rows=len(frame), columns=int(frame.shape[1]))
+
+def load_data(
+    data: Any,
+    target: Target,
+    task: Task,
+    feedback_dir: str | os.PathLike[str] | None,
+    pvc_root: str | os.PathLike[str],
+    max_download_bytes: int,
+    log: Log,
+) -> tuple[Dataset, bool]:
+    """Read the source (and the feedback rows, when asked for) into typed columns.
+
+    Returns the dataset and whether feedback was read.
+    """
+    frame = data_mod.read_source(data.source, target=data.target, pvc_root=pvc_root, max_bytes=max_download_bytes)
+    log("loaded_data", source=data.source, rows=len(frame), columns=int(frame.shape[1]))
     feedback = None
     if feedback_dir is not None:
-        if spec.data.include_feedback:
-            needed = spec.data.features or [str(c) for c in frame.columns if str(c) != spec.data.target]
-            feedback, warns = data_mod.read_feedback(feedback_dir, namespace, spec.model, needed, spec.data.target)
+        if data.include_feedback:
+            needed = data.features or [str(c) for c in frame.columns if str(c) != data.target]
+            feedback, warns = data_mod.read_feedback(feedback_dir, target.namespace, target.model, needed, data.target)
             for w in warns:
                 log("feedback", level="warning", message=w)
         else:
             log("feedback", level="warning", message="feedback ignored: spec.data.includeFeedback is false")
     ds = data_mod.prepare(
         frame,
-        target=spec.data.target,
-        features=spec.data.features,
-        categorical=spec.data.categorical,
+        target=data.target,
+        features=data.features,
+        categorical=data.categorical,
         task=task,
         feedback=feedback,
     )
@@ -198,12 +297,13 @@ def train(
         log("data", level="warning", message=w)
     if ds.dropped_missing_target:
         log("data", level="warning", message=f"{ds.dropped_missing_target} row(s) without a target were dropped")
-    digest = data_mod.data_digest(ds)
+    return ds, feedback is not None
 
-    train_idx, test_idx = _split(ds, task, spec.data.validation, log)
-    X_train, X_test = ds.matrix(train_idx), ds.matrix(test_idx)
-    y_all = ds.y
-    y_train, y_test = y_all[train_idx], y_all[test_idx]
+
+def split_data(ds: Dataset, task: Task, validation: Any, log: Log, *, feedback_used: bool = False) -> Split:
+    """Hold out ``validation.fraction`` of the rows (stratified when asked and possible)."""
+    train_idx, test_idx = _split_indices(ds, task, validation, log)
+    y = ds.y
     rows = {
         "total": len(ds.frame),
         "train": len(train_idx),
@@ -213,52 +313,102 @@ def train(
     }
     if ds.feedback_rejected:
         rows["feedbackRejected"] = ds.feedback_rejected
-    log("split", **rows, feedbackUsed=feedback is not None)
+    log("split", **rows, feedbackUsed=feedback_used)
+    return Split(train_idx, test_idx, ds.matrix(train_idx), ds.matrix(test_idx), y[train_idx], y[test_idx], rows)
 
-    pipeline = build_pipeline(estimator, ds.features, ds.categorical, spec.preprocessing)
-    fit_started = time.monotonic()
-    _fit(pipeline, X_train, y_train, class_path)
-    fit_seconds = time.monotonic() - fit_started
-    log("fitted", estimator=class_path, seconds=round(fit_seconds, 3))
 
-    metrics = compute_metrics(pipeline, X_test, y_test, task)
-    log("evaluated", metrics=metrics, rows=len(test_idx))
+def fit(choice: Choice, ds: Dataset, split: Split, preprocessing: Any, log: Log) -> Fitted:
+    """Put the preprocessing in front of the estimator and fit both on the training rows."""
+    pipeline = build_pipeline(choice.estimator, ds.features, ds.categorical, preprocessing)
+    started = time.monotonic()
+    _fit(pipeline, split.X_train, split.y_train, choice.class_path)
+    seconds = time.monotonic() - started
+    log("fitted", estimator=choice.class_path, seconds=round(seconds, 3))
+    return Fitted(pipeline, seconds)
 
+
+def evaluate(fitted: Fitted, split: Split, task: Task, log: Log) -> dict[str, float]:
+    """Every metric of the task on the held-out rows."""
+    metrics = compute_metrics(fitted.pipeline, split.X_test, split.y_test, task)
+    log("evaluated", metrics=metrics, rows=len(split.test_idx))
+    return metrics
+
+
+def judge(
+    gate_spec: Any,
+    metrics: dict[str, float],
+    champion: str | None,
+    store: ModelStore,
+    target: Target,
+    ds: Dataset,
+    split: Split,
+    task: Task,
+    trusted: Sequence[str],
+    log: Log,
+) -> Gate:
+    """The quality gate: the bounds, then (``mustBeat: current``) the champion on the same rows.
+
+    Raises :class:`GateFailed` when the gate is missed.
+    """
     gate = check_bounds(gate_spec, metrics)
     if gate_spec is not None and gate_spec.must_beat == "current":
-        _challenge(gate, gate_spec.metric, metrics, champion, store, namespace, spec.model, ds, test_idx, y_test, task, trusted, log)
+        held_out = HeldOut(ds.frame.iloc[split.test_idx], ds.categorical, split.y_test)
+        _challenge(gate, gate_spec.metric, metrics, champion, store, target, held_out, task, trusted, log)
     log("gate", level="info" if gate.passed else "warning", **gate.to_dict())
     if not gate.passed:
         raise GateFailed(gate, metrics)
+    return gate
 
+
+def serialise(fitted: Fitted, split: Split, class_path: str, trusted: Sequence[str]) -> bytes:
+    """The skops bytes of the pipeline, loaded back the way the server will load them.
+
+    A model the server would refuse (a type outside the trusted list) is a
+    :class:`SpecError`, so it is never stored.
+    """
     import skops.io as sio
 
-    model_bytes = sio.dumps(pipeline)
-    # Load the bytes back the way the server will: a model it would refuse is not stored.
+    model_bytes: bytes = sio.dumps(fitted.pipeline)
     try:
         reloaded = load_skops_bytes(model_bytes, trusted)
     except ArtifactError as exc:
         raise SpecError(f"the fitted {class_path} cannot be stored safely: {exc}") from None
-    if not _same_predictions(reloaded.predict(X_test), pipeline.predict(X_test)):
+    if not _same_predictions(reloaded.predict(split.X_test), fitted.pipeline.predict(split.X_test)):
         raise RuntimeError("the model loaded back from skops predicts differently from the fitted one")
+    return model_bytes
 
+
+def profile(fitted: Fitted, ds: Dataset, split: Split, task: Task) -> dict[str, Any]:
+    """The drift reference: the training rows' features and predictions, binned."""
     from ..drift.profile import build_reference
 
-    train_pred = pipeline.predict(X_train)
-    train_frame = ds.frame.iloc[train_idx]
-    reference = build_reference(
-        {f: train_frame[f].to_numpy() for f in ds.features}, set(ds.categorical), train_pred, task
-    )
+    train_pred = fitted.pipeline.predict(split.X_train)
+    train_frame = ds.frame.iloc[split.train_idx]
+    return build_reference({f: train_frame[f].to_numpy() for f in ds.features}, set(ds.categorical), train_pred, task)
 
-    cats = categories_of(pipeline, ds.features, ds.categorical)
+
+def describe(
+    job: TrainingJob,
+    target: Target,
+    choice: Choice,
+    ds: Dataset,
+    split: Split,
+    fitted: Fitted,
+    metrics: dict[str, float],
+    gate: Gate,
+    started: float,
+) -> dict[str, Any]:
+    """The ``metadata.json`` of the version (the store adds ``format`` and ``sha256``)."""
+    spec = job.spec
+    cats = categories_of(fitted.pipeline, ds.features, ds.categorical)
     labels = job.metadata.labels or {}
-    metadata = {
-        "model": spec.model,
-        "version": version,
-        "namespace": namespace,
-        "task": task,
+    return {
+        "model": target.model,
+        "version": target.version,
+        "namespace": target.namespace,
+        "task": choice.task,
         "target": ds.target,
-        "estimator": class_path,
+        "estimator": choice.class_path,
         "params": spec.estimator.params,
         "preprocessing": spec.preprocessing.to_dict(),
         "features": [
@@ -266,38 +416,47 @@ def train(
             for f, kind in ds.kinds.items()
         ],
         "inputDtype": "object" if ds.categorical else "float64",
-        "classes": [_json_value(c) for c in pipeline.classes_] if task == "classification" else None,
+        "classes": [json_value(c) for c in fitted.pipeline.classes_] if choice.task == "classification" else None,
         "metrics": metrics,
         "gate": gate.to_dict(),
-        "rows": rows,
-        "dataDigest": digest,
+        "rows": split.rows,
+        "dataDigest": data_mod.data_digest(ds),
         "source": spec.data.source,
         "validation": spec.data.validation.to_dict(),
-        "libraries": _libraries(class_path),
+        "libraries": _libraries(choice.class_path),
         "lineage": {
             "trainingJob": job.metadata.name,
-            "generation": int(generation or 1),
+            "generation": int(_generation(job) or 1),
             "parent": labels.get(PARENT_LABEL),
             "triggeredBy": labels.get(TRIGGERED_BY_LABEL),
         },
         "trainedAt": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "trainingSeconds": round(fit_seconds, 4),
+        "trainingSeconds": round(fitted.seconds, 4),
         "runSeconds": round(time.monotonic() - started, 4),
-        "baseline": baseline(metrics, task, len(test_idx)),
+        "baseline": baseline(metrics, choice.task, len(split.test_idx)),
     }
-    written = store.write_version(namespace, spec.model, version, model_bytes, metadata, reference)
+
+
+def store_version(
+    store: ModelStore,
+    target: Target,
+    model_bytes: bytes,
+    metadata: dict[str, Any],
+    reference: dict[str, Any],
+    fitted: Fitted,
+    split: Split,
+    log: Log,
+) -> TrainResult:
+    """Write the version atomically; when a concurrent run stored it first, keep theirs."""
+    written = store.write_version(target.namespace, target.model, target.version, model_bytes, metadata, reference)
     if not written.created:
-        log("exists", version=version, path=str(written.path), message="another run stored this version first; left as it is")
-        return _result_from_metadata(store, namespace, spec.model, version, written.metadata, created=False)
-    log("stored", version=version, path=str(written.path), sha256=written.metadata["sha256"][MODEL_FILE])
-    result = _result_from_metadata(store, namespace, spec.model, version, written.metadata, created=True)
-    result.pipeline = pipeline
-    result.X_test, result.y_test = X_test, y_test
+        log("exists", version=target.version, path=str(written.path), message="another run stored this version first; left as it is")
+        return _result_from_metadata(store, target, written.metadata, created=False)
+    log("stored", version=target.version, path=str(written.path), sha256=written.metadata["sha256"][MODEL_FILE])
+    result = _result_from_metadata(store, target, written.metadata, created=True)
+    result.pipeline = fitted.pipeline
+    result.X_test, result.y_test = split.X_test, split.y_test
     return result
-
-
-def _json_value(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def _same_predictions(a: np.ndarray, b: np.ndarray) -> bool:
@@ -307,7 +466,8 @@ def _same_predictions(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.all(a == b))
 
 
-def _result_from_metadata(store: ModelStore, namespace: str, model: str, version: str, meta: dict[str, Any], *, created: bool) -> TrainResult:
+def _result_from_metadata(store: ModelStore, target: Target, meta: dict[str, Any], *, created: bool) -> TrainResult:
+    namespace, model, version = target.namespace, target.model, target.version
     return TrainResult(
         namespace=namespace,
         model=model,
@@ -325,7 +485,7 @@ def _result_from_metadata(store: ModelStore, namespace: str, model: str, version
     )
 
 
-def _split(ds: Dataset, task: str, validation: Any, log: Log) -> tuple[np.ndarray, np.ndarray]:
+def _split_indices(ds: Dataset, task: Task, validation: Any, log: Log) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(ds.frame))
@@ -364,18 +524,27 @@ def _fit(pipeline: Any, X: np.ndarray, y: np.ndarray, class_path: str) -> None:
         raise DataError(f"fitting {class_path} failed: {exc}") from None
 
 
+# -- the champion (qualityGate.mustBeat: current) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out rows as a frame (so a champion can pick its own columns) and their targets."""
+
+    frame: Any
+    categorical: Sequence[str]
+    y: np.ndarray
+
+
 def _challenge(
     gate: Gate,
     metric: str,
     metrics: dict[str, float],
     champion: str | None,
     store: ModelStore,
-    namespace: str,
-    model: str,
-    ds: Dataset,
-    test_idx: np.ndarray,
-    y_test: np.ndarray,
-    task: str,
+    target: Target,
+    held_out: HeldOut,
+    task: Task,
     trusted: Sequence[str],
     log: Log,
 ) -> None:
@@ -385,49 +554,62 @@ def _challenge(
         gate.reason = gate.reason or "no serving version to beat; decided on the bounds only"
         return
     try:
-        meta = store.read_metadata(namespace, model, champion)
+        meta = store.read_metadata(target.namespace, target.model, champion)
     except VersionNotFound:
         log("champion", level="warning", version=champion, message="champion version not in the store; deciding on the bounds only")
         gate.reason = gate.reason or f"champion {champion} not in the store; decided on the bounds only"
         return
     gate.championVersion = champion
-
-    def fail(reason: str) -> None:
-        gate.result = "Failed"
-        gate.reason = reason if gate.reason is None else f"{gate.reason}; {reason}"
-
-    try:
-        champ = store.load_model(namespace, model, champion, trusted_modules=trusted)
-    except ArtifactError as exc:
-        fail(f"champion {champion} could not be loaded: {exc}")
+    scored = _score_champion(store, target, champion, meta, held_out, task, trusted)
+    if isinstance(scored, str):
+        _fail(gate, scored)
         return
-    if meta.get("task") != task:
-        fail(f"champion {champion} is a {meta.get('task')} model; this run is {task}")
-        return
-    feats = [f.get("name") for f in meta.get("features") or []]
-    cat = [f.get("name") for f in meta.get("features") or [] if f.get("kind") == "categorical"]
-    missing = [f for f in feats if f not in ds.frame.columns]
-    if missing:
-        fail(f"champion {champion} needs column(s) {', '.join(map(repr, missing))} that this run's data lacks")
-        return
-    test_frame = ds.frame.iloc[test_idx].copy()
-    for f in cat:
-        if f not in ds.categorical:
-            test_frame[f] = data_mod._as_categories(test_frame[f])
-    try:
-        champ_metrics = compute_metrics(champ, to_matrix(test_frame, feats, cat), y_test, task)
-    except Exception as exc:  # the champion cannot score these rows at all
-        fail(f"champion {champion} could not score the held-out rows: {type(exc).__name__}: {exc}")
-        return
-    value, champ_value = metrics.get(metric), champ_metrics.get(metric)
+    value, champ_value = metrics.get(metric), scored.get(metric)
     gate.championValue = champ_value
-    log("champion", version=champion, metric=metric, value=champ_value, challenger=value, rows=len(test_idx))
+    rows = len(held_out.y)
+    log("champion", version=champion, metric=metric, value=champ_value, challenger=value, rows=rows)
     if value is None:
         return  # already failed in check_bounds
     if champ_value is None:
-        fail(f"{metric} of champion {champion} could not be computed on the held-out rows")
+        _fail(gate, f"{metric} of champion {champion} could not be computed on the held-out rows")
     elif not better(metric, value, champ_value):
-        fail(f"{metric} {value:.6g} does not beat champion {champion} ({champ_value:.6g}) on the same {len(test_idx)} held-out rows")
+        _fail(gate, f"{metric} {value:.6g} does not beat champion {champion} ({champ_value:.6g}) on the same {rows} held-out rows")
+
+
+def _score_champion(
+    store: ModelStore,
+    target: Target,
+    champion: str,
+    meta: dict[str, Any],
+    held_out: HeldOut,
+    task: Task,
+    trusted: Sequence[str],
+) -> dict[str, float] | str:
+    """The champion's metrics on the held-out rows, or why it cannot be scored."""
+    try:
+        model = store.load_model(target.namespace, target.model, champion, trusted_modules=trusted)
+    except ArtifactError as exc:
+        return f"champion {champion} could not be loaded: {exc}"
+    if meta.get("task") != task:
+        return f"champion {champion} is a {meta.get('task')} model; this run is {task}"
+    feats = [f.get("name") for f in meta.get("features") or []]
+    cat = [f.get("name") for f in meta.get("features") or [] if f.get("kind") == "categorical"]
+    missing = [f for f in feats if f not in held_out.frame.columns]
+    if missing:
+        return f"champion {champion} needs column(s) {', '.join(map(repr, missing))} that this run's data lacks"
+    frame = held_out.frame.copy()
+    for f in cat:
+        if f not in held_out.categorical:
+            frame[f] = data_mod.as_categories(frame[f])
+    try:
+        return compute_metrics(model, to_matrix(frame, feats, cat), held_out.y, task)
+    except Exception as exc:  # the champion cannot score these rows at all
+        return f"champion {champion} could not score the held-out rows: {type(exc).__name__}: {exc}"
+
+
+def _fail(gate: Gate, reason: str) -> None:
+    gate.result = "Failed"
+    gate.reason = reason if gate.reason is None else f"{gate.reason}; {reason}"
 
 
 def _libraries(class_path: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from .filesystem import (
     load_skops_bytes,
     sha256_hex,
 )
+from .trusted_types import TRUSTED_TYPES
 
 __all__ = [
     "DEFAULT_TRUSTED_MODULES",
@@ -21,6 +22,7 @@ __all__ = [
     "METADATA_FORMAT",
     "MODEL_FILE",
     "REFERENCE_FILE",
+    "TRUSTED_TYPES",
     "ArtifactError",
     "ModelStore",
     "VersionNotFound",

@@ -6,11 +6,17 @@ Layout: ``<root>/<namespace>/<model>/<version>/`` holding ``model.skops``,
 reader sees a complete version or none; a version is never rewritten.
 
 Models are loaded with skops, never pickle, and only when every type the file
-would instantiate comes from an allow-list of module prefixes (scikit-learn,
-numpy, scipy, collections and a few builtins by default).  The bytes are read
-once, hashed and checked against ``metadata.json`` (and the digest the caller
-expects) before they are parsed, so the file cannot change between the check
-and the load.
+would instantiate is trusted: the ones skops trusts itself (scikit-learn
+estimator classes, numpy and scipy ufuncs and dtypes, plain builtins), the
+explicit list in :mod:`.trusted_types` (what the models this trainer builds
+hold, found by training each of them), and types under the extra module
+prefixes the operator allows for non-scikit-learn estimators.  A prefix never
+reaches into scikit-learn, numpy, scipy or the standard library, so no
+function of theirs (``numpy.lib.format.open_memmap``, ``scipy.io.savemat``,
+``sklearn.datasets.fetch_openml``, ``builtins.eval``) is ever trusted.  The
+bytes are read once, hashed and checked against ``metadata.json`` (and the
+digest the caller expects) before they are parsed, so the file cannot change
+between the check and the load.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,29 +34,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .trusted_types import TRUSTED_TYPES
+
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.json"
 METADATA_FORMAT = 1
 
-DEFAULT_TRUSTED_MODULES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.", "collections.")
-"""Module prefixes whose types a stored model may contain."""
+DEFAULT_TRUSTED_MODULES: tuple[str, ...] = ()
+"""Extra module prefixes whose types a stored model may hold: none unless the
+operator allows a non-scikit-learn estimator (``--allow-module``)."""
 
-TRUSTED_BUILTINS = frozenset(
-    f"builtins.{name}"
-    for name in (
-        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int",
-        "list", "NoneType", "range", "set", "slice", "str", "tuple",
-    )
-)
-"""The builtin types skops may need; builtin functions (eval, exec, ...) never."""
+LISTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"}) | frozenset(sys.stdlib_module_names)
+"""Packages trusted only through the explicit list, never by an extra prefix."""
 
 _DENIED_PARTS = frozenset({"f2py", "distutils", "testing", "ctypeslib", "_testing"})
 _DENIED_NAMES = frozenset({
     "load", "loads", "save", "savez", "savez_compressed", "savetxt", "loadtxt", "fromfile", "tofile",
     "memmap", "open", "system", "exec", "eval", "compile", "__import__", "getattr", "setattr",
 })
-"""Even inside a trusted prefix: nothing that reads or writes files or runs code."""
+"""Even inside an extra prefix: nothing that reads or writes files or runs code."""
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 _TMP_PREFIX = ".tmp-"
@@ -80,11 +84,15 @@ def _normalize_digest(digest: str) -> str:
 
 
 def is_trusted_type(name: str, modules: Iterable[str] = DEFAULT_TRUSTED_MODULES) -> bool:
-    """Whether skops may instantiate the type (or function) ``name``."""
-    if name in TRUSTED_BUILTINS:
+    """Whether skops may instantiate ``name``, one of the types skops does not trust itself.
+
+    ``modules`` are the extra module prefixes the operator allows; they never
+    reach the packages of :data:`LISTED_PACKAGES`.
+    """
+    if name in TRUSTED_TYPES:
         return True
     parts = name.split(".")
-    if any(p in _DENIED_PARTS for p in parts[:-1]) or parts[-1] in _DENIED_NAMES:
+    if parts[0] in LISTED_PACKAGES or any(p in _DENIED_PARTS for p in parts[:-1]) or parts[-1] in _DENIED_NAMES:
         return False
     return any(name.startswith(_prefix(m)) for m in modules)
 
@@ -194,7 +202,8 @@ class ModelStore:
 
         Raises :class:`ArtifactError` when the file's sha256 differs from
         ``metadata.json`` or from ``expected_sha256`` (hex, or ``sha256:hex``),
-        or when the file holds a type outside the trusted module prefixes.
+        or when the file holds an untrusted type (see :func:`load_skops_bytes`);
+        ``trusted_modules`` replaces the store's extra module prefixes.
         """
         meta = self.read_metadata(namespace, model, version)
         path = self.version_dir(namespace, model, version) / MODEL_FILE
@@ -285,8 +294,8 @@ class ModelStore:
 
 
 def untrusted_types(data: bytes, modules: Sequence[str] = DEFAULT_TRUSTED_MODULES) -> tuple[list[str], list[str]]:
-    """The types in a skops file that skops does not trust by default, split
-    into those our allow-list accepts and those it refuses."""
+    """The types in a skops file that skops does not trust itself, split into
+    those trusted here (the list, or an extra prefix in ``modules``) and the rest."""
     import skops.io as sio
 
     try:
@@ -299,14 +308,21 @@ def untrusted_types(data: bytes, modules: Sequence[str] = DEFAULT_TRUSTED_MODULE
 
 
 def load_skops_bytes(data: bytes, modules: Sequence[str] = DEFAULT_TRUSTED_MODULES) -> Any:
-    """Load skops bytes, trusting only types inside ``modules``."""
+    """Load skops bytes when every type in them is trusted.
+
+    ``modules`` are the extra module prefixes the operator allows (for a
+    non-scikit-learn estimator); the rest is the explicit list.
+    """
     import skops.io as sio
 
     ok, bad = untrusted_types(data, modules)
     if bad:
+        extra = ", ".join(_prefix(m) for m in modules if m) or "none"
         raise ArtifactError(
-            f"{MODEL_FILE} contains untrusted type(s) {', '.join(sorted(bad))}; "
-            f"only types from {', '.join(modules)} (and plain builtins) are loaded"
+            f"{MODEL_FILE} contains untrusted type(s) {', '.join(sorted(bad))}; a model may hold only the types "
+            f"of the scikit-learn models this trainer builds (store/trusted_types.py) and types under the "
+            f"operator's allowed modules (now: {extra}; scikit-learn, numpy, scipy and the standard library "
+            f"are never trusted by prefix)"
         )
     try:
         return sio.loads(data, trusted=ok)
