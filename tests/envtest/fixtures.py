@@ -208,10 +208,17 @@ def admission_refusal(control_plane, namespace: str, group: str, resource: str, 
     }
     control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
     probe = {"batch": ["create", "job", "probe", "--image=x"], "apps": ["create", "deployment", "probe", "--image=x"]}[group]
-    deadline = time.monotonic() + 30
-    while message not in control_plane.kubectl(*probe, "-n", namespace, "--dry-run=server", check=False).stderr:
-        assert time.monotonic() < deadline, "the admission policy never came into force"
-        time.sleep(0.2)
+
+    def refusing() -> bool:
+        return message in control_plane.kubectl(*probe, "-n", namespace, "--dry-run=server", check=False).stderr
+
+    def until(want: bool, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while refusing() != want:  # the API server picks policies up asynchronously
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+
+    until(True, "the admission policy never came into force")
 
     def lift() -> None:
         control_plane.kubectl("delete", "validatingadmissionpolicybinding", name, "--ignore-not-found")
@@ -220,3 +227,4 @@ def admission_refusal(control_plane, namespace: str, group: str, resource: str, 
         yield lift
     finally:
         control_plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, "--ignore-not-found")
+        until(False, "the admission policy stayed in force after its removal")

@@ -265,7 +265,7 @@ def test_drift_starts_one_retrain_and_a_better_run_takes_over(crds, namespace, s
     _tj_status(cluster, namespace, "iris-retrain-1", passed=True, value=0.97, done="2026-02-01T00:00:00Z",
                champion=VERSION, champion_value=0.6)
     settings = Settings(image="example.invalid/mlops-operator:test", server_port=server.port)
-    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings)).status.status
+    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings)).status
     assert md_status["modelVersion"] == "iris-retrain-1-g1"
     d = _reconcile_fresh(control_plane, namespace, store, clock)
     # The pod still runs the old version until the rollout replaces it: no verdict on the new one yet.
@@ -291,7 +291,7 @@ def test_a_retrain_that_fails_its_gate_changes_nothing(crds, namespace, served) 
     _tj_status(cluster, namespace, "iris-retrain-1", passed=False, value=0.91, done="2026-02-01T00:00:00Z",
                champion=VERSION, champion_value=0.95)
     settings = Settings(image="example.invalid/mlops-operator:test", server_port=server.port)
-    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings)).status.status
+    md_status = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", settings)).status
     assert md_status["modelVersion"] == VERSION, "a failed run never touches what serves"
     d = _reconcile_fresh(control_plane, namespace, store, clock)
     s = d.status
