@@ -1,6 +1,6 @@
 """Operator latency and memory against a real kube-apiserver, next to kube-controller-manager's own.
 
-    python bench/operator/run.py [--count 200] [--json FILE]
+    python bench/operator/run.py [--count 200] [--stalled-policies 20] [--json FILE]
 
 For each of N TrainingJobs created through the API, measures how long the
 operator (``mlops-operator run``, its own process) takes to create its Job,
@@ -8,6 +8,11 @@ seen through a watch (no polling load on the machine), and, as the peer
 measured in the same run on the same server, how long kube-controller-manager's
 job controller then takes to create that Job's Pod. Also the operator
 process's resident memory before and after all N converged.
+
+With ``--stalled-policies K``, the same is measured a second time while K
+DriftPolicies check every 5 s a serving pod whose drift sensor never answers
+(a TCP server on 127.0.0.1 that accepts and stays silent, so every scrape runs
+into its timeout): what one slow object costs every other.
 Needs the test control plane binaries (``bash hack/envtest/build.sh``).
 """
 
@@ -112,6 +117,92 @@ def _healthy(url: str) -> bool:
         return False
 
 
+class SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers: a pod whose sensor hangs."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self.sock.getsockname()[1]
+        self.held: list = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held = [c for c in self.held[-500:] if c.fileno() != -1] + [conn]  # bounded
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def stall(client: KubeCluster, k: int, port: int) -> None:
+    """K ModelDeployments serving a finished run, each with one ready pod at the silent server, and a DriftPolicy each."""
+    from mlops_operator.controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tj = {**training_job(0), "metadata": {"name": "stalled-run", "namespace": NS}}
+    tj["spec"] = {**tj["spec"], "model": "stalled"}
+    client._request("POST", path_of(TRAINING_JOBS, NS), body=tj)
+    status = {"phase": "Succeeded", "observedGeneration": 1, "modelVersion": "stalled-run-g1", "completionTime": now,
+              "artifact": {"uri": "store://bench/stalled/stalled-run-g1", "sha256": "ab" * 32},
+              "gate": {"result": "Passed"}, "metrics": {}}
+    asyncio.run(client.patch_status(TRAINING_JOBS, NS, "stalled-run", status))
+    for i in range(k):
+        name = f"stalled-{i}"
+        md = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name, "namespace": NS},
+              "spec": {"model": "stalled", "replicas": 1}}
+        client._request("POST", path_of(MODEL_DEPLOYMENTS, NS), body=md)
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"{name}-sensor", "namespace": NS, "labels": {"mlops.dev/model-deployment": name}},
+               "spec": {"containers": [{"name": "server", "image": "x", "ports": [{"name": "http", "containerPort": port}]}]}}
+        client._request("POST", path_of(PODS, NS), body=pod)
+        asyncio.run(client.patch_status(PODS, NS, f"{name}-sensor", {
+            "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+            "containerStatuses": [{"name": "server", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
+                                   "state": {"running": {"startedAt": now}}}]}))
+        dp = {"apiVersion": "mlops.dev/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": name, "namespace": NS},
+              "spec": {"deployment": name, "interval": "5s", "checks": [{"type": "dataDrift"}]}}
+        client._request("POST", path_of(DRIFT_POLICIES, NS), body=dp)
+
+
+def stalled_checks(client: KubeCluster, k: int) -> int:
+    """How many of the K policies have run a check that found their sensor unreadable."""
+    from mlops_operator.controllers.cluster import DRIFT_POLICIES
+
+    done = 0
+    for dp in asyncio.run(client.list(DRIFT_POLICIES, NS)):
+        conds = (dp.get("status") or {}).get("conditions") or []
+        if any(c.get("reason") == "SensorUnreadable" for c in conds):
+            done += 1
+    return done
+
+
+def measure(client: KubeCluster, arrivals: "Arrivals", start: int, count: int) -> tuple[list[float], list[float]]:
+    ours, peer = [], []
+    for i in range(start, start + count):
+        t0 = time.perf_counter()
+        client._request("POST", path_of(TRAINING_JOBS, NS), body=training_job(i))
+        t_job = arrivals.wait("Job", f"bench-{i}-g1")
+        t_pod = arrivals.wait("Pod", f"bench-{i}-g1")
+        ours.append((t_job - t0) * 1000)
+        peer.append((t_pod - t_job) * 1000)
+    return ours, peer
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "p90": pct(values, 0.9), "p99": pct(values, 0.99), "max": max(values)}
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -120,9 +211,11 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=200)
+    p.add_argument("--stalled-policies", type=int, default=0, metavar="K")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
+    silent = SilentServer() if args.stalled_policies else None
     plane = ControlPlane(ensure_binaries()).start()
     try:
         install_crds(plane.kubeconfig, ROOT / "crds")
@@ -140,25 +233,26 @@ def main() -> int:
         rss_before = rss_mib(operator.pid)
         arrivals = Arrivals(plane.api_client())
         time.sleep(1.0)
-        ours, peer = [], []
-        for i in range(args.count):
-            t0 = time.perf_counter()
-            client._request("POST", path_of(TRAINING_JOBS, NS), body=training_job(i))
-            t_job = arrivals.wait("Job", f"bench-{i}-g1")
-            t_pod = arrivals.wait("Pod", f"bench-{i}-g1")
-            ours.append((t_job - t0) * 1000)
-            peer.append((t_pod - t_job) * 1000)
+        ours, peer = measure(client, arrivals, 0, args.count)
+        stalled: tuple[list[float], list[float]] | None = None
+        if silent is not None:
+            stall(client, args.stalled_policies, silent.port)
+            # Every policy's first check comes within its interval; wait until they all hang on their sensor.
+            wait_for(lambda: stalled_checks(client, args.stalled_policies) == args.stalled_policies, timeout=120, step=1.0)
+            stalled = measure(client, arrivals, args.count, args.count)
         time.sleep(2.0)
         rss_after = rss_mib(operator.pid)
         operator.terminate()
         operator.wait(30)
     finally:
         plane.stop()
+        if silent is not None:
+            silent.close()
 
     result = {
         "count": args.count,
-        "operator_cr_to_job_ms": {"median": statistics.median(ours), "p90": pct(ours, 0.9), "max": max(ours)},
-        "kcm_job_to_pod_ms": {"median": statistics.median(peer), "p90": pct(peer, 0.9), "max": max(peer)},
+        "operator_cr_to_job_ms": summary(ours),
+        "kcm_job_to_pod_ms": summary(peer),
         "ratio_median": statistics.median(ours) / statistics.median(peer),
         "operator_rss_mib": {"before": round(rss_before, 1), "after": round(rss_after, 1)},
     }
@@ -168,6 +262,14 @@ def main() -> int:
     print(f"  kube-controller-manager, Job -> Pod exists:  median {result['kcm_job_to_pod_ms']['median']:.1f} ms, "
           f"p90 {result['kcm_job_to_pod_ms']['p90']:.1f} ms, max {result['kcm_job_to_pod_ms']['max']:.1f} ms")
     print(f"  ratio of medians (ours / kube-controller-manager): {result['ratio_median']:.2f}")
+    if stalled is not None:
+        result["stalled_policies"] = args.stalled_policies
+        result["operator_cr_to_job_ms_while_stalled"] = summary(stalled[0])
+        result["kcm_job_to_pod_ms_while_stalled"] = summary(stalled[1])
+        st = result["operator_cr_to_job_ms_while_stalled"]
+        print(f"  the same, while {args.stalled_policies} DriftPolicies scrape silent pods every 5 s: median {st['median']:.1f} ms, "
+              f"p90 {st['p90']:.1f} ms, p99 {st['p99']:.1f} ms, max {st['max']:.1f} ms "
+              f"(job controller: median {result['kcm_job_to_pod_ms_while_stalled']['median']:.1f} ms)")
     print(f"  operator process RSS: {rss_before:.0f} MiB before, {rss_after:.0f} MiB after {args.count} TrainingJobs converged")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import aiohttp
 
 from .controllers.driftpolicy import Snapshot
+from .controllers.cluster import Obj
 
 log = logging.getLogger("mlops_operator")
 
@@ -31,7 +32,6 @@ SCRAPE_TIMEOUT = 5.0
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 SERVER_CONTAINER = "server"
 
-Obj = dict[str, Any]
 
 
 ReferenceLoader = Callable[[str, str, str], Any]

@@ -897,7 +897,7 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
 
 def _run_example_as_operator(kubectl: Kubectl, crds: Any, watched: str, env: dict[str, str], log: Any) -> None:
     from mlops_operator.k8s.client import KubeCluster
-    from tests.integration.test_trainingjob import _finish_pod
+    from tests.envtest.kubelet import finish_training_pod
 
     def wait(what: str, predicate: Any) -> Any:
         try:
@@ -920,7 +920,7 @@ def _run_example_as_operator(kubectl: Kubectl, crds: Any, watched: str, env: dic
     summary = {"version": "iris-v1-g1", "uri": f"store://{watched}/iris/iris-v1-g1", "sha256": "ab" * 32,
                "task": "classification", "metrics": {"accuracy": 0.97},
                "gate": {"result": "Passed", "metric": "accuracy", "value": 0.97, "bound": 0.9}}
-    _finish_pod(admin, watched, "iris-v1-g1", exit_code=0, message=summary)
+    finish_training_pod(admin, watched, "iris-v1-g1", exit_code=0, message=summary)
 
     tj = wait("the TrainingJob to succeed",
               lambda: (o := get("trainingjob", "iris-v1")) and o.get("status", {}).get("phase") == "Succeeded" and o)

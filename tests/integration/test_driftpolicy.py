@@ -334,7 +334,8 @@ def test_the_operator_queue_runs_a_policys_checks_when_due(crds, namespace, serv
                 await ctx.queue.stop()
 
         got = asyncio.run(scenario())
-        assert got["status"]["verdict"] in ("NotEnoughData", "NoDrift", "Drift")
+        # No request reached the server yet: the check ran, read the pod, and says so rather than "no drift".
+        assert got["status"]["verdict"] == "NotEnoughData" and got["status"]["samples"] == 0
         assert got["status"]["window"]["version"] == VERSION
     finally:
         context._current = old_ctx

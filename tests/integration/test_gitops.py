@@ -7,15 +7,14 @@ diff --server-side`` asks the real API server the same question.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from pathlib import Path
 
 import pytest
 
-from mlops_operator.controllers.cluster import DEPLOYMENTS, DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS
+from mlops_operator.controllers.cluster import DEPLOYMENTS, DRIFT_POLICIES, MODEL_DEPLOYMENTS, TRAINING_JOBS
 from mlops_operator.k8s.client import KubeCluster
 from tests.envtest.fixtures import operator_running
+from tests.envtest.kubelet import finish_training_pod
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,25 +27,14 @@ def _get(cluster: KubeCluster, res, namespace: str, name: str) -> dict | None:
     return asyncio.run(cluster.get(res, namespace, name))
 
 
-def _finish_training_pod(cluster: KubeCluster, namespace: str, job: str) -> None:
-    """Play kubelet: the job controller made the pod; its trainer exits 0 with a summary."""
-    pods = wait_until(lambda: asyncio.run(cluster.list(PODS, namespace, {"job-name": job})), what=f"a pod of Job {job}")
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    summary = {"version": f"{job}", "uri": f"store://x/iris/{job}", "sha256": "cd" * 32, "task": "classification",
-               "metrics": {"accuracy": 0.96}, "gate": {"result": "Passed", "metric": "accuracy", "value": 0.96, "bound": 0.9}}
-    term = {"exitCode": 0, "reason": "Completed", "message": json.dumps(summary), "startedAt": now, "finishedAt": now}
-    status = {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
-              "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
-                                     "state": {"terminated": term}}]}
-    asyncio.run(cluster.patch_status(PODS, namespace, pods[0]["metadata"]["name"], status))
-
-
 def test_no_diff_after_the_operator_reconciled_the_example(crds, namespace, tmp_path) -> None:
     control_plane = crds
     with operator_running(control_plane, namespace):
         control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(IRIS))
         cluster = KubeCluster(control_plane.api_client())
-        _finish_training_pod(cluster, namespace, "iris-v1-g1")
+        finish_training_pod(cluster, namespace, "iris-v1-g1", message={
+            "version": "iris-v1-g1", "uri": "store://x/iris/iris-v1-g1", "sha256": "cd" * 32, "task": "classification",
+            "metrics": {"accuracy": 0.96}, "gate": {"result": "Passed", "metric": "accuracy", "value": 0.96, "bound": 0.9}})
         wait_until(lambda: (_get(cluster, TRAINING_JOBS, namespace, "iris-v1").get("status") or {}).get("phase") == "Succeeded",
                    timeout=60, what="the operator to record the run as Succeeded")
         wait_until(lambda: (_get(cluster, MODEL_DEPLOYMENTS, namespace, "iris").get("status") or {}).get("modelVersion") == "iris-v1-g1",

@@ -12,7 +12,6 @@ import asyncio
 import copy
 import json
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,12 +19,13 @@ import pytest
 import yaml
 
 from mlops_operator.controllers.cluster import Refused
-from mlops_operator.controllers.cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, PODS, SERVICES, TRAINING_JOBS
+from mlops_operator.controllers.cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS
 from mlops_operator.controllers import modeldeployment
 from mlops_operator.controllers.reconcile.modeldeployment import observe, reconcile_model_deployment
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
 from tests.envtest.fixtures import admission_refusal, operator_running
+from tests.envtest.kubelet import make_serving_pods_ready
 from tests.pss import restricted_violations
 from tests.waiting import wait_until as _wait
 
@@ -75,23 +75,6 @@ def _template_version(dep: dict) -> str:
 
 def _cond(status: dict, type_: str) -> dict:
     return next(c for c in status["conditions"] if c["type"] == type_)
-
-
-def _make_pods_ready(cluster: KubeCluster, namespace: str, want: int) -> None:
-    """Play kubelet: mark the serving pods the ReplicaSet made as running and ready."""
-    pods = _wait(lambda: (lambda p: p if len(p) >= want else None)(
-        asyncio.run(cluster.list(PODS, namespace, {"mlops.dev/model-deployment": "iris"}))), what=f"{want} serving pods")
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for pod in pods:
-        status = {
-            "phase": "Running",
-            "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
-                           for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
-            "containerStatuses": [{"name": "server", "ready": True, "restartCount": 0, "image": SETTINGS.image, "imageID": "",
-                                   "started": True, "state": {"running": {"startedAt": now}}}],
-            "startTime": now,
-        }
-        asyncio.run(cluster.patch_status(PODS, namespace, pod["metadata"]["name"], status))
 
 
 def _pending_writes(cluster: KubeCluster, namespace: str, name: str = "iris") -> list[str]:
@@ -150,7 +133,7 @@ def test_iris_example_makes_a_deployment_service_and_pdb(crds, namespace) -> Non
     assert {r.kind: _get(cluster, r, namespace)["metadata"]["resourceVersion"] for r in (SERVICES, PDBS)} == before
 
     # Once the pods are ready, the ModelDeployment is Ready, and kubectl shows it.
-    _make_pods_ready(cluster, namespace, 2)
+    make_serving_pods_ready(cluster, namespace, "iris", 2)
 
     def ready():
         st = _reconcile(cluster, namespace)

@@ -15,6 +15,7 @@ from mlops_operator.controllers.reconcile.trainingjob import reconcile_training_
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
 from tests.envtest.fixtures import admission_refusal, operator_running
+from tests.envtest.kubelet import finish_training_pod
 from tests.pss import restricted_violations
 from tests.waiting import wait_until as _wait
 
@@ -34,22 +35,6 @@ def _reconcile(cluster: KubeCluster, namespace: str, name: str) -> dict:
 
 def _jobs(cluster: KubeCluster, namespace: str) -> list[dict]:
     return asyncio.run(cluster.list(JOBS, namespace))
-
-
-def _finish_pod(cluster: KubeCluster, namespace: str, job: str, *, exit_code: int, message: dict) -> None:
-    """Play kubelet: the job controller made the pod; mark its trainer container terminated."""
-    pods = _wait(lambda: asyncio.run(cluster.list(PODS, namespace, {"job-name": job})), what=f"a pod of Job {job}")
-    pod = pods[0]
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    term = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error", "message": json.dumps(message),
-            "startedAt": now, "finishedAt": now}
-    status = {
-        "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
-        "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 0, "image": SETTINGS.image,
-                               "imageID": "", "state": {"terminated": term}}],
-    }
-    asyncio.run(cluster.patch_status(PODS, namespace, pod["metadata"]["name"], status))
 
 
 def test_apply_makes_exactly_one_restricted_job(control_plane, namespace) -> None:
@@ -78,7 +63,7 @@ def test_completed_job_turns_the_run_succeeded(control_plane, namespace) -> None
     _reconcile(cluster, namespace, "iris-v1")
     summary = {"version": "iris-v1-g1", "uri": "store://x/iris/iris-v1-g1", "sha256": "cd" * 32, "task": "classification",
                "metrics": {"accuracy": 0.96}, "gate": {"result": "Passed", "metric": "accuracy", "value": 0.96, "bound": 0.9}}
-    _finish_pod(cluster, namespace, "iris-v1-g1", exit_code=0, message=summary)
+    finish_training_pod(cluster, namespace, "iris-v1-g1", exit_code=0, message=summary)
 
     def succeeded():
         s = _reconcile(cluster, namespace, "iris-v1")
@@ -102,7 +87,7 @@ def test_gate_failure_fails_at_once_with_the_reason(control_plane, namespace) ->
     _reconcile(cluster, namespace, "iris-v1")
     summary = {"reason": "GateFailed", "message": "accuracy 0.5 is below the minimum 0.9",
                "gate": {"result": "Failed", "metric": "accuracy", "value": 0.5, "bound": 0.9}}
-    _finish_pod(cluster, namespace, "iris-v1-g1", exit_code=3, message=summary)
+    finish_training_pod(cluster, namespace, "iris-v1-g1", exit_code=3, message=summary)
 
     def failed():
         s = _reconcile(cluster, namespace, "iris-v1")
@@ -155,7 +140,7 @@ def test_a_succeeded_run_survives_its_pods(control_plane, namespace) -> None:
     _reconcile(cluster, namespace, "iris-v1")
     summary = {"version": "iris-v1-g1", "uri": "store://x/iris/iris-v1-g1", "sha256": "ef" * 32, "task": "classification",
                "metrics": {"accuracy": 0.97}, "gate": {"result": "Passed", "metric": "accuracy", "value": 0.97, "bound": 0.9}}
-    _finish_pod(cluster, namespace, "iris-v1-g1", exit_code=0, message=summary)
+    finish_training_pod(cluster, namespace, "iris-v1-g1", exit_code=0, message=summary)
     done = _wait(lambda: (lambda s: s if s.get("phase") == "Succeeded" else None)(_reconcile(cluster, namespace, "iris-v1")),
                  what="the TrainingJob to succeed")
     control_plane.kubectl("delete", "pods", "-n", namespace, "-l", "job-name=iris-v1-g1", "--wait=true")

@@ -44,7 +44,7 @@ def test_events_for_a_queued_key_make_one_reconcile() -> None:
 
 def test_an_event_during_a_reconcile_runs_it_once_more_never_concurrently() -> None:
     running, overlaps, calls = 0, 0, 0
-    release = asyncio.Event()
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def reconcile(ns: str, name: str) -> Result:
         nonlocal running, overlaps, calls
@@ -52,6 +52,7 @@ def test_an_event_during_a_reconcile_runs_it_once_more_never_concurrently() -> N
         running += 1
         overlaps = max(overlaps, running)
         if calls == 1:
+            started.set()
             await release.wait()
         running -= 1
         return Result({})
@@ -60,7 +61,7 @@ def test_an_event_during_a_reconcile_runs_it_once_more_never_concurrently() -> N
         queue = WorkQueue({"TrainingJob": reconcile}, workers=4)
         queue.start()
         queue.add(KEY)
-        await asyncio.sleep(0.05)
+        await started.wait()
         for _ in range(10):  # the object changed while it was being reconciled
             queue.add(KEY)
         release.set()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 Obj = dict[str, Any]
+"""A Kubernetes object (or a part of one) as JSON: what every reconcile reads and writes."""
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,13 @@ from pydantic import ValidationError
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.validation import validate_object
 from . import labels
-from .cluster import DEPLOYMENTS, HPAS, PDBS, SERVICES, Resource
+from .cluster import DEPLOYMENTS, HPAS, PDBS, SERVICES, Obj, Resource
 from .conditions import get_condition, set_condition, summarize, timestamp
-from .security import container_security_context, pod_security_context
+from .security import restricted_pod_spec
 from .settings import Settings
 from .events import Event
 from .versions import find_version, newest_promotable, of_lineage
 
-Obj = dict[str, Any]
 
 COMPONENT = "serving"
 SHA256 = f"{labels.PREFIX}/sha256"
@@ -195,7 +194,8 @@ def _pin_problem(spec: ModelDeploymentSpec, lineage: list[Obj]) -> Problem:
 # --- builders --------------------------------------------------------------------------------------------
 
 
-def _num(x: float | int) -> str:
+def _arg(x: float | int) -> str:
+    """A number as a command-line argument: ``5`` or ``2.5``, never ``5.0``."""
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
@@ -206,7 +206,7 @@ def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, s
         "serve", "--store", settings.store_path, "--namespace", md["metadata"].get("namespace", "default"),
         "--model", spec.model, "--version", version, "--sha256", sha256,
         "--host", "0.0.0.0", "--port", str(settings.server_port),
-        "--max-batch-size", str(s.max_batch_size), "--max-batch-delay-ms", _num(s.max_batch_delay_ms),
+        "--max-batch-size", str(s.max_batch_size), "--max-batch-delay-ms", _arg(s.max_batch_delay_ms),
         "--max-body-bytes", str(s.max_body_bytes),
     ]
     if not s.drift_sensor:
@@ -258,22 +258,13 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": probe("/v2/health/ready", 5),
         "livenessProbe": probe("/v2/health/live", 10),
-        "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
-    pod_spec: Obj = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
+    pod_spec = restricted_pod_spec([container], volumes, settings.service_account,
+                                   enableServiceLinks=False, terminationGracePeriodSeconds=TERMINATION_GRACE_SECONDS)
     dep_spec: Obj = {
         "selector": {"matchLabels": selector_labels(md)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -513,35 +504,35 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
             problem = Problem(NAME_CONFLICT, f"{' and '.join(foreign)} exist(s) and belong(s) to something else; "
                                              "delete or rename it, or rename this ModelDeployment", True)
         else:
-            found = resolve(spec, training_jobs)
-            if isinstance(found, Target):
-                target = found
+            resolved = resolve(spec, training_jobs)
+            if isinstance(resolved, Target):
+                target = resolved
             else:
-                problem = found
+                problem = resolved
 
-    # What the children should run: the resolved version, else whatever serves now.
-    run: tuple[str, str] | None = (target.version, target.sha256) if target else served
+    # What the children should run, as (version, sha256): the resolved version, else whatever serves now.
+    wanted: tuple[str, str] | None = (target.version, target.sha256) if target else served
     apply: list[Obj] = []
     delete: list[Obj] = []
     desired = None
     if spec is not None and problem is not None and problem.reason == NAME_CONFLICT:
-        run = None  # touch nothing that is not ours
-    if spec is not None and run is not None:
-        desired = desired_children(md, run[0], run[1], settings)
+        wanted = None  # touch nothing that is not ours
+    if spec is not None and wanted is not None:
+        desired = desired_children(md, wanted[0], wanted[1], settings)
         for (res, want), (_, have) in zip(desired.items(), observed.items()):
             if want is not None and needs_apply(want, have):
                 apply.append(want)
             elif want is None and have is not None and controlled_by(have, md):
                 delete.append(have)
 
-    if run is not None and spec is not None:
-        status["modelVersion"] = run[0]
+    if wanted is not None and spec is not None:
+        status["modelVersion"] = wanted[0]
         status["url"] = url_of(md, settings)
-        if target is not None and run[0] != previous:
-            entry = {"version": run[0], "time": timestamp(now), "reason": _history_reason(target, spec, previous)}
+        if target is not None and wanted[0] != previous:
+            entry = {"version": wanted[0], "time": timestamp(now), "reason": _history_reason(target, spec, previous)}
             limit = max(1, min(settings.history_limit, HISTORY_MAX))
             status["history"] = ([entry] + list(old.get("history") or []))[:limit]
-            frm = f"{previous} -> {run[0]}" if previous else run[0]
+            frm = f"{previous} -> {wanted[0]}" if previous else wanted[0]
             events.append(Event("Normal", "RolloutStarted", f"rolling out {frm} ({entry['reason']})"))
     if observed.deployment is not None:
         dst = observed.deployment.get("status") or {}
@@ -554,12 +545,12 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
     # Conditions.
     conds = old.get("conditions") or []
     dep_applied = any(o["kind"] == "Deployment" for o in apply)
-    if run is not None and observed.deployment is not None and not dep_applied:
+    if wanted is not None and observed.deployment is not None and not dep_applied:
         floor = spec.autoscaling.min_replicas if spec is not None and spec.autoscaling else None
-        rollout = rollout_of(observed.deployment, run[0], floor)
-    elif run is not None:
-        changing = served is None or served[0] != run[0]
-        rollout = Rollout(False, False, f"rolling out {run[0]}" if changing else f"updating Deployment {name} ({run[0]})")
+        rollout = rollout_of(observed.deployment, wanted[0], floor)
+    elif wanted is not None:
+        changing = served is None or served[0] != wanted[0]
+        rollout = Rollout(False, False, f"rolling out {wanted[0]}" if changing else f"updating Deployment {name} ({wanted[0]})")
     else:
         rollout = None
 
@@ -572,10 +563,10 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
         conds = summarize(conds, ready=False, reason=PROGRESS_DEADLINE, message=msg, reconciling=False, stalled=True,
                           now=now, generation=generation)
     elif rollout is not None and rollout.done:
-        conds = summarize(conds, ready=True, reason=READY, message=f"serving {run[0]} at {status['url']}: {rollout.message}",  # type: ignore[index]
+        conds = summarize(conds, ready=True, reason=READY, message=f"serving {wanted[0]} at {status['url']}: {rollout.message}",  # type: ignore[index]
                           reconciling=False, stalled=False, now=now, generation=generation)
     elif rollout is not None:
-        reason = ROLLING_OUT if served is None or served[0] != run[0] else UPDATING  # type: ignore[index]
+        reason = ROLLING_OUT if served is None or served[0] != wanted[0] else UPDATING  # type: ignore[index]
         conds = summarize(conds, ready=False, reason=reason, message=rollout.message, reconciling=True, stalled=False,
                           now=now, generation=generation)
     if rollout is not None and rollout.stalled:
@@ -583,7 +574,7 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
     elif rollout is not None and not rollout.done:
         conds = set_condition(conds, "Progressing", True, ROLLING_OUT, rollout.message, now, generation)
     elif rollout is not None:
-        conds = set_condition(conds, "Progressing", False, "RolloutComplete", f"{run[0]} rolled out", now, generation)  # type: ignore[index]
+        conds = set_condition(conds, "Progressing", False, "RolloutComplete", f"{wanted[0]} rolled out", now, generation)  # type: ignore[index]
     else:
         conds = set_condition(conds, "Progressing", False, "NothingToRollOut", "no version to serve yet", now, generation)
     status["conditions"] = _ordered(conds)

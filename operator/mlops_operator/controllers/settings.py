@@ -26,6 +26,5 @@ class Settings:
     service_account: str | None = None
     """Service account of training and serving pods; None uses the namespace default."""
     server_port: int = 8080
-    training_ttl_default: int = 86400
     history_limit: int = 10
     cluster_domain: str = "cluster.local"

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from ..api.trainingjob import TrainingJobSpec
 from ..api.validation import validate_object
 from . import labels
 from .conditions import set_condition, summarize, timestamp
 from .events import Event
-from .security import container_security_context, pod_security_context
+from .security import restricted_pod_spec
 from .settings import Settings
 from .versions import model_version
+from .cluster import Obj
 
-Obj = dict[str, Any]
 
 SPEC_PATH = "/etc/mlops/trainingjob.json"
 SPEC_ANNOTATION = f"{labels.PREFIX}/trainingjob"
@@ -67,10 +66,9 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
     meta = tj["metadata"]
     version = model_version(meta["name"], meta.get("generation", 1))
 
-    def names() -> dict[str, str]:
-        return labels.owned_labels(
-            "training", **{labels.TRAINING_JOB: meta["name"], labels.MODEL: spec.model, labels.VERSION: version}
-        )
+    job_labels = labels.owned_labels(
+        "training", **{labels.TRAINING_JOB: meta["name"], labels.MODEL: spec.model, labels.VERSION: version}
+    )
 
     args = ["train", "--spec", SPEC_PATH, "--store", settings.store_path, "--version", version,
             "--termination-log", "/dev/termination-log"]
@@ -101,29 +99,20 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
         "imagePullPolicy": settings.image_pull_policy,
         "args": args,
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}],
-        "securityContext": container_security_context(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
     if spec.resources:
         container["resources"] = spec.resources.to_dict()
-    pod_spec: Obj = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
+    pod_spec = restricted_pod_spec([container], volumes, settings.service_account, restartPolicy="Never")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": job_name(tj),
             "namespace": meta.get("namespace", "default"),
-            "labels": names(),
+            "labels": job_labels,
             "ownerReferences": [labels.owner_reference(tj)],
         },
         "spec": {
@@ -137,7 +126,7 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
                 ]
             },
             "template": {
-                "metadata": {"labels": names(), "annotations": {SPEC_ANNOTATION: _spec_document(tj)}},
+                "metadata": {"labels": dict(job_labels), "annotations": {SPEC_ANNOTATION: _spec_document(tj)}},
                 "spec": pod_spec,
             },
         },
@@ -160,11 +149,11 @@ def termination_summary(pods: list[Obj]) -> Obj | None:
     text = (best[1].get("message") or "").strip().splitlines()
     for line in reversed(text):
         try:
-            found = json.loads(line)
+            summary = json.loads(line)
         except ValueError:
             continue
-        if isinstance(found, dict):
-            return found
+        if isinstance(summary, dict):
+            return summary
     return None
 
 

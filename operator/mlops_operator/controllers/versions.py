@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from . import labels
+from .cluster import Obj
 
-Obj = dict[str, Any]
 
 
 def model_version(name: str, generation: int) -> str:

@@ -60,7 +60,7 @@ class DriftConfig:
             raise ValueError("thresholds must be non-negative")
 
 
-def _num(x: float | None) -> float | None:
+def _json_float(x: float | None) -> float | None:
     """JSON-safe float: nan/inf become None."""
     return float(x) if x is not None and math.isfinite(x) else None
 
@@ -94,7 +94,7 @@ class FeatureResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("statistic", "pvalue", "effect", "psi", "adjusted_pvalue", "missing_rate", "out_of_range"):
-            d[k] = _num(d[k])
+            d[k] = _json_float(d[k])
         return d
 
 
@@ -381,7 +381,7 @@ class PerformanceResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("value", "baseline", "maximum", "low", "high"):
-            d[k] = _num(d[k])
+            d[k] = _json_float(d[k])
         return d
 
 

@@ -19,12 +19,11 @@ from urllib.parse import urlencode
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from ..controllers.cluster import Conflict, Refused, Resource, resource_of
+from ..controllers.cluster import Conflict, Obj, Refused, Resource, resource_of
 
 FIELD_MANAGER = "mlops-operator"
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 
 
 class ApiError(Exception):

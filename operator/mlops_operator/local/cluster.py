@@ -8,16 +8,15 @@ import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 from pydantic import ValidationError
 
 from ..api.kinds import BY_KIND
-from ..controllers.cluster import RESOURCES, Conflict, Resource, resource_of
+from ..controllers.cluster import RESOURCES, Conflict, Obj, Resource, resource_of
 from ..controllers.conditions import timestamp
 from ..controllers.reconcile import utcnow
 
-Obj = dict[str, Any]
 Key = tuple[str, str, str]
 
 

@@ -18,9 +18,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..controllers.cluster import DEPLOYMENTS, JOBS, PODS, SERVICES
+from ..controllers.cluster import DEPLOYMENTS, JOBS, PODS, SERVICES, Obj
 from ..controllers.conditions import timestamp
 from ..controllers.settings import Settings
 from ..controllers.trainingjob import SPEC_ANNOTATION, SPEC_PATH
@@ -28,7 +27,6 @@ from .cluster import MemoryCluster
 from .processes import Process, ProcessGroup, free_port, mlops_command
 
 log = logging.getLogger("mlops_operator.local")
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
-from ..controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, RESOURCES, TRAINING_JOBS
+from ..controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, RESOURCES, TRAINING_JOBS, Obj
 from ..controllers.reconcile import retry_delay, utcnow
 from ..controllers.reconcile.driftpolicy import reconcile_drift_policy
 from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
@@ -26,7 +26,6 @@ from .processes import ProcessGroup
 from .sensors import local_sensors
 
 log = logging.getLogger("mlops_operator.local")
-Obj = dict[str, Any]
 Key = tuple[str, str, str]
 RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 

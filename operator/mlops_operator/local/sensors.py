@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from ..sensors import HttpSensors
+from ..controllers.cluster import Obj
 
-Obj = dict[str, Any]
 
 
 def local_sensors(store: Path) -> HttpSensors:

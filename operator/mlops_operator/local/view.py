@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, TextIO
+from typing import Callable, TextIO
 
 from ..controllers.conditions import get_condition
+from ..controllers.cluster import Obj
 
-Obj = dict[str, Any]
 
 
 def _ready(obj: Obj) -> str:

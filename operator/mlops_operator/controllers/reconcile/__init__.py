@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from ..cluster import Cluster, Refused, Resource, resource_of
+from ..cluster import Cluster, Obj, Refused, Resource, resource_of
 from ..conditions import get_condition, refused
 from ..events import Event
 
-Obj = dict[str, Any]
 Clock = Callable[[], datetime]
 log = logging.getLogger("mlops_operator")
 

@@ -18,12 +18,11 @@ from ...api.driftpolicy import DriftPolicySpec
 from ...drift import Reference
 from .. import driftpolicy, labels
 from ..conditions import set_condition
-from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster
+from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
 from ..events import Event
 from . import Changes, Clock, apply_decision, utcnow
 
-Obj = dict[str, Any]
 log = logging.getLogger("mlops_operator")
 
 SCRAPE_CONCURRENCY = 8

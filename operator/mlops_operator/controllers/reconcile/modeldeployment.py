@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from .. import labels, modeldeployment
-from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster
+from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
 from . import Changes, Clock, Result, apply_decision, owner_name, utcnow
 
-Obj = dict[str, Any]
 
 
 async def observe(cluster: Cluster, namespace: str, name: str) -> modeldeployment.Observed:

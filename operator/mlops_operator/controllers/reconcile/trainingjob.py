@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from .. import labels, trainingjob
-from ..cluster import JOBS, PODS, TRAINING_JOBS, Cluster
+from ..cluster import JOBS, PODS, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
 from ..versions import newest_promotable
 from . import Changes, Clock, Result, apply_decision, utcnow
 
-Obj = dict[str, Any]
 
 
 async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow) -> Result:

@@ -8,11 +8,11 @@ and DriftPolicies on a cluster and locally.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from .. import labels
+from ..cluster import Obj
 
-Obj = dict[str, Any]
 Key = tuple[str, str, str]
 """(kind, namespace, name) of an object to reconcile."""
 
