@@ -171,7 +171,7 @@ def stall(client: KubeCluster, k: int, port: int) -> None:
             "containerStatuses": [{"name": "server", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
                                    "state": {"running": {"startedAt": now}}}]}))
         dp = {"apiVersion": "mlops.dev/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": name, "namespace": NS},
-              "spec": {"deployment": name, "interval": "5s", "checks": [{"type": "dataDrift"}]}}
+              "spec": {"deployment": name, "interval": "5s", "checks": [{"type": "dataDrift"}], "action": "alert"}}
         client._request("POST", path_of(DRIFT_POLICIES, NS), body=dp)
 
 
