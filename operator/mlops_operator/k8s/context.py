@@ -26,7 +26,7 @@ class Context:
     namespaces: tuple[str, ...] = ()
     """Watched namespaces; empty means all (cluster-wide)."""
     workers: int = 4
-    """Reconciles running at once, whatever the number of objects."""
+    """Reconciles of each kind running at once, whatever the number of objects."""
     queue: WorkQueue = field(init=False)
 
     def __post_init__(self) -> None:

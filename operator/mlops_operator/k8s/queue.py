@@ -5,9 +5,10 @@ Watch events only *add keys*; workers take them out. So:
 - **de-duplicated**: a key waiting in the queue is queued once however many
   events name it; a key being reconciled is never reconciled twice at once —
   an event arriving meanwhile marks it dirty and it runs once more afterwards;
-- **bounded**: at most ``workers`` reconciles run at a time, whatever the
-  number of objects, and a slow one (a DriftPolicy scraping silent pods) holds
-  one worker, never the watch streams or the other keys;
+- **bounded, in lanes**: each kind has its own ``workers`` (a lane), so at
+  most that many reconciles of a kind run at a time, whatever the number of
+  objects; a slow one (a DriftPolicy scraping silent pods) holds a worker of
+  its own lane, never the watch streams, the other keys or another kind;
 - **rate-limited**: a failed reconcile comes back after an exponential,
   capped delay (:func:`~mlops_operator.controllers.reconcile.retry_delay`),
   for as long as it fails — a refusal that is lifted later is picked up
@@ -41,7 +42,7 @@ class WorkQueue:
         self.workers = workers
         self.base_delay = base_delay
         self.max_delay = max_delay
-        self._ready: asyncio.Queue[Key] | None = None
+        self._lanes: dict[str, asyncio.Queue[Key]] = {}
         self._queued: set[Key] = set()
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
@@ -60,7 +61,7 @@ class WorkQueue:
         if key in self._queued:
             return
         self._queued.add(key)
-        self._queue().put_nowait(key)
+        self._lane(key[0]).put_nowait(key)
         metrics.QUEUE_DEPTH.set(len(self._queued))
 
     def add_after(self, key: Key, delay: float) -> None:
@@ -88,7 +89,8 @@ class WorkQueue:
     # -- running -----------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._work(), name=f"mlops-worker-{i}") for i in range(self.workers)]
+        self._tasks = [loop.create_task(self._work(kind), name=f"mlops-{kind}-worker-{i}")
+                       for kind in self.reconcilers for i in range(self.workers)]
 
     async def stop(self) -> None:
         for _, handle in self._timers.values():
@@ -108,8 +110,8 @@ class WorkQueue:
             await asyncio.sleep(0.02)
         return False
 
-    async def _work(self) -> None:
-        queue = self._queue()
+    async def _work(self, kind: str) -> None:
+        queue = self._lane(kind)
         while True:
             key = await queue.get()
             self._queued.discard(key)
@@ -155,7 +157,7 @@ class WorkQueue:
         self.add_after(key, delay)
 
     # -- internals ---------------------------------------------------------------
-    def _queue(self) -> asyncio.Queue[Key]:
-        if self._ready is None:
-            self._ready = asyncio.Queue()
-        return self._ready
+    def _lane(self, kind: str) -> asyncio.Queue[Key]:
+        if kind not in self._lanes:
+            self._lanes[kind] = asyncio.Queue()
+        return self._lanes[kind]
