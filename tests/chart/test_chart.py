@@ -686,6 +686,15 @@ def test_cluster_wide_rbac_by_impersonation(helm: Helm, cluster: tuple[Kubectl, 
     assert not can("list", "secrets", "--all-namespaces")
     assert not can("create", "clusterrolebindings.rbac.authorization.k8s.io")
 
+    # Leader election: its own Lease in the release namespace, nothing else.
+    lease = f"leases.coordination.k8s.io/{release}-mlops-operator"
+    assert can("get", lease, "-n", release_ns) and can("update", lease, "-n", release_ns)
+    assert can("create", "leases.coordination.k8s.io", "-n", release_ns)
+    assert not can("update", "leases.coordination.k8s.io/other-controller", "-n", release_ns)
+    assert not can("delete", lease, "-n", release_ns)
+    assert not can("get", lease, "-n", other_ns) and not can("create", "leases.coordination.k8s.io", "-n", other_ns)
+    assert not can("list", "leases.coordination.k8s.io", "-n", release_ns)
+
     _workload_can_do_nothing(kubectl, workload, release_ns, suffix)
 
 
@@ -712,6 +721,9 @@ def test_namespaced_rbac_by_impersonation(helm: Helm, cluster: tuple[Kubectl, st
         assert not can("list", "trainingjobs.mlops.dev", "-n", ns)
     assert not can("list", "trainingjobs.mlops.dev", "--all-namespaces")
     assert not can("get", "secrets", "-n", watched)
+    # The Lease stays in the release namespace, which is not watched.
+    assert can("update", f"leases.coordination.k8s.io/{release}-mlops-operator", "-n", release_ns)
+    assert not can("create", "leases.coordination.k8s.io", "-n", watched)
     assert not can("delete", f"namespaces/{watched}")
 
     workload = f"system:serviceaccount:{watched}:{release}-mlops-operator-workload"
@@ -757,9 +769,11 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
             out = kubectl("get", "pods", "-n", release_ns, "-l", selector, "-o", "json").stdout
             return json.loads(out)["items"]
 
-        # No scheduler runs, so the pod stays Pending, but it exists: PodSecurity admitted it.
-        (pod,) = _wait_for("the operator pod", pods)
-        assert restricted_violations(pod) == []
+        # No scheduler runs, so the pods stay Pending, but they exist: PodSecurity admitted them.
+        both = _wait_for("the two operator pods", lambda: len(found := pods()) == 2 and found)
+        assert all(restricted_violations(pod) == [] for pod in both)
+        pdb = json.loads(kubectl("get", "pdb", deployment, "-n", release_ns, "-o", "json").stdout)
+        assert pdb["spec"]["maxUnavailable"] == 1
         crd = json.loads(kubectl("get", "crd", "trainingjobs.mlops.dev", "-o", "json").stdout)
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == release
@@ -778,7 +792,7 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
     claims = kubectl("get", "pvc", "-n", watched, "-o", "name").stdout.split()
     assert sorted(claims) == ["persistentvolumeclaim/mlops-feedback", "persistentvolumeclaim/mlops-model-store"]
     assert not kubectl("get", "clusterrole", "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
-    assert not kubectl("get", "deployment,serviceaccount,role,rolebinding", "-A", "-l",
+    assert not kubectl("get", "deployment,serviceaccount,role,rolebinding,poddisruptionbudget", "-A", "-l",
                        f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
 
 
@@ -797,6 +811,9 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
     ({"metrics": {"port": 70000}}, "/metrics/port"),
     ({"store": {"accessModes": ["ReadWriteAll"]}}, "/store/accessModes/0"),
     ({"metrics": {"prometheusRule": {"for": "ten minutes"}}}, "/metrics/prometheusRule/for"),
+    ({"replicaCount": 0}, "/replicaCount"),
+    ({"leaderElection": {"leaseDuration": 15}}, "/leaderElection"),
+    ({"leaderElection": {"retryPeriodSeconds": "2s"}}, "/leaderElection/retryPeriodSeconds"),
 ])
 def test_values_schema_rejects_mistakes_with_their_path(helm: Helm, tmp_path: Path, values: dict[str, Any], where: str) -> None:
     """A typo in values fails `helm install` naming the key, instead of being silently ignored."""
@@ -952,7 +969,10 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
     args = [a for a in c["args"] if not a.startswith(("--liveness", "--metrics-port"))]
     args += [f"--liveness=http://127.0.0.1:{health_port}/healthz", f"--metrics-port={metrics_port}", f"--kubeconfig={kubeconfig}"]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env.update({e["name"]: e["value"] for e in c["env"]})
+    # What the downward API would give the pod.
+    pod_fields = {"metadata.name": "operator-pod-0", "metadata.namespace": release_ns}
+    env.update({e["name"]: e["value"] if "value" in e else pod_fields[e["valueFrom"]["fieldRef"]["fieldPath"]] for e in c["env"]})
+    assert "--leader-elect" in c["args"], "the chart's default: leader election, whose Role the operator uses here"
     log_path = tmp_path / "operator.log"
     operator = Path(sys.executable).parent / "mlops-operator"
     with log_path.open("w") as log:
@@ -970,6 +990,9 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
         assert series[("mlops_operator_resource_ready", obj("TrainingJob", "iris-v1"))] == 1
         assert series[("mlops_operator_resource_ready", obj("ModelDeployment", "iris"))] == 0
         assert ("mlops_operator_resource_ready", obj("DriftPolicy", "iris")) in series
+        # It led through the chart's Lease, under the pod's name.
+        lease = json.loads(kubectl("get", "lease", f"sa-{suffix}-mlops-operator", "-n", release_ns, "-o", "json").stdout)
+        assert lease["spec"]["holderIdentity"].startswith("operator-pod-0_")
     finally:
         proc.terminate()
         try:
@@ -978,6 +1001,9 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
             proc.kill()
             proc.wait(10)
     log = log_path.read_text()
+    # ...and handed it back on SIGTERM (update, by name, as the Role allows).
+    lease = json.loads(kubectl("get", "lease", f"sa-{suffix}-mlops-operator", "-n", release_ns, "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"] == "", log[-4000:]
     # RBAC refusals read 'User "system:serviceaccount:…" cannot <verb> resource …'. (Cluster-wide, the
     # operator also sees other tests' leftovers in namespaces being deleted; those refusals are not RBAC's.)
     assert "cannot " not in log and "system:anonymous" not in log, log[-4000:]
