@@ -73,6 +73,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """Every series the operator and a real model server export (after a few requests), with their labels."""
     from mlops_operator.k8s import metrics
     from mlops_operator.k8s.handlers import driftpolicy  # registers the operator's metrics
+    from mlops_operator.k8s import leader  # noqa: F401  (mlops_operator_leader)
 
     metrics.observe_status("ModelDeployment", "ns", "md", {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
     metrics.RECONCILES.labels("ModelDeployment", "ok").inc()
