@@ -171,6 +171,10 @@ def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, 
     # ...and not before the dead leader's last renewal had stood still for a whole lease duration.
     assert acquired - last_renewal >= TIMINGS.lease_duration, (acquired, last_renewal)
     assert taken.spec.lease_transitions == first.spec.lease_transitions + 1
+    # The new leader's probe is now answered by kopf, on the same port.
+    wait_until(lambda: (health := standby.healthz()) is not None and health != {"leader": False} and True, 30, 0.1,
+               "kopf to answer the new leader's liveness probe")
+    assert wait_until(lambda: standby.leader_gauge() == 1, 30, 0.1, "the new leader's gauge")
 
     def all_reconciled() -> list[dict[str, Any]] | None:
         tjs = training_jobs()
