@@ -103,6 +103,8 @@ def test_client_go_defaults_are_safe_and_the_request_timeout_leaves_a_second_try
 
 @pytest.mark.parametrize("timings, flag", [
     (Timings(15, 15, 2), "--leader-election-renew-deadline must be shorter than --leader-election-lease-duration"),
+    # The watchdog checks every retry/4 (here 0.125 s): a leader may overrun its deadline by that much.
+    (Timings(4, 3.9, 0.5), "by more than 0.125s"),
     (Timings(15, 2, 2), "longer than 1.2 × --leader-election-retry-period"),
     (Timings(15.5, 10, 2), "whole number of seconds"),
     (Timings(15, 10, 0), "--leader-election-retry-period must be > 0"),

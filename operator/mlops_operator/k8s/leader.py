@@ -78,9 +78,9 @@ class Timings:
             out.append("--leader-election-retry-period must be > 0")
         if self.lease_duration < 1 or self.lease_duration != int(self.lease_duration):
             out.append("--leader-election-lease-duration must be a whole number of seconds ≥ 1 (the Lease stores whole seconds)")
-        if self.renew_deadline >= self.lease_duration:
-            out.append("--leader-election-renew-deadline must be shorter than --leader-election-lease-duration "
-                       "(the leader must stop before a standby may take over)")
+        if self.renew_deadline + self.watchdog_interval >= self.lease_duration:
+            out.append(f"--leader-election-renew-deadline must be shorter than --leader-election-lease-duration, by more "
+                       f"than {self.watchdog_interval:g}s (the leader must stop before a standby may take over)")
         if self.renew_deadline <= (1 + JITTER) * self.retry_period:
             out.append(f"--leader-election-renew-deadline must be longer than {1 + JITTER:g} × --leader-election-retry-period "
                        "(room for more than one renewal)")
