@@ -1,7 +1,7 @@
 """Leader election on the real API server: two `mlops-operator run --leader-elect` processes,
 one leads; the leader is killed with SIGKILL while it reconciles a batch of TrainingJobs, the
-other takes the Lease and finishes the work, and no TrainingJob gets a second Job. Then the
-elector itself: a leader that cannot renew stops within its renew deadline, one that sees
+other takes the Lease and finishes the work, and no TrainingJob gets a second Job; a standby
+stops at once on SIGTERM, a leader whose Lease is taken exits 1 at once. Then the elector itself: a leader that cannot renew stops within its renew deadline, one that sees
 another holder stops at once, and one whose event loop is stuck is stopped by its watchdog."""
 
 from __future__ import annotations
@@ -235,6 +235,24 @@ def test_a_standby_stops_at_once_on_sigterm(crds, namespace, replicas) -> None:
     assert time.monotonic() - started < 5
     assert coordination.read_namespaced_lease(LEASE_NAME, namespace).spec.holder_identity == "someone-else"
     assert "Traceback" not in replica.log()
+
+
+def test_a_leader_that_loses_its_lease_exits_non_zero_at_once(crds, namespace, replicas) -> None:
+    """The process side of losing: no graceful kopf shutdown, an exit status the kubelet restarts."""
+    coordination = client.CoordinationV1Api(crds.api_client())
+    replica = replicas("replica-d", namespace)
+    wait_until(lambda: "leading: holding Lease" in replica.log(), 60, 0.1, "the replica to lead")
+    crds.kubectl("patch", "lease", LEASE_NAME, "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"holderIdentity": "thief", "leaseDurationSeconds": 60}}))
+    stolen = time.monotonic()
+    try:
+        code = replica.proc.wait(TIMINGS.renew_deadline)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running after its Lease was taken:\n{replica.log()[-3000:]}") from None
+    assert code == 1 and time.monotonic() - stolen < TIMINGS.retry_period + SLACK, (code, time.monotonic() - stolen)
+    assert "stopped leading: Lease" in replica.log() and "held by thief" in replica.log()
+    assert "Operator is stopping" not in replica.log(), "it must stop at once, not finish handlers first"
+    assert coordination.read_namespaced_lease(LEASE_NAME, namespace).spec.holder_identity == "thief"
 
 
 # --------------------------------------------------------------------------
