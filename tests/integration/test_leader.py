@@ -119,7 +119,8 @@ def _training_jobs(names: list[str]) -> str:
     return yaml.safe_dump_all([{**base, "metadata": {"name": n}} for n in names])
 
 
-def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, namespace, replicas) -> None:
+def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, namespace, replicas, record_property) -> None:
+    """The measured times are recorded as properties (pytest --junitxml shows them)."""
     api = crds.api_client()
     coordination, batch, custom = client.CoordinationV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
 
@@ -159,6 +160,7 @@ def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, 
     last_renewal = lease().spec.renew_time.timestamp()
     left_jobs = jobs()
     left_statuses = [t for t in training_jobs() if t.get("status")]
+    record_property("jobs_left_by_the_killed_leader", f"{len(left_jobs)}/{BATCH}")
     # Mid-reconcile: the dead leader left work undone (Jobs not created, or statuses not written).
     assert len(left_jobs) < BATCH or len(left_statuses) < BATCH, (len(left_jobs), len(left_statuses))
     # Only the leader acted while it led.
@@ -167,6 +169,7 @@ def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, 
     taken = wait_until(lambda: (lease_ := lease()) and standby.holds(lease_) and lease_, TAKEOVER_BOUND + 10, 0.05,
                        "the standby to take the Lease")
     acquired = taken.spec.acquire_time.timestamp()
+    record_property("takeover_after_sigkill_seconds", round(acquired - killed_at, 2))
     assert acquired - killed_at <= TAKEOVER_BOUND, (acquired - killed_at, diagnose(standby))
     # ...and not before the dead leader's last renewal had stood still for a whole lease duration.
     assert acquired - last_renewal >= TIMINGS.lease_duration, (acquired, last_renewal)
@@ -214,6 +217,7 @@ def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, 
     assert "released Lease" in standby.log()
     handed = wait_until(lambda: (lease_ := lease()) and back.holds(lease_) and lease_, 30, 0.05, "the hand-over")
     handover = handed.spec.acquire_time.timestamp() - terminated_at
+    record_property("handover_after_sigterm_seconds", round(handover, 2))
     assert handover < TIMINGS.lease_duration - TIMINGS.retry_period - SLACK / 3, handover
     assert back.stop() == 0, diagnose(back)
     assert "Traceback" not in a.log() + b.log() + back.log(), diagnose(a, b, back)
