@@ -46,7 +46,7 @@ def promtool(tools: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[
 
 def test_promtool_accepts_the_rules(rule_file: Path, monitoring_tools: Path) -> None:
     proc = promtool(monitoring_tools, "check", "rules", str(rule_file), cwd=rule_file.parent)
-    assert proc.returncode == 0 and "SUCCESS: 9 rules found" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "SUCCESS: 10 rules found" in proc.stdout, proc.stdout + proc.stderr
 
 
 def rendered_annotations(rule: Obj, labels: dict[str, str]) -> dict[str, str]:
@@ -64,6 +64,12 @@ def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
 
 # alert -> (input series that must fire it, minute it fires by, labels it carries, the healthy twin's series)
 CASES: dict[str, tuple[list[dict[str, str]], int, dict[str, str], list[dict[str, str]]]] = {
+    "MlopsOperatorNoLeader": (
+        [series("mlops_operator_leader", {"job": OPERATOR_JOB, "namespace": RELEASE_NS, "pod": pod}, "0x20") for pod in ("a", "b")], 6,
+        {"job": OPERATOR_JOB, "namespace": RELEASE_NS},
+        [series("mlops_operator_leader", {"job": OPERATOR_JOB, "namespace": RELEASE_NS, "pod": "a"}, "1x20"),
+         series("mlops_operator_leader", {"job": OPERATOR_JOB, "namespace": RELEASE_NS, "pod": "b"}, "0x20")],
+    ),
     "MlopsOperatorDown": (
         [series("up", {"job": OPERATOR_JOB, "namespace": RELEASE_NS}, "0x20")], 6,
         {"job": OPERATOR_JOB, "namespace": RELEASE_NS},
@@ -163,3 +169,11 @@ def test_operator_down_also_fires_when_it_was_never_scraped(rules: dict[str, Obj
     other = [series("up", {"job": "something-else", "namespace": "default"}, "1x20")]
     expected = [{"exp_labels": labels, "exp_annotations": rendered_annotations(rule, labels)}]
     _run_case(rule_file, monitoring_tools, "MlopsOperatorDown", other, 6, expected, "absent")
+
+
+def test_no_leader_alert_only_with_leader_election(helm: Helm) -> None:
+    """Without leader election no replica exports a Lease it holds: the alert would always fire."""
+    out = helm("template", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--set", "metrics.prometheusRule.enabled=true",
+               "--set", "leaderElection.enabled=false", "--show-only", "templates/prometheusrule.yaml").stdout
+    alerts = {r["alert"] for g in yaml.safe_load(out)["spec"]["groups"] for r in g["rules"]}
+    assert "MlopsOperatorDown" in alerts and "MlopsOperatorNoLeader" not in alerts

@@ -44,6 +44,7 @@ KNOWN_KINDS = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("policy/v1", "PodDisruptionBudget"),
     ("v1", "ConfigMap"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
@@ -68,6 +69,9 @@ NAMESPACED_GRANTS = (
 )
 CRD_SCAN = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")}
 NAMESPACE_WATCH = {("", "namespaces", v) for v in ("list", "watch")}
+# Leader election: create any Lease (create cannot be limited by name), get and update only its own.
+LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+               {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["{lease}"], "verbs": ["get", "update"]}]
 
 WATCHED = ["team-a", "team-b"]
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -80,11 +84,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "everything-else": {"crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}, "metrics": {"enabled": False}, "feedback": {"enabled": False},
                         "image": {"digest": "sha256:" + "a" * 64}, "operator": {"verbose": True},
                         "workloadServiceAccount": {"assign": "always"}, "store": {"volume": {"csi": {"driver": "x.csi"}}}},
+    "no-leader-election": {"leaderElection": {"enabled": False}},
+    "one-elected-replica": {"replicaCount": 1},
+    "no-pdb": {"podDisruptionBudget": {"enabled": False}, "rbac": {"create": False}},
     "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
                                "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}},
     # Every option the chart has, at once.
     "all-on": {
         "watchNamespaces": WATCHED, "nameOverride": "mlops", "imagePullSecrets": [{"name": "registry"}],
+        "replicaCount": 3, "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20, "retryPeriodSeconds": 4},
         "image": {"repository": "registry.example/mlops", "tag": "1.2.3", "pullPolicy": "Always"},
         "crds": {"annotations": {"argocd.argoproj.io/sync-options": "Prune=false,Delete=false"}},
         "operator": {"resyncSeconds": 60, "verbose": True, "allowedModules": ["sklearn.", "lightgbm."],
@@ -245,13 +253,95 @@ def test_operator_pod_is_restricted(rendered: dict[str, list[Obj]], scenario: st
     assert "emptyDir" in vol
 
 
+def _elected(scenario: str) -> bool:
+    return SCENARIOS[scenario].get("leaderElection", {}).get("enabled", True)
+
+
+def _replicas(scenario: str) -> int:
+    return SCENARIOS[scenario].get("replicaCount") or (2 if _elected(scenario) else 1)
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_one_replica_recreated(rendered: dict[str, list[Obj]], scenario: str) -> None:
-    spec = operator_deployment(rendered[scenario])["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+def test_replicas_and_strategy_follow_leader_election(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    """With leader election pods are replaced one by one (a new one stands by until the old leader
+    releases the Lease); without it there is exactly one, and Recreate stops it before the next starts."""
+    objs = rendered[scenario]
+    spec = operator_deployment(objs)["spec"]
+    assert spec["replicas"] == _replicas(scenario)
+    if _elected(scenario):
+        assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    else:
+        assert spec["strategy"] == {"type": "Recreate"}
     labels = spec["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items())
+    spread = spec["template"]["spec"].get("topologySpreadConstraints")
+    pdbs = of_kind(objs, "PodDisruptionBudget")
+    if spec["replicas"] > 1:
+        (constraint,) = spread
+        assert constraint["topologyKey"] == "kubernetes.io/hostname" and constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert constraint["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    else:
+        assert spread is None
+    if spec["replicas"] > 1 and SCENARIOS[scenario].get("podDisruptionBudget", {}).get("enabled", True):
+        (pdb,) = pdbs
+        assert pdb["spec"] == {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                               "selector": {"matchLabels": spec["selector"]["matchLabels"]}}
+    else:
+        assert not pdbs
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_leader_election_flags_are_what_the_operator_reads(rendered: dict[str, list[Obj]], scenario: str) -> None:
+    """The chart's arguments parse with the operator's own parser into safe timings, name the Lease
+    the Role grants, and the pod's name reaches the operator (its identity in the Lease)."""
+    from mlops_operator.k8s import leader, main
+
+    objs = rendered[scenario]
+    c = container(objs)
+    args = main.build_parser().parse_args(c["args"][1:])
+    assert args.leader_elect is _elected(scenario)
+    env = {e["name"]: e for e in c["env"]}
+    if not _elected(scenario):
+        assert not {"POD_NAME", "POD_NAMESPACE"} & set(env)
+        assert not [r for r in of_kind(objs, "Role") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "leader-election"]
+        return
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    timings = leader.timings_of(args)
+    assert timings.problems() == []
+    chosen = SCENARIOS[scenario].get("leaderElection", {})
+    assert (timings.lease_duration, timings.renew_deadline, timings.retry_period) == (
+        chosen.get("leaseDurationSeconds", 15), chosen.get("renewDeadlineSeconds", 10), chosen.get("retryPeriodSeconds", 2))
+    assert args.leader_election_namespace == RELEASE_NS
+    assert args.leader_election_id == operator_deployment(objs)["metadata"]["name"]
+    if SCENARIOS[scenario].get("rbac", {}).get("create", True):
+        assert_lease_rbac(objs, args.leader_election_id)
+
+
+def assert_lease_rbac(objs: list[Obj], lease: str) -> None:
+    """One Role in the release namespace for exactly the Lease, bound to the operator's account; no ClusterRole has leases."""
+    (role,) = [r for r in of_kind(objs, "Role") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "leader-election"]
+    assert role["metadata"]["namespace"] == RELEASE_NS
+    assert role["rules"] == json.loads(json.dumps(LEASE_RULES).replace("{lease}", lease))
+    (binding,) = [b for b in of_kind(objs, "RoleBinding") if b["metadata"]["name"] == role["metadata"]["name"]]
+    assert binding["metadata"]["namespace"] == RELEASE_NS
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    sa = operator_deployment(objs)["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": RELEASE_NS}]
+    assert not any("leases" in rule["resources"] for r in of_kind(objs, "ClusterRole") for rule in r.get("rules") or [])
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"leaderElection": {"enabled": False}, "replicaCount": 2}, "replicaCount 2 needs leaderElection.enabled=true"),
+    ({"leaderElection": {"renewDeadlineSeconds": 15}}, "renewDeadlineSeconds must be below leaderElection.leaseDurationSeconds"),
+    ({"leaderElection": {"retryPeriodSeconds": 9}}, "renewDeadlineSeconds must be above 1.2 × leaderElection.retryPeriodSeconds"),
+])
+def test_unsafe_replica_settings_fail_the_render(helm: Helm, tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    """What would let two operators reconcile at once is refused by `helm install`, not found out in production."""
+    file = tmp_path / "values.yaml"
+    file.write_text(yaml.safe_dump(values))
+    proc = helm("template", RELEASE, str(CHART), "-f", str(file), check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
 
 
 def test_operator_runs_with_liveness_and_resources(rendered: dict[str, list[Obj]]) -> None:
@@ -340,7 +430,7 @@ def test_rbac_has_no_wildcards_and_no_secrets(rendered: dict[str, list[Obj]], sc
 def test_cluster_wide_rbac_is_exactly_what_the_operator_needs(rendered: dict[str, list[Obj]]) -> None:
     objs = rendered["default"]
     assert grants(objs, "ClusterRole") == NAMESPACED_GRANTS | CRD_SCAN
-    assert not of_kind(objs, "Role")
+    assert not grants(objs, "Role"), "watching all namespaces the operator's rules are one ClusterRole"
     binding = one(objs, "ClusterRoleBinding")
     (role,) = [r for r in of_kind(objs, "ClusterRole") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
@@ -358,7 +448,8 @@ def test_namespaced_rbac_is_a_role_per_watched_namespace(rendered: dict[str, lis
         (binding,) = [b for b in of_kind(objs, "RoleBinding") if b["metadata"]["namespace"] == ns]
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": RELEASE_NS}]
-    assert {r["metadata"]["namespace"] for r in of_kind(objs, "Role")} == set(WATCHED)
+    assert {r["metadata"]["namespace"] for r in of_kind(objs, "Role")
+            if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"} == set(WATCHED)
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -595,6 +686,15 @@ def test_cluster_wide_rbac_by_impersonation(helm: Helm, cluster: tuple[Kubectl, 
     assert not can("list", "secrets", "--all-namespaces")
     assert not can("create", "clusterrolebindings.rbac.authorization.k8s.io")
 
+    # Leader election: its own Lease in the release namespace, nothing else.
+    lease = f"leases.coordination.k8s.io/{release}-mlops-operator"
+    assert can("get", lease, "-n", release_ns) and can("update", lease, "-n", release_ns)
+    assert can("create", "leases.coordination.k8s.io", "-n", release_ns)
+    assert not can("update", "leases.coordination.k8s.io/other-controller", "-n", release_ns)
+    assert not can("delete", lease, "-n", release_ns)
+    assert not can("get", lease, "-n", other_ns) and not can("create", "leases.coordination.k8s.io", "-n", other_ns)
+    assert not can("list", "leases.coordination.k8s.io", "-n", release_ns)
+
     _workload_can_do_nothing(kubectl, workload, release_ns, suffix)
 
 
@@ -621,6 +721,9 @@ def test_namespaced_rbac_by_impersonation(helm: Helm, cluster: tuple[Kubectl, st
         assert not can("list", "trainingjobs.mlops.dev", "-n", ns)
     assert not can("list", "trainingjobs.mlops.dev", "--all-namespaces")
     assert not can("get", "secrets", "-n", watched)
+    # The Lease stays in the release namespace, which is not watched.
+    assert can("update", f"leases.coordination.k8s.io/{release}-mlops-operator", "-n", release_ns)
+    assert not can("create", "leases.coordination.k8s.io", "-n", watched)
     assert not can("delete", f"namespaces/{watched}")
 
     workload = f"system:serviceaccount:{watched}:{release}-mlops-operator-workload"
@@ -666,9 +769,11 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
             out = kubectl("get", "pods", "-n", release_ns, "-l", selector, "-o", "json").stdout
             return json.loads(out)["items"]
 
-        # No scheduler runs, so the pod stays Pending, but it exists: PodSecurity admitted it.
-        (pod,) = _wait_for("the operator pod", pods)
-        assert restricted_violations(pod) == []
+        # No scheduler runs, so the pods stay Pending, but they exist: PodSecurity admitted them.
+        both = _wait_for("the two operator pods", lambda: len(found := pods()) == 2 and found)
+        assert all(restricted_violations(pod) == [] for pod in both)
+        pdb = json.loads(kubectl("get", "pdb", deployment, "-n", release_ns, "-o", "json").stdout)
+        assert pdb["spec"]["maxUnavailable"] == 1
         crd = json.loads(kubectl("get", "crd", "trainingjobs.mlops.dev", "-o", "json").stdout)
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == release
@@ -687,7 +792,7 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
     claims = kubectl("get", "pvc", "-n", watched, "-o", "name").stdout.split()
     assert sorted(claims) == ["persistentvolumeclaim/mlops-feedback", "persistentvolumeclaim/mlops-model-store"]
     assert not kubectl("get", "clusterrole", "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
-    assert not kubectl("get", "deployment,serviceaccount,role,rolebinding", "-A", "-l",
+    assert not kubectl("get", "deployment,serviceaccount,role,rolebinding,poddisruptionbudget", "-A", "-l",
                        f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
 
 
@@ -706,6 +811,9 @@ def test_helm_install_upgrade_uninstall(helm: Helm, cluster: tuple[Kubectl, str]
     ({"metrics": {"port": 70000}}, "/metrics/port"),
     ({"store": {"accessModes": ["ReadWriteAll"]}}, "/store/accessModes/0"),
     ({"metrics": {"prometheusRule": {"for": "ten minutes"}}}, "/metrics/prometheusRule/for"),
+    ({"replicaCount": 0}, "/replicaCount"),
+    ({"leaderElection": {"leaseDuration": 15}}, "/leaderElection"),
+    ({"leaderElection": {"retryPeriodSeconds": "2s"}}, "/leaderElection/retryPeriodSeconds"),
 ])
 def test_values_schema_rejects_mistakes_with_their_path(helm: Helm, tmp_path: Path, values: dict[str, Any], where: str) -> None:
     """A typo in values fails `helm install` naming the key, instead of being silently ignored."""
@@ -861,7 +969,10 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
     args = [a for a in c["args"] if not a.startswith(("--liveness", "--metrics-port"))]
     args += [f"--liveness=http://127.0.0.1:{health_port}/healthz", f"--metrics-port={metrics_port}", f"--kubeconfig={kubeconfig}"]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env.update({e["name"]: e["value"] for e in c["env"]})
+    # What the downward API would give the pod.
+    pod_fields = {"metadata.name": "operator-pod-0", "metadata.namespace": release_ns}
+    env.update({e["name"]: e["value"] if "value" in e else pod_fields[e["valueFrom"]["fieldRef"]["fieldPath"]] for e in c["env"]})
+    assert "--leader-elect" in c["args"], "the chart's default: leader election, whose Role the operator uses here"
     log_path = tmp_path / "operator.log"
     operator = Path(sys.executable).parent / "mlops-operator"
     with log_path.open("w") as log:
@@ -879,6 +990,9 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
         assert series[("mlops_operator_resource_ready", obj("TrainingJob", "iris-v1"))] == 1
         assert series[("mlops_operator_resource_ready", obj("ModelDeployment", "iris"))] == 0
         assert ("mlops_operator_resource_ready", obj("DriftPolicy", "iris")) in series
+        # It led through the chart's Lease, under the pod's name.
+        lease = json.loads(kubectl("get", "lease", f"sa-{suffix}-mlops-operator", "-n", release_ns, "-o", "json").stdout)
+        assert lease["spec"]["holderIdentity"].startswith("operator-pod-0_")
     finally:
         proc.terminate()
         try:
@@ -887,6 +1001,9 @@ def test_operator_reconciles_the_example_as_its_service_account(helm: Helm, clus
             proc.kill()
             proc.wait(10)
     log = log_path.read_text()
+    # ...and handed it back on SIGTERM (update, by name, as the Role allows).
+    lease = json.loads(kubectl("get", "lease", f"sa-{suffix}-mlops-operator", "-n", release_ns, "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"] == "", log[-4000:]
     # RBAC refusals read 'User "system:serviceaccount:…" cannot <verb> resource …'. (Cluster-wide, the
     # operator also sees other tests' leftovers in namespaces being deleted; those refusals are not RBAC's.)
     assert "cannot " not in log and "system:anonymous" not in log, log[-4000:]

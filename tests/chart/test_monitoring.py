@@ -72,6 +72,7 @@ def _sample_names(text: str) -> dict[str, set[str]]:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """Every series the operator and a real model server export (after a few requests), with their labels."""
     from mlops_operator.k8s import metrics
+    from mlops_operator.k8s import leader  # noqa: F401  (mlops_operator_leader)
 
     metrics.observe_status("ModelDeployment", "ns", "md", {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
     metrics.RECONCILES.labels("ModelDeployment", "ok").inc()

@@ -154,3 +154,29 @@ namespace otherwise. Keep docs/operations.md (RBAC) in step.
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/* High availability ------------------------------------------------------ */}}
+
+{{/* Operator pods: replicaCount, else 2 with leader election and 1 without; more than one
+     needs leader election, and the Lease timings must let a leader stop before a standby takes over. */}}
+{{- define "mlops-operator.replicas" -}}
+{{- $le := .Values.leaderElection }}
+{{- $replicas := .Values.replicaCount }}
+{{- if kindIs "invalid" $replicas }}{{ $replicas = ternary 2 1 $le.enabled }}{{ end }}
+{{- if and (gt (int $replicas) 1) (not $le.enabled) }}
+{{- fail (printf "replicaCount %d needs leaderElection.enabled=true: without it two operators would reconcile the same objects at once" (int $replicas)) }}
+{{- end }}
+{{- if $le.enabled }}
+{{- if ge (int $le.renewDeadlineSeconds) (int $le.leaseDurationSeconds) }}
+{{- fail "leaderElection.renewDeadlineSeconds must be below leaderElection.leaseDurationSeconds (a leader must stop before a standby may take over)" }}
+{{- end }}
+{{- if le (mul 5 (int $le.renewDeadlineSeconds)) (mul 6 (int $le.retryPeriodSeconds)) }}
+{{- fail "leaderElection.renewDeadlineSeconds must be above 1.2 × leaderElection.retryPeriodSeconds (room for more than one renewal)" }}
+{{- end }}
+{{- end }}
+{{- int $replicas }}
+{{- end }}
+
+{{- define "mlops-operator.leaseName" -}}
+{{- include "mlops-operator.fullname" . }}
+{{- end }}

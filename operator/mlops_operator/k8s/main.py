@@ -11,6 +11,7 @@ from typing import Sequence
 
 import kopf
 
+from . import leader
 from .client import KubeCluster, load_api_client
 from .config import settings_from_env
 from .context import Context, install
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8000, help="serve Prometheus metrics on this port (0: off)")
     p.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile everything this often, as a safety net")
     p.add_argument("-v", "--verbose", action="store_true")
+    leader.add_arguments(p)
     return p
 
 
@@ -58,12 +60,18 @@ async def operate(namespaces: Sequence[str], liveness: str | None, stop_flag: th
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.leader_elect and (problems := leader.timings_of(args).problems()):
+        parser.error("; ".join(problems))
     configure_logging(args.verbose)
     setup(args.kubeconfig, args.namespace, args.resync_seconds)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port)  # per-object readiness and phase, reconciles, drift scores and retrains
+    if args.leader_elect:  # one replica reconciles, the others stand by (docs/operations.md, High availability)
+        asyncio.run(leader.run_elected(load_api_client(args.kubeconfig), args, lambda: operate(args.namespace, args.liveness)))
+        return 0
     asyncio.run(operate(args.namespace, args.liveness))
     return 0
