@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -115,6 +116,14 @@ def _healthy(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class SilentServer:
@@ -216,19 +225,22 @@ def main() -> int:
     args = p.parse_args()
 
     silent = SilentServer() if args.stalled_policies else None
+    operator_log = Path(tempfile.mkdtemp(prefix="mlops-bench-")) / "operator.log"
+    operator: subprocess.Popen | None = None
     plane = ControlPlane(ensure_binaries()).start()
     try:
         install_crds(plane.kubeconfig, ROOT / "crds")
         client = KubeCluster(plane.api_client())
         asyncio.run(client._call("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}}))
+        health_port = free_port()
         # The operator as it runs in its pod: its own process (no GIL shared with this loop).
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
         operator = subprocess.Popen(
             [sys.executable, "-m", "mlops_operator.cli", "run", "--kubeconfig", str(plane.kubeconfig), "--namespace", NS,
-             "--liveness", "http://127.0.0.1:18081/healthz", "--metrics-port", "0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--metrics-port", "0"],
+            env=env, stdout=subprocess.DEVNULL, stderr=operator_log.open("wb"),
         )
-        wait_for(lambda: _healthy("http://127.0.0.1:18081/healthz"), timeout=60, step=0.2)
+        wait_for(lambda: _healthy(f"http://127.0.0.1:{health_port}/healthz"), timeout=60, step=0.2)
         time.sleep(1.0)
         rss_before = rss_mib(operator.pid)
         arrivals = Arrivals(plane.api_client())
@@ -242,9 +254,13 @@ def main() -> int:
             stalled = measure(client, arrivals, args.count, args.count)
         time.sleep(2.0)
         rss_after = rss_mib(operator.pid)
-        operator.terminate()
-        operator.wait(30)
+    except BaseException:
+        print(f"the operator's log: {operator_log}\n" + operator_log.read_text()[-3000:], file=sys.stderr)
+        raise
     finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(30)
         plane.stop()
         if silent is not None:
             silent.close()
