@@ -620,3 +620,22 @@ def test_an_autoscaler_scaling_up_is_not_a_rollout() -> None:
     d = ctl.decide(md, [_tj("a")], obs, Settings(), NOW)
     assert d.apply == [] and _cond(d.status, "Ready")["status"] == "True" and d.events == []
     assert d.status["replicas"] == 4 and d.status["readyReplicas"] == 2
+
+
+def test_a_model_trained_on_another_scikit_learn_is_reported_before_any_request() -> None:
+    tj = _tj("a")
+    tj["status"]["lineage"] = {"scikitLearn": "1.5.2"}
+    skewed = Settings(serving_scikit_learn="1.6.1")
+    d = ctl.decide(_md(), [tj], ctl.Observed(), skewed, NOW)
+    cond = _cond(d.status, "LibrariesMatch")
+    assert cond["status"] == "False" and cond["reason"] == "InconsistentVersion"
+    assert "1.5.2" in cond["message"] and "1.6.1" in cond["message"] and "a-g1" in cond["message"]
+    assert ("Warning", "InconsistentVersion") in [(e.type, e.reason) for e in d.events]
+    md = _md()
+    md["status"] = d.status
+    again = ctl.decide(md, [tj], ctl.Observed(), skewed, NOW)
+    assert "InconsistentVersion" not in [e.reason for e in again.events], "one event per transition"
+    assert _cond(ctl.decide(_md(), [tj], ctl.Observed(), Settings(serving_scikit_learn="1.5.2"), NOW).status,
+                 "LibrariesMatch")["status"] == "True"
+    unknown = ctl.decide(_md(), [_tj("a")], ctl.Observed(), skewed, NOW).status  # a run from before lineage recorded it
+    assert "LibrariesMatch" not in {c["type"] for c in unknown["conditions"]}

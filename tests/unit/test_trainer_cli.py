@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def test_success_writes_summary_and_prints_the_path(tmp_path: Path, capsys: pyte
     code, summary = run(tmp_path, write_spec(tmp_path / "tj.yaml"))
     out, err = capsys.readouterr()
     assert code == 0
-    assert set(summary) == {"version", "uri", "sha256", "metrics", "gate", "dataDigest", "rows", "task"}
+    assert set(summary) == {"version", "uri", "sha256", "metrics", "gate", "dataDigest", "rows", "task", "scikitLearn"}
+    assert summary["scikitLearn"] == importlib.metadata.version("scikit-learn")
     assert summary["version"] == "iris-v1-g2" and summary["task"] == "classification"
     assert summary["gate"]["result"] == "Passed" and len(summary["sha256"]) == 64
     version_dir = tmp_path / "store" / "ml" / "iris" / "iris-v1-g2"

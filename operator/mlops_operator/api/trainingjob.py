@@ -201,6 +201,7 @@ class Lineage(ApiModel):
     image: str | None = Doc("Image that trained the model.", None)
     parent: str | None = Doc("Version this run was retrained from.", None)
     triggered_by: str | None = Doc("DriftPolicy that asked for this run.", None)
+    scikit_learn: str | None = Doc("scikit-learn version that trained the model; serving on another one is reported.", None)
 
 
 class TrainingJobStatus(ApiModel):

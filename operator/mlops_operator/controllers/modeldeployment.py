@@ -577,6 +577,9 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
         conds = set_condition(conds, "Progressing", False, "RolloutComplete", f"{wanted[0]} rolled out", now, generation)  # type: ignore[index]
     else:
         conds = set_condition(conds, "Progressing", False, "NothingToRollOut", "no version to serve yet", now, generation)
+    conds, skew = _library_condition(conds, target, settings, now, generation)
+    if skew is not None and (get_condition(old.get("conditions"), LIBRARIES) or {}).get("status") != "False":
+        events.append(skew)
     status["conditions"] = _ordered(conds)
 
     before, after = get_condition(old.get("conditions"), "Ready"), get_condition(conds, "Ready")
@@ -589,6 +592,30 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
             kind = "Warning" if stalled and stalled["status"] == "True" else "Normal"
             events.append(Event(kind, after["reason"], after["message"]))
     return DeploymentDecision(status=status, apply=apply, delete=delete, events=events)
+
+
+LIBRARIES = "LibrariesMatch"
+
+
+def _library_condition(conds: list[Obj], target: Target | None, settings: Settings, now: datetime,
+                       generation: int | None) -> tuple[list[Obj], Event | None]:
+    """Whether the version to serve was trained on the scikit-learn the servers run.
+
+    A model saved by one scikit-learn and loaded by another may predict
+    differently (scikit-learn warns with InconsistentVersionWarning; the server
+    logs it and counts it in ``mlops_model_inconsistent_version``). Said here
+    before any request, from the run's lineage and the image's own version.
+    """
+    trained = ((target.training_job.get("status") or {}).get("lineage") or {}).get("scikitLearn") if target else None
+    serving = settings.serving_scikit_learn
+    if not trained or not serving:
+        return [c for c in conds if c.get("type") != LIBRARIES], None
+    if trained == serving:
+        return set_condition(conds, LIBRARIES, True, "SameScikitLearn", f"trained and served with scikit-learn {serving}",
+                             now, generation), None
+    msg = (f"{target.version} was trained with scikit-learn {trained} but the servers run {serving}: its predictions "  # type: ignore[union-attr]
+           "may differ from the ones it was gated on; retrain it on this image, or serve it with the image that trained it")
+    return set_condition(conds, LIBRARIES, False, "InconsistentVersion", msg, now, generation), Event("Warning", "InconsistentVersion", msg)
 
 
 _ORDER = {"Ready": 0, "Progressing": 1, "Reconciling": 2, "Stalled": 3}

@@ -27,4 +27,6 @@ class Settings:
     """Service account of training and serving pods; None uses the namespace default."""
     server_port: int = 8080
     history_limit: int = 10
+    serving_scikit_learn: str | None = None
+    """scikit-learn in the serving image (the operator's own image plays every role); None: not known."""
     cluster_domain: str = "cluster.local"

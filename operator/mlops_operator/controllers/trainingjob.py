@@ -321,6 +321,7 @@ def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, se
             "image": settings.image,
             "parent": (meta.get("labels") or {}).get(labels.PARENT_VERSION),
             "triggeredBy": (meta.get("labels") or {}).get(labels.TRIGGERED_BY),
+            "scikitLearn": summary.get("scikitLearn"),
         }.items()
         if v
     }

@@ -26,4 +26,15 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         allowed_estimator_modules=modules,
         service_account=env.get("MLOPS_WORKLOAD_SERVICE_ACCOUNT") or None,
         cluster_domain=env.get("MLOPS_CLUSTER_DOMAIN", base.cluster_domain),
+        serving_scikit_learn=_version("scikit-learn"),
     )
+
+
+def _version(dist: str) -> str | None:
+    """A package's version in this process's image, which is the image the operator starts its servers with."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None

@@ -111,6 +111,7 @@ class TrainResult:
             "dataDigest": self.data_digest,
             "rows": self.rows,
             "task": self.task,
+            "scikitLearn": (self.metadata.get("libraries") or {}).get("scikit-learn"),
         }
 
 
