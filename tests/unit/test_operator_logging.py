@@ -12,3 +12,13 @@ def test_each_log_line_is_printed_once() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     text = out.stdout + out.stderr
     assert text.count("reconciled iris-v1") == 1 and text.count("kopf says hi") == 1, text
+
+
+def test_kopfs_per_event_chatter_stays_out_of_the_log_unless_verbose() -> None:
+    code = ("import logging, sys; from mlops_operator.k8s.main import configure_logging; configure_logging(sys.argv[1] == 'v'); "
+            "logging.getLogger('kopf.objects').info(\"Handler 'job_event' succeeded.\"); "
+            "logging.getLogger('kopf.objects').error('Handler failed with an exception')")
+    for mode, chatter in (("q", 0), ("v", 1)):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=60, check=True)
+        text = out.stdout + out.stderr
+        assert text.count("succeeded") == chatter and text.count("failed with an exception") == 1, text

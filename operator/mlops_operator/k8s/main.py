@@ -35,6 +35,9 @@ def configure_logging(verbose: bool) -> None:
     """One handler on the root logger, kopf's: each line is printed once (ours propagate to it)."""
     kopf.configure(verbose=verbose)
     logging.getLogger("mlops_operator").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # kopf says "Handler ... succeeded" for every watch event at INFO: with thousands of objects that
+    # drowns the operator's own lines. Its warnings and errors (tracebacks) still show.
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def setup(kubeconfig: str | None, namespaces: Sequence[str], resync_seconds: float) -> Context:
