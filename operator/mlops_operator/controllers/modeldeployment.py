@@ -33,7 +33,7 @@ from .cluster import DEPLOYMENTS, HPAS, PDBS, SERVICES, Obj, Resource
 from .conditions import get_condition, set_condition, summarize, timestamp
 from .security import restricted_pod_spec
 from .settings import Settings
-from .events import Event
+from .decision import Decision, Event
 from .versions import find_version, newest_promotable, of_lineage
 
 
@@ -98,18 +98,16 @@ class Problem:
     stalled: bool
 
 
-@dataclass
-class DeploymentDecision:
-    """What the reconciler should do: apply ``apply``, delete ``delete``, write ``status``, post ``events``.
+@dataclass(kw_only=True)
+class DeploymentDecision(Decision):
+    """Apply ``apply``, delete ``delete``, then write ``status`` and post ``events``.
 
     ``apply`` holds only children that differ from what was observed, so a
     decision over an unchanged world asks for no writes at all.
     """
 
-    status: Obj
     apply: list[Obj] = field(default_factory=list)
     delete: list[Obj] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
 
 
 # --- names -----------------------------------------------------------------------------------------------

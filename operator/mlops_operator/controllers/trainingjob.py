@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from ..api.trainingjob import TrainingJobSpec
 from ..api.validation import validate_object
 from . import labels
 from .conditions import set_condition, summarize, timestamp
-from .events import Event
+from .decision import Decision, Event
 from .security import restricted_pod_spec
 from .settings import Settings
 from .versions import model_version
@@ -28,15 +28,11 @@ PENDING_RECHECK_SECONDS = 10.0
 """How soon to look again at a pod that waits (scheduling, image pull): the Job does not change meanwhile."""
 
 
-@dataclass
-class TrainingDecision:
-    """What the reconciler should do: create ``job`` when it is not None, then write ``status``."""
+@dataclass(kw_only=True)
+class TrainingDecision(Decision):
+    """Create ``job`` when it is not None, then write ``status`` and post ``events``."""
 
-    status: Obj
     job: Obj | None = None
-    events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None
-    """Look again after this many seconds even if nothing changes (a pod waiting on the scheduler)."""
 
 
 def job_name(tj: Obj) -> str:

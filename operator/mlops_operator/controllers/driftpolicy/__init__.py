@@ -22,7 +22,7 @@ conditions) and ``decision``, which composes them. This package re-exports
 what the reconcile loop, the drivers and the tests use.
 """
 
-from ..events import Event
+from ..decision import Event
 from .checks import MAX_SCORES, CheckOutcome, CheckResult, Verdict, run_checks, unavailable, unreadable_text
 from .decision import PolicyDecision, decide, spec_errors
 from .retrain import MAX_RETRAINS, approval_hint, build_retrain, owned_by, retrain_index, retrain_name, retrain_result

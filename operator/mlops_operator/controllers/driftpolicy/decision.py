@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from ...api.driftpolicy import DriftPolicySpec
 from ...api.validation import validate_object
 from ..cluster import Obj
 from ..conditions import get_condition, summarize, timestamp
-from ..trainingjob import Event
+from ..decision import Decision, Event
 from .checks import CheckResult
 from .retrain import MAX_RETRAINS, approval_hint, build_retrain, follow_retrains, retrain_name
 from .status import SENSORS, policy_conditions
 from .trigger import blocked_by, recent_triggers
 
 
-@dataclass
-class PolicyDecision:
-    """Create ``retrain`` when it is not None, then write ``status`` and post ``events``."""
+@dataclass(kw_only=True)
+class PolicyDecision(Decision):
+    """Create ``retrain`` when it is not None, then write ``status`` and post ``events``.
 
-    status: Obj
+    ``requeue_after``: seconds until the next check is due (None: only an event,
+    e.g. a spec fix, can make one due).
+    """
+
     retrain: Obj | None = None
-    events: list[Event] = field(default_factory=list)
     check: CheckResult | None = None
-    requeue_after: float | None = None
-    """Seconds until the next check is due (None: only an event can make one due, e.g. a spec fix)."""
 
     @property
     def sensor_errors(self) -> int:

@@ -11,7 +11,7 @@ from ...api.driftpolicy import DriftPolicySpec
 from .. import labels
 from ..cluster import Obj
 from ..conditions import get_condition, timestamp
-from ..trainingjob import Event
+from ..decision import Event
 from ..versions import approved, needs_approval
 
 MAX_RETRAINS = 20

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from ..cluster import Cluster, Obj, Refused, Resource, resource_of
 from ..conditions import get_condition, refused
-from ..events import Event
+from ..decision import Event
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("mlops_operator")

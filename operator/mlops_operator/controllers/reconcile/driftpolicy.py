@@ -20,7 +20,7 @@ from .. import driftpolicy, labels
 from ..conditions import set_condition
 from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
-from ..events import Event
+from ..decision import Event
 from . import Changes, Clock, apply_decision, utcnow
 
 log = logging.getLogger("mlops_operator")
