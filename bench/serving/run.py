@@ -54,7 +54,7 @@ PEER_PACKAGES = {
     "mlserver": ["mlserver", "mlserver-sklearn", "uvloop<0.22"],
     "fastapi": ["fastapi", "uvicorn[standard]"],
 }
-ALL_SERVERS = ("ours", "ours-nosensor", "ours-batch1024", "kserve", "mlserver", "fastapi")
+ALL_SERVERS = ("ours", "ours-uvicorn", "ours-nosensor", "ours-batch1024", "kserve", "mlserver", "fastapi")
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
@@ -189,6 +189,8 @@ def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs
         env["PYTHONPATH"] = str(REPO / "operator")
         cmd = [sys.executable, "-m", "mlops_operator.runtime.server", "--store", str(info["store"]), "--namespace", "bench",
                "--model", model, "--port", str(port)]
+        if kind == "ours-uvicorn":  # the same handlers on uvicorn (httptools, uvloop)
+            cmd += ["--http-engine", "uvicorn"]
         if kind == "ours-nosensor":
             cmd.append("--no-drift-sensor")
         if kind == "ours-batch1024":  # the ModelDeployment's spec.server.maxBatchSize, raised from its default 64

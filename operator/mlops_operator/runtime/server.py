@@ -205,6 +205,17 @@ def _json(obj: Any, status: int = 200) -> Response:
 Handler = Callable[[bytes], "Response | Awaitable[Response]"]
 
 
+async def complete(result: Awaitable[Response]) -> Response:
+    """Await a handler's answer; errors become responses (as ``HttpConnection._done`` does)."""
+    try:
+        return await result
+    except ProtocolError as exc:
+        return Response(exc.status, protocol.dumps(exc.to_dict()))
+    except Exception as exc:
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return _error(422, f"request could not be processed: {type(exc).__name__}", "body")
+
+
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse with httptools, answer in request order."""
 
@@ -710,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback-dir", default=None, help="append labelled rows as CSV under this folder")
     p.add_argument("--feedback-keep-seconds", type=float, default=3600.0, help="how long a prediction id takes a label (default 3600)")
     p.add_argument("--feedback-max-pending", type=int, default=100_000, help="most predicted rows remembered (default 100000)")
+    p.add_argument("--http-engine", choices=("builtin", "uvicorn"), default="builtin", help=argparse.SUPPRESS)
     p.add_argument("--grace-seconds", type=float, default=20.0, help="longest wait for in-flight requests on SIGTERM (default 20)")
     return p
 
@@ -730,6 +742,8 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 async def serve(args: argparse.Namespace, started: Callable[[int], None] | None = None) -> int:
     loop = asyncio.get_running_loop()
     app = App(args)
+    if args.http_engine == "uvicorn":
+        return await serve_uvicorn(app, args, started)
     try:
         server = await loop.create_server(lambda: HttpConnection(app), args.host, args.port, backlog=1024, reuse_address=True)
     except OSError as exc:
@@ -771,6 +785,45 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
     return EXIT_OK
 
 
+async def serve_uvicorn(app: App, args: argparse.Namespace, started: Callable[[int], None] | None) -> int:
+    import socket
+
+    import uvicorn
+
+    from .asgi import AsgiApp
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_START
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(AsgiApp(app), http="httptools", lifespan="off", access_log=False, log_level="warning",
+                            server_header=False, date_header=False, timeout_keep_alive=int(KEEP_ALIVE_SECONDS),
+                            timeout_graceful_shutdown=int(args.grace_seconds))
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        model = await asyncio.to_thread(load_model, args)
+        schema = await asyncio.to_thread(warm_up, model)
+    except StartupError as exc:
+        server.should_exit = True
+        await task
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_START
+    app.install(model, schema)
+    print(f"serving {model.namespace}/{model.name} version {model.version} on http://{args.host}:{port} (uvicorn)",
+          file=sys.stderr, flush=True)
+    await task
+    app.ready = False
+    if app.batcher is not None:
+        await app.batcher.close()
+    return EXIT_OK
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
@@ -783,6 +836,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module=r"sklearn\..*")
     warnings.filterwarnings("ignore", category=UserWarning)
     try:
+        if args.http_engine == "uvicorn":
+            import uvloop
+
+            return uvloop.run(serve(args))
         return asyncio.run(serve(args))
     except KeyboardInterrupt:
         return EXIT_OK
