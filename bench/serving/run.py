@@ -2,7 +2,7 @@
 """Serving benchmark: ``mlops-operator serve`` against KServe, MLServer and a bare FastAPI app.
 
     python bench/serving/run.py [--duration 8] [--models heavy,light] [--clients 1,16] [--rows 1,100]
-                                [--servers ours,ours-nosensor,kserve,mlserver,fastapi] [--json results.json]
+                                [--servers ours,ours-uvicorn,ours-nosensor,kserve,mlserver,fastapi] [--json results.json]
                                 [--cache ~/.cache/mlops-operator/bench] [--no-setup]
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``); without it the script says
@@ -29,6 +29,7 @@ only speaks V2, gets the same rows as one FP64 tensor.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -189,8 +190,11 @@ def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs
         env["PYTHONPATH"] = str(REPO / "operator")
         cmd = [sys.executable, "-m", "mlops_operator.runtime.server", "--store", str(info["store"]), "--namespace", "bench",
                "--model", model, "--port", str(port)]
-        if kind == "ours-uvicorn":  # the same handlers on uvicorn (httptools, uvloop)
-            cmd += ["--http-engine", "uvicorn"]
+        if kind == "ours-uvicorn":  # the same handlers, routing and defaults on uvicorn (httptools, uvloop)
+            if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("uvloop") is None:
+                log("  ours-uvicorn: needs uvicorn[standard] in this interpreter (pip install -e '.[bench]'); skipped")
+                return None
+            cmd = [sys.executable, str(HERE / "peers" / "ours_on_uvicorn.py"), str(info["store"]), "bench", model, str(port)]
         if kind == "ours-nosensor":
             cmd.append("--no-drift-sensor")
         if kind == "ours-batch1024":  # the ModelDeployment's spec.server.maxBatchSize, raised from its default 64
