@@ -101,8 +101,9 @@ def load_model(
             warnings.simplefilter("always")
             pipeline = store.load_model(namespace, name, version, expected_sha256=sha256, trusted_modules=trusted)
     except ArtifactError as exc:
-        hint = "" if allow_modules else " (a type from another package needs serve --allow-module PREFIX, as train got)"
-        raise StartupError(f"{exc}{hint if 'untrusted' in str(exc) or 'not allowed' in str(exc) else ''}") from None
+        # A refused type is most often an estimator the operator allowed for training but not here.
+        hint = " (serve --allow-module PREFIX trusts another package, as train --allow-module did)" if "type" in str(exc) else ""
+        raise StartupError(f"{exc}{hint}") from None
     except (ValueError, OSError) as exc:
         raise StartupError(str(exc)) from None
     for w in caught:  # warnings are reported, never dropped
