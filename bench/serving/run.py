@@ -181,7 +181,8 @@ class Running:
         return f"http://127.0.0.1:{self.port}/v1/models/{self.model}:predict"
 
 
-def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs: dict[str, Path]) -> Running | None:
+def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs: dict[str, Path],
+                 extra_args: list[str] | None = None) -> Running | None:
     port = free_port()
     pin = ["taskset", "-c", SERVER_CPU] if shutil.which("taskset") else []
     env = dict(os.environ)
@@ -199,6 +200,7 @@ def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs
             cmd.append("--no-drift-sensor")
         if kind == "ours-batch1024":  # the ModelDeployment's spec.server.maxBatchSize, raised from its default 64
             cmd += ["--max-batch-size", "1024"]
+        cmd += extra_args or []
         ready, proto = f"/v2/models/{model}/ready", "v1"
     elif kind == "kserve":
         py = venvs[kind] / "bin" / "python"

@@ -95,11 +95,22 @@ class Batcher:
         self._last_requests = 1
         self.batches = 0
         self.shed = 0
+        self._mean_rows = 1.0
 
     # -- public ------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def full(self) -> bool:
+        """A request of the usual size would not fit now: callers may refuse it before parsing it.
+
+        Parsing and validating a refused request costs the event loop (and the
+        CPU the model shares) nearly as much as an admitted one; the usual size
+        is the running mean of the rows of admitted requests.
+        """
+        return not admits(self._queued_rows, max(1, round(self._mean_rows)), self.max_queue_rows)
 
     def submit(self, rows: np.ndarray, proba: bool = False) -> asyncio.Future[Any]:
         """Queue rows; the future resolves to ``(predictions, probabilities)`` for them.
@@ -112,6 +123,7 @@ class Batcher:
             self.shed += 1
             raise Overloaded(f"{self._queued_rows} rows queued, at most {self.max_queue_rows}")
         fut = asyncio.get_running_loop().create_future()
+        self._mean_rows += 0.1 * (rows.shape[0] - self._mean_rows)
         self._queue.append(_Item(rows, proba, fut))
         self._queued_rows += rows.shape[0]
         w = self._wake

@@ -215,8 +215,17 @@ class ServerApp:
         except ModelError as exc:  # valid input the model raised on: the server's fault, not the client's
             raise exc.cause from None
 
+    def _admit(self, proto: str) -> None:
+        """Refuse before parsing when the queue is already full: shed load costs as little as possible."""
+        assert self.batcher is not None
+        if self.batcher.full:
+            self.batcher.shed += 1
+            self.metrics.observe_shed(proto)
+            raise Overloaded("the batching queue is full")
+
     async def v1_predict(self, body: bytes) -> Response:
         assert self.schema is not None
+        self._admit("v1")
         rows = protocol.parse_v1(body, self.schema)
         preds, _ = await self._predict(rows, False, "v1")
         rid = self.ids()
@@ -226,6 +235,7 @@ class ServerApp:
 
     async def v2_infer(self, body: bytes) -> Response:
         assert self.schema is not None
+        self._admit("v2")
         req = protocol.parse_v2(body, self.schema)
         preds, proba = await self._predict(req.rows, "predict_proba" in req.outputs, "v2")
         rid = req.id or self.ids()

@@ -279,6 +279,19 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def _room_for(connections: int) -> None:
+    """Raise the soft open-file limit towards the hard one, so the connection cap, not EMFILE, is what refuses."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = connections + 64  # the store, the feedback file, the listener, the loop's own
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not raisable here: the kernel's limit applies
+
+
 class HttpServer:
     """Listens, owns the connections and their limits, and drains them on shutdown."""
 
@@ -294,6 +307,7 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen (raises OSError when the address cannot be bound); returns the port."""
+        _room_for(self.limits.max_connections)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: HttpConnection(self), host, port, backlog=1024, reuse_address=True
