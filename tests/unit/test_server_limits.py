@@ -96,6 +96,13 @@ def test_a_header_that_never_ends_is_refused_without_buffering_it(server: Server
     assert sent < 8 * 1024 * 1024, f"the server read {sent} bytes of one header before refusing"
 
 
+def test_a_url_over_8_kib_gets_414(server: Server) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /v2/models/" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = _read_all(sock)
+    assert _status(data) == 414 and _body(data)["field"] == "path"
+
+
 def test_headers_under_the_limit_are_served(server: Server) -> None:
     with _connect(server) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Ok: " + b"a" * (HEADER_LIMIT // 2)

@@ -29,7 +29,7 @@ from typing import Any
 
 import httptools
 
-from .handlers import SERVER_NAME, Response, ServerApp, complete, error
+from .handlers import SERVER_NAME, Response, ServerApp, complete, error, internal_error
 from .routing import dispatch
 
 MAX_URL_BYTES = 8192
@@ -56,7 +56,7 @@ def _status_line(code: int) -> bytes:
     return f"HTTP/1.1 {code} {reason}\r\n".encode()
 
 
-_STATUS = {c: _status_line(c) for c in (100, 200, 400, 404, 405, 408, 413, 422, 431, 500, 503)}
+_STATUS = {c: _status_line(c) for c in (100, 200, 400, 404, 405, 408, 413, 414, 422, 431, 500, 503)}
 _TOO_MANY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nServer: " + SERVER_NAME.encode()
     + b"\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
@@ -128,6 +128,9 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
             return
+        except httptools.HttpParserCallbackError as exc:  # a bug of ours in a callback, not the client's bytes
+            self._refuse(internal_error(exc.__context__ or exc, "reading a request"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(400, f"malformed HTTP request: {exc}")
             return
@@ -154,9 +157,11 @@ class HttpConnection(asyncio.Protocol):
         self.url += url
         self.head_exact += len(url)
         if len(self.url) > MAX_URL_BYTES:
-            raise httptools.HttpParserError("URL too long")
+            self._fail(414, f"URL longer than {MAX_URL_BYTES} bytes", "path")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.closing:
+            return
         self.head_exact += len(name) + len(value) + 4
         if self.head_exact > self.limits.max_header_bytes:
             self._head_too_large()
@@ -241,9 +246,11 @@ class HttpConnection(asyncio.Protocol):
 
     def _fail(self, status: int, message: str, field: str = "body") -> None:
         """Refuse the request being read and close the connection (after earlier answers)."""
+        self._refuse(error(status, message, field))
+
+    def _refuse(self, resp: Response) -> None:
         if self.closing:
             return
-        resp = error(status, message, field)
         self.in_message = False
         self.closing = True
         if self.transport is not None and not self.paused:
