@@ -17,6 +17,7 @@ from .test_server_support import Server, make_store
 
 HEADER_LIMIT = 4096
 READ_SECONDS = 1.5
+KEEP_ALIVE = 2.0
 ONE = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
 PREDICT = b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(ONE), ONE)
 
@@ -31,7 +32,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(store: Path):  # type: ignore[no-untyped-def]
     s = Server("--store", str(store), "--model", "iris", "--max-header-bytes", str(HEADER_LIMIT),
-               "--request-read-seconds", str(READ_SECONDS), "--max-connections", "400")
+               "--request-read-seconds", str(READ_SECONDS), "--keep-alive-seconds", str(KEEP_ALIVE),
+               "--max-connections", "400")
     yield s
     assert s.stop() == 0
 
@@ -122,6 +124,16 @@ def test_an_incomplete_request_gets_408_then_close(server: Server, partial: byte
         waited = time.monotonic() - t0
     assert _status(data) == 408 and _body(data)["field"] == "request"
     assert READ_SECONDS <= waited < READ_SECONDS + 10
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_time(server: Server) -> None:
+    with _connect(server) as sock:
+        sock.sendall(PREDICT)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        assert _read_all(sock) == b""  # closed without a word
+        waited = time.monotonic() - t0
+    assert KEEP_ALIVE <= waited < KEEP_ALIVE + 10
 
 
 def test_a_client_trickling_bytes_is_still_cut_at_the_deadline(server: Server) -> None:

@@ -240,6 +240,7 @@ class HttpConnection(asyncio.Protocol):
                     self.closing = self.closed = True
                     self.transport.close()
             metrics.observe_request(proto, resp.status, time.perf_counter() - t0)
+            self.last_active = time.monotonic()  # idle time counts from the last answer, not the last request
         if self.paused and len(self.slots) <= RESUME_BELOW and self.transport is not None and not self.closed:
             self.paused = False
             self.transport.resume_reading()
