@@ -87,9 +87,10 @@ def load_model(
     same list ``train --allow-module`` gets), added to the store's own.
     """
     from ..store import ArtifactError, ModelStore
+    from .pipeline import normalize_prefixes  # imports scikit-learn: not before the server listens
 
     store = ModelStore(store_root)
-    trusted = (*store.trusted_modules, *allow_modules)
+    trusted = (*store.trusted_modules, *normalize_prefixes(allow_modules))  # "pkg" means the package pkg., as for train
     try:
         if not version or version == "latest":
             versions = store.list_versions(namespace, name)
