@@ -112,6 +112,12 @@ class Batcher:
         """
         return not admits(self._queued_rows, max(1, round(self._mean_rows)), self.max_queue_rows)
 
+    def check_room(self) -> None:
+        """Raise :class:`Overloaded` (and count it) when :attr:`full`."""
+        if self.full:
+            self.shed += 1
+            raise Overloaded(f"{self._queued_rows} rows queued, at most {self.max_queue_rows}")
+
     def submit(self, rows: np.ndarray, proba: bool = False) -> asyncio.Future[Any]:
         """Queue rows; the future resolves to ``(predictions, probabilities)`` for them.
 

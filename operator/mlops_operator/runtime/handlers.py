@@ -218,10 +218,11 @@ class ServerApp:
     def _admit(self, proto: str) -> None:
         """Refuse before parsing when the queue is already full: shed load costs as little as possible."""
         assert self.batcher is not None
-        if self.batcher.full:
-            self.batcher.shed += 1
+        try:
+            self.batcher.check_room()
+        except Overloaded:
             self.metrics.observe_shed(proto)
-            raise Overloaded("the batching queue is full")
+            raise
 
     async def v1_predict(self, body: bytes) -> Response:
         assert self.schema is not None
