@@ -41,12 +41,16 @@ def test_the_batcher_refuses_past_its_queue_bound_and_serves_what_it_admitted() 
                 futures.append(b.submit(np.array([[float(i)]])))
             except Overloaded:
                 futures.append(None)
+        assert b.full  # a usual (one-row) request would not fit either: refused before it is parsed
+        with pytest.raises(Overloaded):
+            b.check_room()
         results = [None if f is None else (await f)[0].tolist() for f in futures]  # type: ignore[misc]
+        assert not b.full
         await b.close()
         return results, b.shed
 
     results, shed = asyncio.run(scenario())
-    assert results == [[0.0], [1.0], [2.0], None, None, None] and shed == 3
+    assert results == [[0.0], [1.0], [2.0], None, None, None] and shed == 4
     assert sum(calls) == 3
 
 
