@@ -61,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             rps = statistics.median(x[0] for x in s)
             print(f"| {name} | {rps:,.0f} | {rps * args.rows:,.0f} | {statistics.median(x[1] for x in s):.2f} | "
                   f"{statistics.median(x[2] for x in s):.2f} |")
+        if len(samples) > 1:
+            # Paired per round: both servers saw the same machine load, so the ratio is steadier than medians'.
+            first, *others = samples
+            print(f"\nreq/s of {first} over each other server, per round (paired), median [min, max]\n")
+            print("| server | median ratio | min | max |\n| --- | ---: | ---: | ---: |")
+            for name in others:
+                ratios = [a[0] / b[0] for a, b in zip(samples[first], samples[name]) if b[0] > 0]
+                if ratios:
+                    print(f"| {name} | {statistics.median(ratios):.2f} | {min(ratios):.2f} | {max(ratios):.2f} |")
     finally:
         for r in servers:
             run.stop_server(r)

@@ -2,7 +2,7 @@
 """Serving benchmark: ``mlops-operator serve`` against KServe, MLServer and a bare FastAPI app.
 
     python bench/serving/run.py [--duration 8] [--models heavy,light] [--clients 1,16] [--rows 1,100]
-                                [--servers ours,ours-nosensor,kserve,mlserver,fastapi] [--json results.json]
+                                [--servers ours,ours-uvicorn,ours-nosensor,kserve,mlserver,fastapi] [--json results.json]
                                 [--cache ~/.cache/mlops-operator/bench] [--no-setup]
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``); without it the script says
@@ -29,6 +29,7 @@ only speaks V2, gets the same rows as one FP64 tensor.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -54,7 +55,7 @@ PEER_PACKAGES = {
     "mlserver": ["mlserver", "mlserver-sklearn", "uvloop<0.22"],
     "fastapi": ["fastapi", "uvicorn[standard]"],
 }
-ALL_SERVERS = ("ours", "ours-nosensor", "ours-batch1024", "kserve", "mlserver", "fastapi")
+ALL_SERVERS = ("ours", "ours-uvicorn", "ours-nosensor", "ours-batch1024", "kserve", "mlserver", "fastapi")
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
@@ -180,7 +181,8 @@ class Running:
         return f"http://127.0.0.1:{self.port}/v1/models/{self.model}:predict"
 
 
-def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs: dict[str, Path]) -> Running | None:
+def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs: dict[str, Path],
+                 extra_args: list[str] | None = None) -> Running | None:
     port = free_port()
     pin = ["taskset", "-c", SERVER_CPU] if shutil.which("taskset") else []
     env = dict(os.environ)
@@ -189,10 +191,16 @@ def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs
         env["PYTHONPATH"] = str(REPO / "operator")
         cmd = [sys.executable, "-m", "mlops_operator.runtime.server", "--store", str(info["store"]), "--namespace", "bench",
                "--model", model, "--port", str(port)]
+        if kind == "ours-uvicorn":  # the same handlers, routing and defaults on uvicorn (httptools, uvloop)
+            if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("uvloop") is None:
+                log("  ours-uvicorn: needs uvicorn[standard] in this interpreter (pip install -e '.[bench]'); skipped")
+                return None
+            cmd = [sys.executable, str(HERE / "peers" / "ours_on_uvicorn.py"), str(info["store"]), "bench", model, str(port)]
         if kind == "ours-nosensor":
             cmd.append("--no-drift-sensor")
         if kind == "ours-batch1024":  # the ModelDeployment's spec.server.maxBatchSize, raised from its default 64
             cmd += ["--max-batch-size", "1024"]
+        cmd += extra_args or []
         ready, proto = f"/v2/models/{model}/ready", "v1"
     elif kind == "kserve":
         py = venvs[kind] / "bin" / "python"

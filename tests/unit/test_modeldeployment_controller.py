@@ -289,6 +289,7 @@ def test_deployment_spec() -> None:
     assert c["args"] == [
         "serve", "--store", "/var/lib/mlops/store", "--namespace", "ml", "--model", "iris", "--version", "a-g1", "--sha256", SHA1,
         "--host", "0.0.0.0", "--port", "9000", "--max-batch-size", "1024", "--max-batch-delay-ms", "2", "--max-body-bytes", "4194304",
+        "--allow-module", "sklearn.",
         "--feedback-dir", "/var/lib/mlops/feedback", "--feedback-keep-seconds", "3600", "--feedback-max-pending", "100000",
     ]
     assert c["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]

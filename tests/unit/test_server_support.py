@@ -107,7 +107,8 @@ class Server:
     """``mlops-operator serve`` in a subprocess on a free port of 127.0.0.1."""
 
     def __init__(self, *args: str, timeout: float = 90.0, wait: bool = True) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "operator"), PYTHONUNBUFFERED="1")
+        # The repository root too: some tests serve estimators defined in tests/ (allowed with --allow-module).
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT)]), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlops_operator.runtime.server", "--port", "0", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
@@ -174,7 +175,7 @@ class Server:
 
 def run_serve(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run the server to completion (for start-up failures)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "operator"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "operator"), str(ROOT)]))
     return subprocess.run(
         [sys.executable, "-m", "mlops_operator.runtime.server", "--port", "0", *args],
         capture_output=True, text=True, env=env, timeout=timeout,

@@ -207,6 +207,8 @@ def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, s
         "--max-batch-size", str(s.max_batch_size), "--max-batch-delay-ms", _arg(s.max_batch_delay_ms),
         "--max-body-bytes", str(s.max_body_bytes),
     ]
+    for module in settings.allowed_estimator_modules:  # the types train was allowed to store, serve must load
+        args += ["--allow-module", module]
     if not s.drift_sensor:
         args.append("--no-drift-sensor")
     if not spec.feedback.enabled:

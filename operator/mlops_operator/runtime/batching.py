@@ -11,6 +11,13 @@ a lone sequential client never waits.
 
 A batch whose predict raises is retried request by request, so one request
 the model refuses cannot fail the others; its error is delivered to it alone.
+
+The queue is bounded in rows (``max_queue_rows``): a request that would take
+it past the bound is refused at once with :class:`Overloaded` (the server
+answers 503 with ``Retry-After``) instead of waiting behind work that already
+fills the next batches, so the latency of the requests admitted stays bounded
+by a few predict calls however much traffic arrives.  An empty queue admits
+any request, so one larger than the bound still runs, alone.
 """
 
 from __future__ import annotations
@@ -30,7 +37,20 @@ AfterFn = Callable[[np.ndarray, np.ndarray, int, int, float], None]
 
 
 class ModelError(Exception):
-    """The model raised on a request's rows."""
+    """The model raised on a request's rows; ``cause`` is what it raised."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+class Overloaded(Exception):
+    """The queue is full: the request was not admitted."""
+
+
+def admits(queued_rows: int, rows: int, max_queue_rows: int) -> bool:
+    """Whether a request of ``rows`` rows joins a queue already holding ``queued_rows``."""
+    return queued_rows == 0 or queued_rows + rows <= max_queue_rows
 
 
 @dataclass
@@ -55,9 +75,13 @@ class Batcher:
         max_batch_size: int = 64,
         max_batch_delay: float = 0.002,
         after: AfterFn | None = None,
+        max_queue_rows: int | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        self.max_queue_rows = 2 * max_batch_size if max_queue_rows is None else max_queue_rows
+        if self.max_queue_rows < 1:
+            raise ValueError("max_queue_rows must be at least 1")
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max(0.0, max_batch_delay)
@@ -70,17 +94,42 @@ class Batcher:
         self._closing = False
         self._last_requests = 1
         self.batches = 0
+        self.shed = 0
+        self._mean_rows = 1.0
 
     # -- public ------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    @property
+    def full(self) -> bool:
+        """A request of the usual size would not fit now: callers may refuse it before parsing it.
+
+        Parsing and validating a refused request costs the event loop (and the
+        CPU the model shares) nearly as much as an admitted one; the usual size
+        is the running mean of the rows of admitted requests.
+        """
+        return not admits(self._queued_rows, max(1, round(self._mean_rows)), self.max_queue_rows)
+
+    def check_room(self) -> None:
+        """Raise :class:`Overloaded` (and count it) when :attr:`full`."""
+        if self.full:
+            self.shed += 1
+            raise Overloaded(f"{self._queued_rows} rows queued, at most {self.max_queue_rows}")
+
     def submit(self, rows: np.ndarray, proba: bool = False) -> asyncio.Future[Any]:
-        """Queue rows; the future resolves to ``(predictions, probabilities)`` for them."""
+        """Queue rows; the future resolves to ``(predictions, probabilities)`` for them.
+
+        Raises :class:`Overloaded` when the queue has no room for them.
+        """
         if self._closing:
             raise RuntimeError("batcher is closed")
+        if not admits(self._queued_rows, rows.shape[0], self.max_queue_rows):
+            self.shed += 1
+            raise Overloaded(f"{self._queued_rows} rows queued, at most {self.max_queue_rows}")
         fut = asyncio.get_running_loop().create_future()
+        self._mean_rows += 0.1 * (rows.shape[0] - self._mean_rows)
         self._queue.append(_Item(rows, proba, fut))
         self._queued_rows += rows.shape[0]
         w = self._wake
@@ -148,7 +197,7 @@ class Batcher:
             except Exception as exc:  # the worker itself failed: never leave a request hanging
                 for it in batch:
                     if not it.future.done():
-                        it.future.set_exception(ModelError(str(exc)))
+                        it.future.set_exception(ModelError(exc))
 
     def _take(self) -> list[_Item]:
         batch = [self._queue.popleft()]
@@ -182,7 +231,7 @@ class Batcher:
                 try:
                     results.append(self.predict(it.rows, it.proba))
                 except Exception as exc:
-                    results.append(ModelError(f"{type(exc).__name__}: {exc}"))
+                    results.append(ModelError(exc))
         seconds = time.perf_counter() - t0
         self.batches += 1
         # Count before answering, so a scrape after a response always includes it.

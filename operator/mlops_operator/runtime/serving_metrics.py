@@ -69,10 +69,13 @@ class ServingMetrics:
         reference: Reference | None,
         drift_sensor: bool,
         feature_names: Sequence[str] = (),
+        version_mismatches: Sequence[Mapping[str, str]] = (),
     ) -> None:
         self.info = {"namespace": namespace, "model": model, "version": version, "sha256": sha256, "task": task}
         self.task = task
+        self.version_mismatches = [dict(m) for m in version_mismatches]
         self.ready = False
+        self.shed: dict[str, int] = {}
         self.requests: dict[tuple[str, str], int] = {}
         self.latency: dict[str, _Histogram] = {}
         self.batch_rows = _Histogram(SIZE_BUCKETS)
@@ -114,6 +117,10 @@ class ServingMetrics:
             if h is None:
                 h = self.latency[protocol] = _Histogram(LATENCY_BUCKETS)
             h.observe(seconds)
+
+    def observe_shed(self, protocol: str) -> None:
+        """A request refused because the batching queue was full (it is also counted as a 503)."""
+        self.shed[protocol] = self.shed.get(protocol, 0) + 1
 
     def observe_batch(self, rows: np.ndarray, predictions: np.ndarray, n_requests: int, n_rows: int, seconds: float) -> None:
         """After one predict call (worker thread): batch sizes now; distribution and drift counts buffered.
@@ -194,6 +201,19 @@ class ServingMetrics:
         g.add_metric(list(self.info.values()), 1)
         yield g
         yield GaugeMetricFamily(f"{p}model_ready", "1 once the model loaded and its warm-up prediction ran.", value=int(self.ready))
+        yield GaugeMetricFamily(
+            f"{p}model_inconsistent_version",
+            "Estimators of the loaded model pickled by another scikit-learn than the one serving it (0: none).",
+            value=len(self.version_mismatches),
+        )
+        iv = GaugeMetricFamily(
+            f"{p}model_inconsistent_version_info",
+            "One series (value 1) per estimator trained with another scikit-learn.",
+            labels=["estimator", "trained_with", "serving_with"],
+        )
+        for m in self.version_mismatches:
+            iv.add_metric([m["estimator"], m["trained_with"], m["serving_with"]], 1)
+        yield iv
         yield GaugeMetricFamily(f"{p}drift_sensor_enabled", "1 when the drift sensor counts inputs.", value=int(self.drift_sensor))
 
         c = CounterMetricFamily(f"{p}requests", "HTTP requests by protocol and status code.", labels=["protocol", "code"])
@@ -204,6 +224,11 @@ class ServingMetrics:
                 e.add_metric([proto, code], n)
         yield c
         yield e
+        sh = CounterMetricFamily(f"{p}requests_shed", "Requests refused with 503 because the batching queue was full.",
+                                 labels=["protocol"])
+        for proto, n in sorted(self.shed.items()):
+            sh.add_metric([proto], n)
+        yield sh
         h = HistogramMetricFamily(f"{p}request_duration_seconds", "Time from a request's first byte to its response.", labels=["protocol"])
         for proto, hist in sorted(self.latency.items()):
             h.add_metric([proto], hist.family_buckets(), sum_value=hist.sum)

@@ -1,0 +1,97 @@
+"""Which handler answers a request: method and path to a handler of :class:`.handlers.ServerApp`.
+
+:func:`dispatch` returns the metrics label of the request's protocol and
+either a ready :class:`Response` (health, metadata, every refusal) or an
+awaitable of one (predict, infer, feedback), so the cheap answers never cost
+a task.  Any exception inside a handler becomes a response here or in
+:func:`.handlers.complete`, never an exception for the transport.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+from urllib.parse import unquote
+
+from .handlers import Response, ServerApp, error, internal_error, json_response, protocol_error
+from .protocol import ProtocolError
+
+Result = tuple[str, "Response | Awaitable[Response]"]
+
+
+def dispatch(app: ServerApp, method: bytes, url: bytes, body: bytes) -> Result:
+    try:
+        path = unquote(url.split(b"?", 1)[0].decode("latin-1"))
+    except Exception:
+        return "other", error(400, "malformed URL")
+    try:
+        return _route(app, method, path, body)
+    except ProtocolError as exc:
+        return "other", protocol_error(exc)
+    except Exception as exc:
+        return "other", internal_error(exc, f"{method.decode('latin-1')} {path}")
+
+
+def _method(method: bytes, allowed: bytes) -> Response | None:
+    if method == allowed:
+        return None
+    return error(405, f"method {method.decode('latin-1')} not allowed; use {allowed.decode()}", "method",
+                 headers=((b"Allow", allowed),))
+
+
+def _unknown(app: ServerApp, name: str) -> Response | None:
+    if name != app.name:
+        return error(404, f"model {name!r} not found; this server serves {app.name!r}", "name")
+    return None
+
+
+def _get(app: ServerApp, name: str, method: bytes, fn: Callable[[], Response]) -> Response:
+    return _unknown(app, name) or _method(method, b"GET") or fn()
+
+
+def _post(app: ServerApp, name: str, method: bytes, body: bytes,
+          fn: Callable[[bytes], Awaitable[Response]]) -> Response | Awaitable[Response]:
+    early = _unknown(app, name) or _method(method, b"POST")
+    if early is not None:
+        return early
+    if not app.ready:
+        return error(503, "model is not ready", "name")
+    return fn(body)
+
+
+def _route(app: ServerApp, method: bytes, path: str, body: bytes) -> Result:
+    if path.startswith("/v1/models/"):
+        rest = path[len("/v1/models/"):]
+        if rest.endswith(":predict"):
+            return "v1", _post(app, rest[:-8], method, body, app.v1_predict)
+        if rest.endswith("/feedback"):
+            return "feedback", _post(app, rest[:-9], method, body, app.v1_feedback)
+        if "/" in rest or ":" in rest:
+            return "v1", error(404, f"no endpoint {path}")
+        return "v1", _get(app, rest, method, app.model_ready)
+    if path.startswith("/v2/models/"):
+        name, *tail = path[len("/v2/models/"):].split("/")
+        if len(tail) >= 2 and tail[0] == "versions":
+            if tail[1] != app.version:
+                return "v2", error(404, f"model {name!r} has no version {tail[1]!r} here (serving {app.version!r})")
+            tail = tail[2:]
+        if not tail:
+            return "v2", _get(app, name, method, app.v2_metadata)
+        if tail == ["ready"]:
+            return "v2", _get(app, name, method, app.model_ready)
+        if tail == ["infer"]:
+            return "v2", _post(app, name, method, body, app.v2_infer)
+        if tail == ["reference"]:
+            return "v2", _get(app, name, method, app.v2_reference)
+        return "v2", error(404, f"no endpoint {path}")
+    health = {"/v2/health/live": _live, "/v2/health/ready": app.server_ready, "/v2": app.server_metadata}.get(path)
+    if health is not None:
+        return "health", _method(method, b"GET") or health()
+    if path == "/metrics":
+        return "metrics", _method(method, b"GET") or app.prometheus()
+    if path in ("/", "/v1/models", "/v1/models/", "/v2/models", "/v2/models/"):
+        return "other", _method(method, b"GET") or app.listing()
+    return "other", error(404, f"no endpoint {path}")
+
+
+def _live() -> Response:
+    return json_response({"live": True})
