@@ -26,8 +26,9 @@ from mlops_operator.controllers import trainingjob as tj_ctl
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.runtime import trainer
 from tests.chart.conftest import Helm, helm  # noqa: F401  (the session's helm fixture)
+from tests.waiting import wait_until
 
-from .test_server_support import Server, wait_until
+from .test_server_support import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "install.md"
@@ -376,7 +377,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     argv[argv.index("--port") + 1] = "0"  # a free port of 127.0.0.1
     s = Server(*argv)
     try:
-        assert wait_until(lambda: s.request("GET", "/v2/health/ready")[0] == 200, timeout=60), "".join(s.lines)
+        wait_until(lambda: s.request("GET", "/v2/health/ready")[0] == 200, timeout=60, what="the server to be ready")
         yield s, summary
     finally:
         assert s.stop() == 0

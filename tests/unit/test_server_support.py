@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -180,12 +179,3 @@ def run_serve(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "mlops_operator.runtime.server", "--port", "0", *args],
         capture_output=True, text=True, env=env, timeout=timeout,
     )
-
-
-def wait_until(cond: Any, timeout: float = 10.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
