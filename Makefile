@@ -33,6 +33,10 @@ cluster-pieces:
 	bash hack/cluster/build.sh
 	bash hack/cluster/image.sh
 
+# Only the one-node cluster tests (opted out of a plain `pytest tests`).
+cluster-test: $(STAMP) envtest cluster-pieces bytecode
+	MLOPS_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster
+
 test: $(STAMP) envtest bytecode
 	$(VENV)/bin/mlops-operator crds --check
 	bash hack/helm/sync-crds.sh --check

@@ -56,12 +56,17 @@ report() {
 fresh() {
   [ "${MLOPS_CLUSTER_FORCE:-0}" != 1 ] && [ -s "$OPERATOR_TAR" ] && [ -s "$PAUSE_TAR" ]
 }
-if fresh; then report; exit 0; fi
+# The archives are the cache; podman's own store may have been emptied since.
+load_missing() {
+  podman image exists "$OPERATOR_REF" || podman load -q -i "$OPERATOR_TAR" >&2
+  podman image exists "$PAUSE_REF" || podman load -q -i "$PAUSE_TAR" >&2
+}
+if fresh; then load_missing; report; exit 0; fi
 
 mkdir -p "$OUT_DIR"
 exec 9>"$OUT_DIR/.build.lock"
 flock -w 3600 9
-if fresh; then report; exit 0; fi
+if fresh; then load_missing; report; exit 0; fi
 
 start=$(date +%s)
 if ! podman image exists "$BASE_REF"; then
