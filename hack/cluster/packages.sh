@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the one-node test cluster needs, if any is
 # missing: the container runtime (containerd + runc), the CNI plugins, iptables
-# (kube-proxy and the kubelet program it), podman (builds and saves the image)
+# (kube-proxy and the kubelet program it) and nftables (the tests remove the
+# empty tables iptables-nft leaves behind), podman (builds and saves the image)
 # and mmdebstrap (makes the base image's root filesystem). Needs root and apt;
 # a machine that has them all returns at once.
 set -euo pipefail
@@ -13,6 +14,7 @@ declare -A NEEDS=(
   [runc]=runc
   [/usr/lib/cni/bridge]=containernetworking-plugins
   [iptables]=iptables
+  [nft]=nftables
   [podman]=podman
   [mmdebstrap]=mmdebstrap
 )

@@ -36,3 +36,41 @@ def images() -> dict[str, pieces.Image]:
     """The project's image (built from the Dockerfile) and the sandbox image."""
     pieces.install_packages()
     return pieces.images()
+
+
+@pytest.fixture(scope="session")
+def cluster(images):
+    """A real one-node cluster (tests/cluster/node.py) for the whole session.
+
+    Teardown fails the session if anything the cluster created is still on
+    the host afterwards: an iptables chain, a link, a mount, a cgroup, a
+    process.
+    """
+    from tests.cluster.node import OneNodeCluster
+    from tests.envtest.controlplane import ControlPlaneError, ensure_binaries
+
+    try:
+        plane_bin = ensure_binaries()
+    except ControlPlaneError as err:
+        pytest.fail(f"control plane binaries: {err}")
+    node = OneNodeCluster(plane_bin, pieces.node_binaries(), images)
+    node.start()
+    try:
+        yield node
+    finally:
+        problems = node.stop()
+    assert not problems, "the cluster left things behind on the host:\n  " + "\n  ".join(problems)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failed cluster test, print the components' and the pods' logs."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed or "cluster" not in item.fixturenames:
+        return
+    node = item.funcargs.get("cluster")
+    if node is None:
+        return
+    for name, tail in {**node.logs(), **{f"pod {k}": v for k, v in node.pod_logs().items()}}.items():
+        report.sections.append((f"log of {name}", tail))
