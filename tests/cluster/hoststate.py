@@ -157,15 +157,16 @@ def our_iptables_lines(lines: list[str]) -> list[str]:
     return ours
 
 
-def remove_iptables_changes(before: HostState) -> None:
-    """Delete the KUBE-*/CNI-* rules and chains that were not there before."""
+def remove_iptables_changes(before: HostState, only: re.Pattern[str] | None = None) -> None:
+    """Delete the KUBE-*/CNI-* rules and chains that were not there before (those matching ``only``, if given)."""
     for binary in IPTABLES:
         if shutil.which(binary) is None:
             continue
         for table in TABLES:
             old = set(before.iptables.get(f"{binary} {table}", []))
             current = iptables_rules(binary, table)
-            new = [line for line in our_iptables_lines(current) if line not in old]
+            new = [line for line in our_iptables_lines(current)
+                   if line not in old and (only is None or only.search(line))]
             # Rules first (jumps into our chains from the built-in ones), then the chains.
             for rule in (line for line in new if line.startswith("-A ")):
                 args = rule.split()
@@ -175,7 +176,8 @@ def remove_iptables_changes(before: HostState) -> None:
                 _run(binary, "-w", "5", "-t", table, "-F", chain, check=False)
             for chain in chains:
                 _run(binary, "-w", "5", "-t", table, "-X", chain, check=False)
-    # Tables that iptables-nft created for them and that are empty again.
+    # Tables that iptables-nft created for them and that are empty again (a table
+    # still in use has rules, so this is safe while a cluster runs).
     for family, name in nft_tables() - before.nft_tables:
         if nft_rule_count(family, name) == 0:
             _run("nft", "delete", "table", family, name, check=False)
