@@ -119,9 +119,11 @@ def nft_tables() -> set[tuple[str, str]]:
     return {(o["table"]["family"], o["table"]["name"]) for o in data["nftables"] if "table" in o}
 
 
-def nft_rule_count(family: str, name: str) -> int:
+def nft_table_unused(family: str, name: str) -> bool:
+    """No rules and no chains but the built-in (hooked) ones: what iptables-nft leaves after a flush."""
     data = json.loads(_run("nft", "-j", "list", "table", family, name, check=False) or '{"nftables": []}')
-    return sum(1 for o in data["nftables"] if "rule" in o)
+    objects = data["nftables"]
+    return not any("rule" in o or ("chain" in o and "hook" not in o["chain"]) for o in objects)
 
 
 @dataclass
@@ -179,7 +181,7 @@ def remove_iptables_changes(before: HostState, only: re.Pattern[str] | None = No
     # Tables that iptables-nft created for them and that are empty again (a table
     # still in use has rules, so this is safe while a cluster runs).
     for family, name in nft_tables() - before.nft_tables:
-        if nft_rule_count(family, name) == 0:
+        if nft_table_unused(family, name):
             _run("nft", "delete", "table", family, name, check=False)
 
 
