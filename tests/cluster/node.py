@@ -528,4 +528,46 @@ def _kubectl() -> str | None:
     return str(candidate) if os.access(candidate, os.X_OK) else shutil.which("kubectl")
 
 
-__all__ = ["OneNodeCluster", "ClusterError", "ControlPlaneError", "POD_CIDR", "NODE_NAME"]
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m tests.cluster.node up``: start the cluster by hand, stop it on Ctrl-C."""
+    import argparse
+
+    from tests.cluster import pieces
+    from tests.envtest.controlplane import ensure_binaries
+
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.node",
+                                     description="Run the one-node test cluster by hand (root needed).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build what is missing, start the cluster and wait until Ctrl-C")
+    up.add_argument("--max-hours", type=float, default=4.0, help="stop by itself after this long (default 4)")
+    args = parser.parse_args(argv)
+
+    pieces.install_packages()
+    node = OneNodeCluster(ensure_binaries(), pieces.node_binaries(), pieces.images())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    started = time.monotonic()
+    try:
+        node.start()
+        print(f"cluster up in {time.monotonic() - started:.1f}s; node {NODE_NAME}, pods {POD_CIDR}, "
+              f"Services {SERVICE_CLUSTER_IP_RANGE}")
+        print(f"image: {node.images['operator'].ref} (imagePullPolicy: Never)")
+        print(f"logs: {node.work_dir / 'logs'}  pod logs: {node.pod_logs_dir}")
+        print(f"export KUBECONFIG={node.kubeconfig}")
+        print("Ctrl-C to stop.", flush=True)
+        until = time.monotonic() + args.max_hours * 3600
+        while all(c.running() for c in node.components) and time.monotonic() < until:
+            time.sleep(1)
+        for c in node.components:
+            if not c.running():
+                print(f"{c.name} exited; last lines of its log:\n{c.tail()}", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        problems = node.stop()
+        print("cluster stopped" + ("; left behind:\n  " + "\n  ".join(problems) if problems else ", nothing left behind"),
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
