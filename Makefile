@@ -34,7 +34,8 @@ cluster-pieces:
 	bash hack/cluster/image.sh
 
 # Only the one-node cluster tests (opted out of a plain `pytest tests`).
-cluster-test: $(STAMP) envtest cluster-pieces bytecode
+cluster-test: $(STAMP) cluster-pieces bytecode
+	bash hack/envtest/build.sh
 	MLOPS_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster
 
 test: $(STAMP) envtest bytecode

@@ -120,10 +120,26 @@ def test_pods_answer_from_the_host_and_through_the_service(cluster, images, name
         assert get(f"http://{ip}:{PORT}/") == pod["metadata"]["name"]
 
     cluster_ip = json.loads(kubectl(cluster, "get", "service", "smoke", "-n", namespace, "-o", "json"))["spec"]["clusterIP"]
-    wait_for(lambda: _answers(f"http://{cluster_ip}/"), 60, f"Service {cluster_ip} routing")
-    # kube-proxy spreads connections at random: in 40 requests both pods answer (a miss is 2 in 2**40).
-    answered = {_answers(f"http://{cluster_ip}/") for _ in range(40)}
+    # The endpointslice controller publishes the ready pods; kube-proxy then programs them.
+    wait_for(lambda: ready_endpoints(cluster, namespace) == {p["status"]["podIP"] for p in pods}, 60,
+             "an EndpointSlice with both pods ready")
+    # kube-proxy spreads connections at random over the endpoints it has programmed so far:
+    # every pod must answer, and nothing but these pods.
+    answered: set[str | None] = set()
+    deadline = time.monotonic() + 60
+    for _ in range(300):
+        answered.add(_answers(f"http://{cluster_ip}/"))
+        if answered >= names or time.monotonic() > deadline:
+            break
+    answered.discard(None)  # connections refused before kube-proxy's first sync
     assert answered == names
+
+
+def ready_endpoints(cluster, namespace: str) -> set[str]:
+    slices = json.loads(kubectl(cluster, "get", "endpointslices", "-n", namespace,
+                                "-l", "kubernetes.io/service-name=smoke", "-o", "json"))["items"]
+    return {address for s in slices for e in (s.get("endpoints") or [])
+            if e.get("conditions", {}).get("ready") for address in e["addresses"]}
 
 
 def _answers(url: str) -> str | None:
