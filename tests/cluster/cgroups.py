@@ -9,7 +9,6 @@ created, deepest first.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -75,13 +74,5 @@ class PodCgroupRoot:
 
     def exists_anywhere(self) -> list[str]:
         return [str(h / self.path.strip("/")) for h in v1_hierarchies() if (h / self.path.strip("/")).exists()]
-
-    @staticmethod
-    def pids(directory: Path) -> list[int]:
-        pids = []
-        for procs in directory.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError):
-                pids += [int(p) for p in procs.read_text().split()]
-        return pids
 
 

@@ -45,7 +45,6 @@ from tests.envtest.controlplane import (
     SERVICE_CLUSTER_IP_RANGE,
     Component,
     ControlPlane,
-    ControlPlaneError,
     free_ports,
 )
 
