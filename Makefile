@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test unit integration e2e demo crds envtest bytecode clean
+.PHONY: test unit integration e2e demo crds envtest cluster-pieces cluster-test bytecode clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,19 @@ envtest:
 	bash hack/envtest/build.sh
 	bash hack/helm/build.sh
 	bash hack/monitoring/build.sh
+
+# The one-node cluster of tests/cluster: Debian packages (installed if
+# missing, needs root), kubelet/kube-scheduler/kube-proxy, the base image and
+# the project's image. Each step is cached outside the repository.
+cluster-pieces:
+	bash hack/cluster/packages.sh
+	bash hack/cluster/build.sh
+	bash hack/cluster/image.sh
+
+# Only the one-node cluster tests (opted out of a plain `pytest tests`).
+cluster-test: $(STAMP) cluster-pieces bytecode
+	bash hack/envtest/build.sh
+	MLOPS_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/cluster
 
 test: $(STAMP) envtest bytecode
 	$(VENV)/bin/mlops-operator crds --check
