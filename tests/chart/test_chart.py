@@ -95,7 +95,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "replicaCount": 3, "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20, "retryPeriodSeconds": 4},
         "image": {"repository": "registry.example/mlops", "tag": "1.2.3", "pullPolicy": "Always"},
         "crds": {"annotations": {"argocd.argoproj.io/sync-options": "Prune=false,Delete=false"}},
-        "operator": {"resyncSeconds": 60, "verbose": True, "allowedModules": ["sklearn.", "lightgbm."],
+        "operator": {"resyncSeconds": 60, "workers": 2, "verbose": True, "allowedModules": ["sklearn.", "lightgbm."],
                      "clusterDomain": "corp.local", "livenessPort": 9090,
                      "extraEnv": [{"name": "TZ", "value": "UTC"}]},
         "resources": {"requests": {"cpu": "250m", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint ('' to disable)")
     p.add_argument("--metrics-port", type=int, default=8000, help="serve Prometheus metrics on this port (0: off)")
     p.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile everything this often, as a safety net")
+    p.add_argument("--workers", type=int, default=4, metavar="N",
+                   help="reconciles of each kind running at once (each kind has its own; default 4)")
     p.add_argument("-v", "--verbose", action="store_true")
     leader.add_arguments(p)
     return p
@@ -40,12 +42,12 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def setup(kubeconfig: str | None, namespaces: Sequence[str], resync_seconds: float) -> Context:
+def setup(kubeconfig: str | None, namespaces: Sequence[str], resync_seconds: float, workers: int = 4) -> Context:
     """Install the operator context and register the handlers (import side effect)."""
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
     ctx = install(Context(KubeCluster(load_api_client(kubeconfig)), settings_from_env(),
-                          resync_seconds=resync_seconds, namespaces=tuple(namespaces)))
+                          resync_seconds=resync_seconds, namespaces=tuple(namespaces), workers=workers))
     from . import handlers  # noqa: F401
     return ctx
 
@@ -68,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.leader_elect and (problems := leader.timings_of(args).problems()):
         parser.error("; ".join(problems))
     configure_logging(args.verbose)
-    setup(args.kubeconfig, args.namespace, args.resync_seconds)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    setup(args.kubeconfig, args.namespace, args.resync_seconds, args.workers)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
