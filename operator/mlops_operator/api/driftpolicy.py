@@ -162,7 +162,7 @@ class DriftPolicyStatus(ApiModel):
     retrain_count: int | None = Doc("Retrains started by this policy.", None)
     retrains: list[RetrainRecord] | None = Doc("The last retrains, newest first.", None, max_length=20)
     conditions: list[Condition] | None = Doc(
-        "Ready, Drifting, Retraining, Stalled.",
+        "Ready, Drifting, Retraining, SensorsReadable, Reconciling, Stalled.",
         None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )

@@ -90,7 +90,7 @@ class ModelDeploymentStatus(ApiModel):
     ready_replicas: int | None = Doc("Pods ready to serve.", None)
     history: list[Rollout] | None = Doc("The last rollouts, newest first.", None, max_length=20)
     conditions: list[Condition] | None = Doc(
-        "Ready, Progressing, Reconciling, Stalled.",
+        "Ready, Progressing, Reconciling, Stalled, LibrariesMatch.",
         None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
