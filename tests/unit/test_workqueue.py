@@ -162,3 +162,25 @@ def test_an_object_that_is_gone_is_not_scheduled_again() -> None:
 def test_an_unknown_kind_is_a_programming_error() -> None:
     with pytest.raises(KeyError):
         WorkQueue({}).add(("Pod", "ns", "x"))
+
+
+def test_a_resync_of_many_objects_waits_behind_news() -> None:
+    order: list[str] = []
+
+    async def reconcile(ns: str, name: str) -> Result:
+        order.append(name)
+        await asyncio.sleep(0.01)
+        return Result({})
+
+    async def scenario() -> None:
+        queue = WorkQueue({"TrainingJob": reconcile}, workers=1)
+        for i in range(100):  # the periodic resync queues every object
+            queue.add(("TrainingJob", "ns", f"old-{i}"), background=True)
+        queue.add(("TrainingJob", "ns", "just-applied"))
+        queue.add(("TrainingJob", "ns", "old-99"))  # an event for an object the resync queued too: news now
+        queue.start()
+        assert await queue.wait_idle(10)
+        await queue.stop()
+
+    run(scenario)
+    assert order[:2] == ["just-applied", "old-99"] and len(order) == 101 and order.count("old-99") == 1

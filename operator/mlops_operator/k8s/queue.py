@@ -14,12 +14,16 @@ Watch events only *add keys*; workers take them out. So:
   for as long as it fails — a refusal that is lifted later is picked up
   within the cap, not at the next resync;
 - **scheduled**: a reconcile may ask to be run again after a delay (a due
-  drift check, a pod waiting on the scheduler) without any event.
+  drift check, a pod waiting on the scheduler) without any event;
+- **news first**: keys from the periodic resync wait behind keys from events,
+  retries and schedules, so a resync of thousands of objects never delays the
+  TrainingJob someone has just applied.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Awaitable, Callable, Mapping
@@ -33,6 +37,8 @@ log = logging.getLogger("mlops_operator")
 Key = tuple[str, str, str]
 """(kind, namespace, name)"""
 Reconcile = Callable[[str, str], Awaitable[Result]]
+NEWS, BACKGROUND = 0, 1
+"""Priorities in a lane: what happened (events, retries, schedules) before the periodic resync."""
 
 
 class WorkQueue:
@@ -42,8 +48,10 @@ class WorkQueue:
         self.workers = workers
         self.base_delay = base_delay
         self.max_delay = max_delay
-        self._lanes: dict[str, asyncio.Queue[Key]] = {}
-        self._queued: set[Key] = set()
+        self._lanes: dict[str, asyncio.PriorityQueue[tuple[int, int, Key]]] = {}
+        self._order = itertools.count()
+        self._queued: dict[Key, int] = {}
+        """Keys waiting in a lane, with the priority they wait at."""
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
@@ -51,17 +59,18 @@ class WorkQueue:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- adding ------------------------------------------------------------------
-    def add(self, key: Key) -> None:
-        """Reconcile ``key`` soon; a no-op if it is already waiting."""
+    def add(self, key: Key, *, background: bool = False) -> None:
+        """Reconcile ``key`` soon; a no-op if it is already waiting (news moves a background key up)."""
         if key[0] not in self.reconcilers:
             raise KeyError(f"no reconcile registered for kind {key[0]}")
         if key in self._processing:
             self._dirty.add(key)
             return
-        if key in self._queued:
+        priority = BACKGROUND if background else NEWS
+        if self._queued.get(key, BACKGROUND + 1) <= priority:
             return
-        self._queued.add(key)
-        self._lane(key[0]).put_nowait(key)
+        self._queued[key] = priority  # an older, lower entry of the key is skipped when it comes up
+        self._lane(key[0]).put_nowait((priority, next(self._order), key))
         metrics.QUEUE_DEPTH.set(len(self._queued))
 
     def add_after(self, key: Key, delay: float) -> None:
@@ -113,8 +122,10 @@ class WorkQueue:
     async def _work(self, kind: str) -> None:
         queue = self._lane(kind)
         while True:
-            key = await queue.get()
-            self._queued.discard(key)
+            priority, _, key = await queue.get()
+            if self._queued.get(key) != priority:
+                continue  # already taken at a higher priority
+            del self._queued[key]
             self._processing.add(key)
             metrics.QUEUE_DEPTH.set(len(self._queued))
             try:
@@ -157,7 +168,7 @@ class WorkQueue:
         self.add_after(key, delay)
 
     # -- internals ---------------------------------------------------------------
-    def _lane(self, kind: str) -> asyncio.Queue[Key]:
+    def _lane(self, kind: str) -> asyncio.PriorityQueue[tuple[int, int, Key]]:
         if kind not in self._lanes:
-            self._lanes[kind] = asyncio.Queue()
+            self._lanes[kind] = asyncio.PriorityQueue()
         return self._lanes[kind]

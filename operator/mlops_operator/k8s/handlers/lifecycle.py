@@ -66,12 +66,12 @@ async def stop(**_: Any) -> None:
 
 
 async def resync_once() -> None:
-    """Queue every object once (the queue de-duplicates what events already queued)."""
+    """Queue every object once, behind whatever events queue meanwhile (and de-duplicated with them)."""
     ctx = current()
     for res in RESYNCED:
         for ns in ctx.namespaces or (None,):
             for obj in await ctx.cluster.list(res, ns):  # type: ignore[arg-type]
-                ctx.queue.add((res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+                ctx.queue.add((res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"]), background=True)
 
 
 async def _resync_forever() -> None:
