@@ -9,9 +9,12 @@ manager, status with a merge patch of the status subresource only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +25,9 @@ from kubernetes import config as k8s_config
 from ..controllers.cluster import Conflict, Obj, Refused, Resource, resource_of
 
 FIELD_MANAGER = "mlops-operator"
+API_THREADS = 16
+"""Threads for blocking API calls: the reconcile workers of all kinds, with room; not the loop's shared pool."""
+OWN_WRITES_KEPT = 100_000
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +52,8 @@ def _refused(exc: ApiError, obj: Obj) -> Exception:
 def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig."""
     configuration = k8s.Configuration()
+    # One connection per worker thread of KubeCluster (the client's default is 5 x cores: 10 here).
+    configuration.connection_pool_maxsize = API_THREADS
     try:
         if kubeconfig:
             raise k8s_config.ConfigException("explicit kubeconfig")
@@ -74,6 +82,8 @@ class KubeCluster:
         self.api = api
         self.field_manager = field_manager
         self.timeout = timeout
+        self._executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="mlops-api")
+        self._own_writes: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 
     def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json", query: dict | None = None) -> Obj | None:
         url = path + (f"?{urlencode(query)}" if query else "")
@@ -94,7 +104,12 @@ class KubeCluster:
         return json.loads(response.data) if response.data else None
 
     async def _call(self, *args: Any, **kwargs: Any) -> Obj | None:
-        return await asyncio.to_thread(self._request, *args, **kwargs)
+        call = functools.partial(self._request, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def wrote(self, res: Resource, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether this version of the object is our own status write (its watch event is no news to it)."""
+        return resource_version is not None and self._own_writes.get((res.kind, namespace, name)) == resource_version
 
     async def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
         try:
@@ -156,7 +171,7 @@ class KubeCluster:
         if resource_version:
             ops.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
         try:
-            await self._call(
+            out = await self._call(
                 "PATCH",
                 path_of(res, namespace, name, "status"),
                 body=ops,
@@ -169,6 +184,13 @@ class KubeCluster:
             if exc.status == 409:
                 raise Conflict(f"{res.kind} {namespace}/{name} changed since it was read") from None
             raise
+        written = ((out or {}).get("metadata") or {}).get("resourceVersion")
+        if written:
+            key = (res.kind, namespace, name)
+            self._own_writes[key] = written
+            self._own_writes.move_to_end(key)
+            while len(self._own_writes) > OWN_WRITES_KEPT:
+                self._own_writes.popitem(last=False)
 
     async def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]

@@ -31,6 +31,7 @@ from typing import Awaitable, Callable, Mapping
 from ..controllers.cluster import Conflict, Refused
 from ..controllers.reconcile import Result, retry_delay
 from . import metrics
+from .client import ApiError
 
 log = logging.getLogger("mlops_operator")
 
@@ -161,8 +162,10 @@ class WorkQueue:
         outcome = "conflict" if isinstance(exc, Conflict) else "refused" if isinstance(exc, Refused) else "error"
         metrics.RECONCILES.labels(kind, outcome).inc()
         if outcome == "error":
+            # A bug of ours (not the API server's answer) shows its traceback, once per run of failures.
+            trace = failures == 1 and not isinstance(exc, (ApiError, OSError, TimeoutError))
             log.warning("reconcile of %s %s/%s failed (%d in a row), retrying in %.1fs: %s",
-                        kind, namespace, name, failures, delay, exc)
+                        kind, namespace, name, failures, delay, exc, exc_info=exc if trace else None)
         else:  # the object's status already says it (refused) or nothing is wrong (conflict)
             log.info("reconcile of %s %s/%s: %s; again in %.1fs", kind, namespace, name, exc, delay)
         self.add_after(key, delay)

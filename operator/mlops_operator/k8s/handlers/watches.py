@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from ...controllers import labels
+from ...controllers.cluster import RESOURCES
 from ...controllers.reconcile.watches import affected
 from ..context import current
 
@@ -30,15 +31,28 @@ def policies_by_deployment(namespace: str, name: str, spec: kopf.Spec, **_: Any)
 
 
 def enqueue(kind: str, body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index) -> None:
-    """Add every object the event concerns; also on deletion (a reconcile of what is gone cleans up)."""
+    """Add every object the event concerns; also on deletion (a reconcile of what is gone cleans up).
+
+    The event of our own status write is no news to the object itself (it was
+    just reconciled), only to the objects that read its status.
+    """
     keys = affected(
         kind, dict(body),
         deployments_of_model=lambda ns, model: deployments_by_model.get((ns, model), []),
         policies_of_deployment=lambda ns, name: policies_by_deployment.get((ns, name), []),
     )
-    queue = current().queue
+    ctx = current()
+    meta = body.get("metadata") or {}
+    own = (kind, meta.get("namespace", "default"), meta.get("name", ""))
+    if own in keys and kind in RESOURCES and _wrote(ctx.cluster, own, meta.get("resourceVersion")):
+        keys.discard(own)
     for key in sorted(keys):
-        queue.add(key)
+        ctx.queue.add(key)
+
+
+def _wrote(cluster: object, key: tuple[str, str, str], resource_version: str | None) -> bool:
+    wrote = getattr(cluster, "wrote", None)  # KubeCluster remembers its status writes; a test's cluster may not
+    return bool(wrote and wrote(RESOURCES[key[0]], key[1], key[2], resource_version))
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs")
