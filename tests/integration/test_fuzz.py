@@ -37,6 +37,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -278,9 +279,16 @@ class Operator:
         return self.log_path.read_text(errors="replace")
 
     def reconciles(self) -> dict[tuple[str, str], float]:
-        """``mlops_operator_reconciles_total`` by (kind, outcome)."""
+        """``mlops_operator_reconciles_total`` by (kind, outcome); empty while the metrics server is not up yet."""
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        text = opener.open(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        try:
+            text = opener.open(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        except ConnectionRefusedError:
+            return {}
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, ConnectionRefusedError):
+                return {}
+            raise
         return {(s.labels["kind"], s.labels["outcome"]): s.value
                 for fam in text_string_to_metric_families(text) if fam.name == "mlops_operator_reconciles"
                 for s in fam.samples if s.name.endswith("_total")}
@@ -356,14 +364,14 @@ def test_generated_objects_are_refused_by_field_or_get_a_reason(crds, namespace,
         if operator.proc.poll() is not None:
             fail(f"the operator exited with {operator.proc.returncode}")
         try:
-            generation, reason = wait_until(lambda: (lambda o: o and _ready_reason(o))(get(kind, name)),
+            _, reason = wait_until(lambda: (lambda o: o and _ready_reason(o))(get(kind, name)),
                                             timeout=STATUS_TIMEOUT, interval=0.1, what=f"a status for {kind} {name}")
         except AssertionError as err:
             fail(f"{err}: {json.dumps(get(kind, name), indent=1)[:3000]}\n--- sent ---\n{sent[:3000]}")
         outcomes[kind].append(reason)
 
     try:
-        wait_until(lambda: operator.proc.poll() is not None or get("TrainingJob", "iris-v1").get("status", {}).get("jobName"),
+        wait_until(lambda: operator.proc.poll() is not None or operator.reconciles().get(("TrainingJob", "ok")),
                    timeout=60, what="the operator's first reconcile")
         assert operator.proc.poll() is None, operator.log()[-4000:]
         for kind in KINDS:
