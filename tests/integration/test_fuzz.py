@@ -86,7 +86,7 @@ ODD_STRINGS = ["", " ", "-1", "1e40", "0.0001m", "NaN", "null", "true", "ｉｒ�
                "a\nb", "x" * 254, "y" * 70_000, "../../etc/passwd", "sklearn://iris", "${HOME}", "%s%n"]
 ODD_VALUES: list[Any] = [None, True, 0, -1, 2**31, 2**63, -(2**63), 1.5, -0.0, 1e308, -1e308, [], {}, ["x"], {"a": 1}]
 QUANTITIES = ["0", "1", "-1", "1e40", "1e-40", "0.0001m", "0.5m", "1n", "100m", "1Gi", "1.5Gi", "1Ei", "9Ei", "+1",
-              ".5", "1.", "1e3", "1E3", "1i", "1 Gi", "Gi", 0, 1, -1, 2**62, 0.5]
+              ".5", "1.", "1e3", "1E3", "1e1.5", "1e-0.5", "1i", "1 Gi", "Gi", 0, 1, -1, 2**62, 0.5]
 DURATIONS = ["0s", "4s", "4.999s", "5s", "5000ms", "1h30m", "90s", "-1s", "1d", "1.5h", "s", "60", "2562047h",
              "99999999999h", "1h1h1h1h", 60]
 # What the operator reads from labels and annotations of the objects users write.
