@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlops_operator.api.base import parse_duration
+from mlops_operator.api.base import parse_duration, parse_quantity
 from mlops_operator.api.driftpolicy import DriftPolicy
 from mlops_operator.api.modeldeployment import ModelDeployment
 from mlops_operator.api.trainingjob import TrainingJob
+from mlops_operator.api.validation import validate_object
 from mlops_operator.manifests import load_paths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +94,24 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text, value", [("500m", "0.5"), ("1Gi", str(2**30)), ("1e3", "1000"), ("1.e3", "1000"),
+                                         (".5", "0.5"), ("+2", "2"), ("1E-3", "0.001")])
+def test_parse_quantity(text: str, value: str) -> None:
+    assert parse_quantity(text) == Decimal(value)
+
+
+@pytest.mark.parametrize("text", ["1e1.5", "1.2.3", "-1", "1 Gi", "Gi", "1e"])
+def test_parse_quantity_rejects_with_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_quantity(text)
+
+
+def test_a_fractional_exponent_is_a_field_error_not_a_crash() -> None:
+    """Kubernetes cannot parse ``1e1.5``; the offline validator says so by field (it raised
+    decimal.InvalidOperation once, when a request and a limit were both set)."""
+    tj = yaml.safe_load((ROOT / "tests" / "data" / "invalid" / "tj-fractional-exponent.yaml").read_text())
+    tj["spec"]["resources"]["limits"] = {"cpu": "2"}
+    errors = [str(e) for e in validate_object(tj)]
+    assert errors and all("spec.resources.requests.cpu" in e for e in errors), errors

@@ -23,10 +23,11 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 QUANTITY = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 )
-"""The resource.Quantity grammar of the Kubernetes OpenAPI schema, without the minus sign:
-a container's CPU or memory is never negative, and the API server would refuse the pod."""
+"""The resource.Quantity grammar of the Kubernetes OpenAPI schema, without the minus sign and
+with whole exponents only: a container's CPU or memory is never negative, and Kubernetes cannot
+parse ``1e1.5`` (the OpenAPI pattern lets it through, the API server would refuse the pod)."""
 
 _SUFFIXES = {"n": "1e-9", "u": "1e-6", "m": "1e-3", "": "1", "k": "1e3", "M": "1e6", "G": "1e9", "T": "1e12",
              "P": "1e15", "E": "1e18", "Ki": str(2**10), "Mi": str(2**20), "Gi": str(2**30), "Ti": str(2**40),
@@ -37,10 +38,10 @@ def parse_quantity(value: int | str) -> Decimal:
     """A quantity's value (``500m`` -> 0.5, ``1Gi`` -> 1073741824), to compare requests with limits offline."""
     if isinstance(value, int):
         return Decimal(value)
-    m = re.fullmatch(r"\+?([0-9.]+)(([eE][+-]?[0-9.]+)|[KMGTPE]i|[numkMGTPE])?", value)
+    m = re.fullmatch(r"\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([eE][+-]?[0-9]+)|[KMGTPE]i|[numkMGTPE])?", value)
     if not m:
         raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    number, suffix = m.group(1), m.group(2) or ""
+    number, suffix = m.group(1), m.group(3) or ""
     if suffix[:1] in ("e", "E"):
         return Decimal(number + suffix)
     return Decimal(number) * Decimal(_SUFFIXES[suffix])

@@ -98,7 +98,9 @@ def _quantity(rest: dict[str, Any]) -> dict[str, Any]:
     from .base import QUANTITY
 
     out = {k: v for k, v in rest.items() if k not in _DROP | {"x-mlops-quantity", "default"}}
-    out.update({"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY, "x-kubernetes-int-or-string": True})
+    # The pattern only sees strings; ``minimum`` only numbers: together, no negative quantity either way.
+    out.update({"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY, "minimum": 0,
+                "x-kubernetes-int-or-string": True})
     return out
 
 
