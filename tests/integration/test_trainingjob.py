@@ -163,8 +163,13 @@ def test_a_status_decided_on_a_stale_read_is_refused_not_written(control_plane, 
                                          stale["metadata"]["resourceVersion"]))
     assert asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))["status"]["phase"] == "Pending"
     fresh = asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))
-    asyncio.run(cluster.patch_status(TRAINING_JOBS, namespace, "iris-v1", {**fresh["status"], "phase": "Pending"},
-                                     fresh["metadata"]["resourceVersion"]))  # a current read writes fine
+    assert cluster.wrote(TRAINING_JOBS, namespace, "iris-v1", fresh["metadata"]["resourceVersion"]), \
+        "the watch event of our own write is recognised (no reconcile of the object for it)"
+    control_plane.kubectl("annotate", "tj", "iris-v1", "-n", namespace, "note=someone else")
+    other = asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))
+    assert not cluster.wrote(TRAINING_JOBS, namespace, "iris-v1", other["metadata"]["resourceVersion"])
+    asyncio.run(cluster.patch_status(TRAINING_JOBS, namespace, "iris-v1", {**other["status"], "phase": "Pending"},
+                                     other["metadata"]["resourceVersion"]))  # a current read writes fine
 
 
 def test_a_refused_job_is_reported_on_the_training_job_and_retried_until_it_is_allowed(control_plane, namespace) -> None:
