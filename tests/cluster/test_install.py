@@ -178,26 +178,28 @@ def uninstall(cluster, helm, kubeconfig: str) -> None:
     run("delete", "namespace", NAMESPACE, "--ignore-not-found", f"--timeout={CLEANUP_TIMEOUT}s")
 
 
-def test_the_chart_runs_the_operator_as_a_pod(cluster, installed) -> None:
+def test_the_chart_runs_the_operator_as_a_pod(cluster, images, installed) -> None:
     with explained(cluster):
         pods = get_json(cluster, "pods", "-l", "app.kubernetes.io/component=operator")["items"]
         assert pods, "the chart's Deployment made no operator pod"
-        for pod in pods:
-            ready = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
-            assert ready.get("Ready") == "True", pod["status"]
-            # The image the tests built, never pulled, and a token to talk to the API server.
-            (container,) = pod["spec"]["containers"]
-            assert container["imagePullPolicy"] == "Never"
-            assert any(v.get("projected") for v in pod["spec"]["volumes"]), "no service-account token volume"
-        # One replica takes the Lease: the operator reached the API server from its pod.
         names = tuple(p["metadata"]["name"] for p in pods)
 
+        # One replica takes the Lease: the operator reached the API server from its pod.
         def holder() -> str | None:
             leases = get_json(cluster, "leases")["items"]
             return next((h for lease in leases if (h := lease["spec"].get("holderIdentity") or "").startswith(names)),
                         None)
 
         wait_until(holder, 60, "an operator pod holding the leader Lease")
+        for pod in get_json(cluster, "pods", "-l", "app.kubernetes.io/component=operator")["items"]:
+            ready = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+            assert ready.get("Ready") == "True", pod["status"]
+            # The image the tests built, never pulled, and a token to talk to the API server.
+            (container,) = pod["spec"]["containers"]
+            assert container["image"] == images["operator"].ref and container["imagePullPolicy"] == "Never"
+            assert any(v.get("projected") for v in pod["spec"]["volumes"]), "no service-account token volume"
+            (state,) = pod["status"]["containerStatuses"]
+            assert state["restartCount"] == 0, state  # it did not exit after leading (as without POD_ID)
 
 
 def test_iris_trains_serves_and_answers_through_the_service(cluster, installed, capsys) -> None:
