@@ -301,6 +301,8 @@ def test_leader_election_flags_are_what_the_operator_reads(rendered: dict[str, l
     args = main.build_parser().parse_args(c["args"][1:])
     assert args.leader_elect is _elected(scenario)
     env = {e["name"]: e for e in c["env"]}
+    # kopf's identity, else kopf looks the image's uid up in /etc/passwd (no entry) and exits.
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     if not _elected(scenario):
         assert not {"POD_NAME", "POD_NAMESPACE"} & set(env)
         assert not [r for r in of_kind(objs, "Role") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "leader-election"]

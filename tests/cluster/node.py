@@ -52,9 +52,15 @@ POD_CIDR = "10.244.0.0/24"
 BRIDGE_IP = "10.244.0.1"
 NODE_NAME = "mlops-node"
 CNI_BIN_DIR = "/usr/lib/cni"
-# The control plane's controllers, plus: EndpointSlices for kube-proxy, and the
-# node lifecycle (it lifts the node's not-ready taint once the kubelet is Ready).
-CLUSTER_CONTROLLERS = (*DEFAULT_CONTROLLERS, "endpointslice-controller", "node-lifecycle-controller")
+# The control plane's controllers, plus: EndpointSlices for kube-proxy, the
+# node lifecycle (it lifts the node's not-ready taint once the kubelet is Ready),
+# the kube-root-ca.crt ConfigMap every pod's token volume mounts, service-account
+# token Secrets, the binding of claims to PersistentVolumes and the removal of the
+# protection finalizers admission puts on both (else deleting them never ends).
+CLUSTER_CONTROLLERS = (*DEFAULT_CONTROLLERS, "endpointslice-controller", "node-lifecycle-controller",
+                       "root-ca-certificate-publisher-controller", "serviceaccount-token-controller",
+                       "persistentvolume-binder-controller", "persistentvolumeclaim-protection-controller",
+                       "persistentvolume-protection-controller")
 # containerd 1.6 puts its shims' sockets here whatever its configured state dir.
 SHIM_SOCKET_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"))
 # One cluster per machine at a time: the bridge address and pod range are fixed.
@@ -68,10 +74,16 @@ class ClusterError(RuntimeError):
 
 
 class ClusterControlPlane(ControlPlane):
-    """The test control plane plus kube-scheduler, the endpointslice controller and kubelet client certs."""
+    """The test control plane plus kube-scheduler, more controllers and kubelet client certs.
+
+    Pods reach it: it listens on the bridge address (a local address, so the
+    traffic never leaves the host), publishes that address as the endpoint of
+    the ``kubernetes`` Service and gives pods service-account tokens.
+    """
 
     def __init__(self, bin_dir: Path, node_bin_dir: Path, **kwargs):
-        super().__init__(bin_dir, controllers=CLUSTER_CONTROLLERS, **kwargs)
+        super().__init__(bin_dir, controllers=CLUSTER_CONTROLLERS, bind_address=BRIDGE_IP,
+                         service_account_tokens=True, endpoint_reconciler="lease", **kwargs)
         self.node_bin_dir = node_bin_dir
 
     def start(self) -> "ClusterControlPlane":
@@ -89,6 +101,8 @@ class ClusterControlPlane(ControlPlane):
         self.extra_apiserver_args += [
             f"--kubelet-client-certificate={self.certs.admin_crt}",
             f"--kubelet-client-key={self.certs.admin_key}",
+            # The node's name resolves nowhere; its address is the bridge's.
+            "--kubelet-preferred-address-types=InternalIP",
         ]
         super()._start_apiserver()
 
@@ -186,9 +200,10 @@ class OneNodeCluster:
         # Components write their logs here; the containerd socket path must stay short.
         (self.work_dir / "logs").mkdir()
         try:
+            # The bridge first: the API server listens on its address.
+            self._make_bridge()
             self.plane = ClusterControlPlane(self.plane_bin_dir, self.node_bin_dir,
                                              log_dir=self.work_dir / "logs").start()
-            self._make_bridge()
             self._write_cni_config()
             self.cgroups = PodCgroupRoot(f"mlops-cluster-{os.getpid()}").create()
             self._start_containerd()

@@ -246,9 +246,11 @@ def _openssl(*args: str, cwd: Path) -> None:
 class Certs:
     """A throw-away PKI: CA, apiserver serving cert, admin client cert, SA keys."""
 
-    def __init__(self, directory: Path, days: int = 7):
+    def __init__(self, directory: Path, days: int = 7, *, ip_sans: Sequence[str] = ()):
         self.dir = directory
         self.days = str(days)
+        # Addresses besides 127.0.0.1 the API server answers on (e.g. a bridge pods reach).
+        self.ip_sans = tuple(ip_sans)
         self.ca_crt = directory / "ca.crt"
         self.ca_key = directory / "ca.key"
         self.serving_crt = directory / "apiserver.crt"
@@ -277,6 +279,7 @@ class Certs:
         sans = ",".join(
             [
                 f"IP:{HOST}",
+                *(f"IP:{ip}" for ip in self.ip_sans if ip != HOST),
                 "IP:10.0.0.1",  # first address of the service range: the kubernetes Service
                 "DNS:localhost",
                 "DNS:kubernetes",
@@ -352,7 +355,18 @@ class ControlPlane:
         start_timeout: float = DEFAULT_START_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         keep_work_dir: bool = False,
+        bind_address: str = HOST,
+        service_account_tokens: bool = False,
+        endpoint_reconciler: str = "none",
     ):
+        """The last three are for pods that talk to the API server (tests/cluster).
+
+        ``bind_address``: where the API server listens and what it advertises
+        as the ``kubernetes`` Service's endpoint (a local address pods reach);
+        ``service_account_tokens``: the ServiceAccount admission plugin, which
+        gives pods their token volume; ``endpoint_reconciler``: ``lease`` to
+        publish that endpoint (a loopback address is not a valid one).
+        """
         self.bin_dir = Path(bin_dir) if bin_dir is not None else default_bin_dir()
         self.controllers = tuple(controllers)
         self.extra_apiserver_args = list(apiserver_args)
@@ -361,6 +375,9 @@ class ControlPlane:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.keep_work_dir = keep_work_dir
+        self.bind_address = bind_address
+        self.service_account_tokens = service_account_tokens
+        self.endpoint_reconciler = endpoint_reconciler
 
         self.work_dir: Path | None = None
         self.log_dir: Path | None = None
@@ -390,7 +407,7 @@ class ControlPlane:
         self.log_dir = self._log_dir_arg or (self.work_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.certs = Certs(self.work_dir / "pki").generate()
+            self.certs = Certs(self.work_dir / "pki", ip_sans=[self.bind_address]).generate()
             self._start_etcd()
             self._start_apiserver()
             self._write_kubeconfig()
@@ -490,13 +507,13 @@ class ControlPlane:
 
         def start_once() -> Component:
             (port,) = free_ports(1)
-            self.server = f"https://{HOST}:{port}"
+            self.server = f"https://{self.bind_address}:{port}"
             return self._launch(
                 "kube-apiserver",
                 [
                     str(self.bin_dir / "kube-apiserver"),
-                    f"--bind-address={HOST}",
-                    f"--advertise-address={HOST}",
+                    f"--bind-address={self.bind_address}",
+                    f"--advertise-address={self.bind_address}",
                     f"--secure-port={port}",
                     f"--etcd-servers={self.etcd_url}",
                     f"--cert-dir={self.work_dir / 'apiserver'}",
@@ -514,15 +531,15 @@ class ControlPlane:
                     f"--proxy-client-cert-file={certs.front_proxy_crt}",
                     f"--proxy-client-key-file={certs.front_proxy_key}",
                     "--authorization-mode=RBAC",
-                    "--disable-admission-plugins=ServiceAccount",
+                    *([] if self.service_account_tokens else ["--disable-admission-plugins=ServiceAccount"]),
                     # As on OpenShift: setting blockOwnerDeletion needs update on
                     # the owner's finalizers, which the chart's RBAC grants.
                     "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--allow-privileged=true",
                     # A loopback address is not a valid endpoint for the
-                    # "kubernetes" Service; nothing in the tests needs it.
-                    "--endpoint-reconciler-type=none",
+                    # "kubernetes" Service; only pods need it.
+                    f"--endpoint-reconciler-type={self.endpoint_reconciler}",
                     *self.extra_apiserver_args,
                 ],
             )
