@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import threading
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import kopf
 
@@ -61,7 +62,19 @@ async def operate(namespaces: Sequence[str], liveness: str | None, stop_flag: th
         standalone=True,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
+        identity=operator_identity(),  # type: ignore[arg-type]  (kopf's Identity is a NewType of str)
     )
+
+
+def operator_identity(env: Mapping[str, str] | None = None) -> str:
+    """Who this operator process is, for kopf: the pod's name when known, else host and pid.
+
+    kopf's own default asks the password database for the current user, and the
+    image's uid (65532) has no entry there: without this, the operator crashes in
+    any pod or container that does not set POD_ID.
+    """
+    env = os.environ if env is None else env
+    return env.get("POD_ID") or env.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
