@@ -284,3 +284,19 @@ def test_kopf_operator_follows_the_lineage(crds, namespace) -> None:
         _wait(lambda: (lambda d: d and not d["metadata"].get("deletionTimestamp") and _template_version(d) == "iris-v2-g1")(
             _get(cluster, DEPLOYMENTS, namespace)) and _get(cluster, DEPLOYMENTS, namespace)["metadata"]["uid"] != dep["metadata"]["uid"],
             timeout=60, what="the Deployment to be recreated")
+
+
+def test_a_model_deployment_reads_only_its_own_lineage_selected_by_the_api_server(crds, namespace) -> None:
+    """`spec.model` is a selectable field: the reconcile LISTs one lineage, not every TrainingJob of the namespace."""
+    cluster = KubeCluster(crds.api_client())
+    _training_job(crds, cluster, namespace, "iris-v1", sha=SHA1, done="2026-01-01T00:00:00Z")
+    other = _example("trainingjob.yaml")
+    other["metadata"]["name"] = "cancer-v1"
+    other["spec"]["model"] = "cancer"
+    _apply(crds, namespace, other)
+    out = crds.kubectl("get", "tj", "-n", namespace, "--field-selector", "spec.model=iris", "-o", "name").stdout.split()
+    assert out == ["trainingjob.mlops.dev/iris-v1"]
+    lineage = asyncio.run(cluster.list(TRAINING_JOBS, namespace, fields={"spec.model": "iris"}))
+    assert [t["metadata"]["name"] for t in lineage] == ["iris-v1"]
+    _apply(crds, namespace, _example("modeldeployment.yaml"))
+    assert _reconcile(cluster, namespace)["modelVersion"] == "iris-v1-g1"

@@ -41,8 +41,8 @@ class Recording:
             self.read.append(copy.deepcopy(obj))
         return obj
 
-    async def list(self, res, namespace, labels=None):
-        objs = await self.inner.list(res, namespace, labels)
+    async def list(self, res, namespace, labels=None, fields=None):
+        objs = await self.inner.list(res, namespace, labels, fields)
         self.read.extend(copy.deepcopy(objs))
         return objs
 

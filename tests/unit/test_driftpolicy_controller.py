@@ -719,7 +719,7 @@ class MemoryCluster:
         found = self.objects.get((res.kind, namespace, name))
         return copy.deepcopy(found) if found else None
 
-    async def list(self, res, namespace, labels=None):
+    async def list(self, res, namespace, labels=None, fields=None):
         out = []
         for (kind, ns, _), obj in sorted(self.objects.items()):
             have = obj["metadata"].get("labels") or {}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlops_operator.controllers import modeldeployment as ctl
-from mlops_operator.controllers.cluster import Resource
+from mlops_operator.controllers.cluster import Resource, matches_fields
 from mlops_operator.controllers.reconcile.modeldeployment import model_deployment_of, reconcile_model_deployment
 from mlops_operator.controllers.settings import Settings
 from tests.pss import restricted_violations
@@ -551,8 +551,8 @@ class FakeCluster:
     async def get(self, res: Resource, namespace: str, name: str):
         return copy.deepcopy(self.objects.get((res.kind, name)))
 
-    async def list(self, res: Resource, namespace: str, labels=None):
-        return [copy.deepcopy(o) for (k, _), o in sorted(self.objects.items()) if k == res.kind]
+    async def list(self, res: Resource, namespace: str, labels=None, fields=None):
+        return [copy.deepcopy(o) for (k, _), o in sorted(self.objects.items()) if k == res.kind and matches_fields(o, fields)]
 
     async def apply(self, obj: dict):
         key = (obj["kind"], obj["metadata"]["name"])

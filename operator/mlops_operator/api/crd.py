@@ -158,6 +158,7 @@ def crd(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [dict(c) for c in kind.columns],
+                    **({"selectableFields": [{"jsonPath": f} for f in kind.selectable]} if kind.selectable else {}),
                     "schema": {"openAPIV3Schema": root},
                 }
             ],

@@ -29,6 +29,8 @@ class Kind:
     name_pattern: str | None = None
     """A stricter name rule than Kubernetes' own, when a child's name needs one."""
     categories: tuple[str, ...] = field(default=("mlops",))
+    selectable: tuple[str, ...] = ()
+    """Fields a LIST may filter on server-side (CRD ``selectableFields``), e.g. ``.spec.model``."""
 
     @property
     def singular(self) -> str:
@@ -61,6 +63,8 @@ TRAINING_JOB = Kind(
     status=TrainingJobStatus,
     # The Job is named <name>-g<generation>, and a Job's name must fit a 63-character label.
     max_name_length=52,
+    # A ModelDeployment reads only its own lineage: `kubectl get tj --field-selector spec.model=iris` too.
+    selectable=(".spec.model",),
     columns=(
         _READY,
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},

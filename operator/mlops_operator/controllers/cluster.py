@@ -62,8 +62,9 @@ class Cluster(Protocol):
     async def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
         """The object, or None when it does not exist."""
 
-    async def list(self, res: Resource, namespace: str, labels: dict[str, str] | None = None) -> list[Obj]:
-        """Objects of one resource in one namespace matching all the labels."""
+    async def list(self, res: Resource, namespace: str, labels: dict[str, str] | None = None,
+                   fields: dict[str, str] | None = None) -> list[Obj]:
+        """Objects of one resource in one namespace matching all the labels and fields (``{"spec.model": "iris"}``)."""
 
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply with the operator's field manager; creates or updates. :class:`Refused` when refused."""
@@ -84,3 +85,17 @@ class Cluster(Protocol):
 
     async def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event about the object (Normal or Warning)."""
+
+
+def field_value(obj: Obj, path: str) -> str | None:
+    """The value at a dotted path (``spec.model``) as a field selector compares it: a string, or None."""
+    node: object = obj
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return None if node is None or isinstance(node, (dict, list)) else str(node)
+
+
+def matches_fields(obj: Obj, fields: dict[str, str] | None) -> bool:
+    return all(field_value(obj, path) == want for path, want in (fields or {}).items())

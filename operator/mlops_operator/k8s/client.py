@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from ..controllers.cluster import Conflict, Obj, Refused, Resource, resource_of
+from ..controllers.cluster import Conflict, Obj, Refused, Resource, matches_fields, resource_of
 
 FIELD_MANAGER = "mlops-operator"
 API_THREADS = 16
@@ -84,6 +84,7 @@ class KubeCluster:
         self.timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="mlops-api")
         self._own_writes: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._no_field_selectors: set[str] = set()
 
     def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json", query: dict | None = None) -> Obj | None:
         url = path + (f"?{urlencode(query)}" if query else "")
@@ -120,10 +121,25 @@ class KubeCluster:
             raise
         return _with_kind(obj, res)
 
-    async def list(self, res: Resource, namespace: str | None, labels: dict[str, str] | None = None) -> list[Obj]:
-        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))} if labels else None
-        found = await self._call("GET", path_of(res, namespace), query=query)
-        return [_with_kind(item, res) for item in (found or {}).get("items", [])]
+    async def list(self, res: Resource, namespace: str | None, labels: dict[str, str] | None = None,
+                   fields: dict[str, str] | None = None) -> list[Obj]:
+        query = {}
+        if labels:
+            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        if fields and res.kind not in self._no_field_selectors:
+            query["fieldSelector"] = ",".join(f"{k}={v}" for k, v in sorted(fields.items()))
+        try:
+            found = await self._call("GET", path_of(res, namespace), query=query or None)
+        except ApiError as exc:
+            if exc.status != 400 or "fieldSelector" not in query:
+                raise
+            # A CRD installed before it declared selectableFields (or an API server older than 1.32):
+            # list the whole namespace and filter here, from now on.
+            log.warning("the API server cannot select %s by %s (%s); filtering in the operator", res.plural, query["fieldSelector"], exc.message)
+            self._no_field_selectors.add(res.kind)
+            return await self.list(res, namespace, labels, fields)
+        items = [_with_kind(item, res) for item in (found or {}).get("items", [])]
+        return [o for o in items if matches_fields(o, fields)]
 
     async def apply(self, obj: Obj) -> Obj:
         res = resource_of(obj)

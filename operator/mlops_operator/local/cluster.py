@@ -13,7 +13,7 @@ from typing import Callable
 from pydantic import ValidationError
 
 from ..api.kinds import BY_KIND
-from ..controllers.cluster import RESOURCES, Conflict, Obj, Resource, resource_of
+from ..controllers.cluster import RESOURCES, Conflict, Obj, Resource, matches_fields, resource_of
 from ..controllers.conditions import timestamp
 from ..controllers.reconcile import utcnow
 
@@ -86,8 +86,9 @@ class MemoryCluster:
         found = self._objects.get(self._key(res, namespace, name))
         return copy.deepcopy(found) if found else None
 
-    async def list(self, res: Resource, namespace: str | None, labels: dict[str, str] | None = None) -> list[Obj]:
-        return self.list_now(res, namespace, labels)
+    async def list(self, res: Resource, namespace: str | None, labels: dict[str, str] | None = None,
+                   fields: dict[str, str] | None = None) -> list[Obj]:
+        return [o for o in self.list_now(res, namespace, labels) if matches_fields(o, fields)]
 
     def list_now(self, res: Resource, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]:
         out = []

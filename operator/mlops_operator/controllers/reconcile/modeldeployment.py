@@ -27,7 +27,8 @@ async def reconcile_model_deployment(
     md = await cluster.get(MODEL_DEPLOYMENTS, namespace, name)
     if md is None or md["metadata"].get("deletionTimestamp"):
         return Result(None)  # owner references cascade; nothing to build for an object on its way out
-    training_jobs = await cluster.list(TRAINING_JOBS, namespace)
+    model = (md.get("spec") or {}).get("model")
+    training_jobs = await cluster.list(TRAINING_JOBS, namespace, fields={"spec.model": model} if model else None)
     observed = await observe(cluster, namespace, name)
     now = clock()
     decision = modeldeployment.decide(md, training_jobs, observed, settings, now)

@@ -21,7 +21,7 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
     champion = None
     gate = (tj.get("spec") or {}).get("qualityGate") or {}
     if job is None and gate.get("mustBeat") == "current":
-        lineage = await cluster.list(TRAINING_JOBS, namespace)
+        lineage = await cluster.list(TRAINING_JOBS, namespace, fields={"spec.model": tj["spec"].get("model", "")})
         best = newest_promotable([t for t in lineage if t["metadata"]["name"] != name], tj["spec"].get("model", ""))
         champion = (best or {}).get("status", {}).get("modelVersion")
     now = clock()
