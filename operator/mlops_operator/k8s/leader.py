@@ -49,6 +49,8 @@ from kubernetes import client as k8s
 from prometheus_client import Gauge
 from urllib3.exceptions import HTTPError
 
+from ..controllers.cluster import Obj
+
 log = logging.getLogger(__name__)
 
 LEADER = Gauge("mlops_operator_leader", "1 while this operator replica holds the leader-election Lease (and reconciles), else 0.")
@@ -56,7 +58,6 @@ LEADER = Gauge("mlops_operator_leader", "1 while this operator replica holds the
 JITTER = 0.2
 """A standby waits retry_period × (1 + up to JITTER) between reads, so standbys started together spread out."""
 
-Obj = dict[str, Any]
 
 
 # --------------------------------------------------------------------------
