@@ -86,6 +86,7 @@ def test_v1_mixed_rows_are_objects_with_floats_and_strings() -> None:
         (b'{"instances": [{"a": 1, "b": 2, "c": 3, "d": "4"}]}', "instances[0].d", 400),
         (b'{"instances": [7]}', "instances[0]", 400),
         (b'{"instances": [[1, 2, 3, [4]]]}', "instances[0][3]", 400),
+        (b'{"instances": [[1, 2, 3, 4]], "inputs": [[5, 6, 7, 8]]}', "inputs", 400),  # which rows did the client mean?
     ],
 )
 def test_v1_rejects_with_field(body: bytes, field: str, status: int) -> None:

@@ -104,7 +104,7 @@ def test_metadata_health_and_listing(servers: dict[str, Server]) -> None:
     assert s.request("GET", "/v2/models/iris/ready")[0] == 200
     assert s.request("GET", "/v1/models/iris")[2] == {"name": "iris", "ready": True}
     assert s.request("GET", "/v1/models")[2] == {"models": ["iris"]}
-    assert s.request("GET", "/")[2] == {"models": ["iris"]}
+    assert s.request("GET", "/")[2] == {"status": "alive"}  # what KServe's SDK reads as V1 liveness
     status, headers, meta = s.request("GET", "/v2/models/iris")
     assert status == 200 and headers["x-model-version"] == "v1"
     assert meta["name"] == "iris" and meta["versions"] == ["v1"] and meta["platform"] == "sklearn"

@@ -383,6 +383,8 @@ def parse_v1(body: bytes, schema: Schema) -> np.ndarray:
     obj = loads(body)
     if type(obj) is not dict:
         raise _bad(f"expected a JSON object with \"instances\", got {_json_type(obj)}", "body")
+    if "instances" in obj and "inputs" in obj:
+        raise _bad("give either \"instances\" or \"inputs\", not both", "inputs")
     if "instances" in obj:
         key = "instances"
     elif "inputs" in obj:

@@ -88,7 +88,9 @@ def _route(app: ServerApp, method: bytes, path: str, body: bytes) -> Result:
         return "health", _method(method, b"GET") or health()
     if path == "/metrics":
         return "metrics", _method(method, b"GET") or app.prometheus()
-    if path in ("/", "/v1/models", "/v1/models/", "/v2/models", "/v2/models/"):
+    if path == "/":  # KServe's V1 liveness: its SDK's is_server_live reads exactly this
+        return "health", _method(method, b"GET") or json_response({"status": "alive"})
+    if path in ("/v1/models", "/v1/models/", "/v2/models", "/v2/models/"):
         return "other", _method(method, b"GET") or app.listing()
     return "other", error(404, f"no endpoint {path}")
 
