@@ -90,3 +90,52 @@ def test_the_operator_pods_deleted_while_a_training_job_runs(cluster, installed,
     with capsys.disabled():
         print(f"\ncluster operator pods deleted mid-training (phase {phase_at_fault}): operator back "
               f"{back - started:.1f}s, TrainingJob Succeeded {done - started:.1f}s after apply")
+
+
+APISERVER_DOWN_SECONDS = 20
+AFTER_OUTAGE_JOB = "iris-faults-v2"
+RESUME_TIMEOUT = 180  # the leader's exit, the kubelet's restart of it (back-off 10 s), its watches' first listing
+
+
+@pytest.fixture
+def after_outage_job(cluster, installed):
+    yield AFTER_OUTAGE_JOB
+    kubectl(cluster, "delete", "trainingjob", AFTER_OUTAGE_JOB, "-n", NAMESPACE, "--ignore-not-found",
+            "--timeout=120s", timeout=150)
+    wait_until(lambda: not get_json(cluster, "jobs", "-l", f"mlops.dev/training-job={AFTER_OUTAGE_JOB}")["items"],
+               120, f"the Jobs of {AFTER_OUTAGE_JOB} gone")
+
+
+def test_a_training_job_created_after_an_api_server_outage_gets_its_job(cluster, installed, after_outage_job,
+                                                                        capsys) -> None:
+    """kube-apiserver is down for 20 s; afterwards the operator reconciles a new TrainingJob.
+
+    The leader cannot renew its Lease during the outage, so it stops leading
+    and exits (docs/operations.md, leader election); the kubelet restarts it.
+    Either way, what a user sees is that new objects are reconciled again.
+    """
+    with explained(cluster):
+        kubectl(cluster, "-n", NAMESPACE, "rollout", "status", OPERATOR, f"--timeout={OPERATOR_READY_TIMEOUT}s",
+                timeout=OPERATOR_READY_TIMEOUT + 30)
+        started = time.monotonic()
+        cluster.plane.restart_apiserver(APISERVER_DOWN_SECONDS)
+        back = time.monotonic()
+        body = json.loads(json.dumps(TRAINING_JOB))
+        body["metadata"]["name"] = AFTER_OUTAGE_JOB
+        kubectl(cluster, "apply", "-f", "-", input=json.dumps(body))
+        jobs = wait_until(lambda: get_json(cluster, "jobs", "-l", f"mlops.dev/training-job={AFTER_OUTAGE_JOB}")
+                          ["items"], RESUME_TIMEOUT, f"the Job of {AFTER_OUTAGE_JOB}")
+        got_job = time.monotonic()
+        assert [j["metadata"]["name"] for j in jobs] == [f"{AFTER_OUTAGE_JOB}-g1"]
+
+        def finished():
+            status = get_json(cluster, "trainingjob", AFTER_OUTAGE_JOB).get("status") or {}
+            assert status.get("phase") != "Failed", status
+            return status if status.get("phase") == "Succeeded" else None
+
+        wait_until(finished, TRAINING_TIMEOUT, f"TrainingJob {AFTER_OUTAGE_JOB} Succeeded")
+        restarts = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
+                    for p in get_json(cluster, "pods", "-l", OPERATOR_PODS)["items"]}
+    with capsys.disabled():
+        print(f"\ncluster kube-apiserver down {APISERVER_DOWN_SECONDS}s: back {back - started:.1f}s after the stop, "
+              f"Job of a new TrainingJob {got_job - back:.1f}s after; operator restarts {restarts}")
