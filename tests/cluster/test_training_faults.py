@@ -113,6 +113,9 @@ def test_a_training_job_created_after_an_api_server_outage_gets_its_job(cluster,
     The leader cannot renew its Lease during the outage, so it stops leading
     and exits (docs/operations.md, leader election); the kubelet restarts it.
     Either way, what a user sees is that new objects are reconciled again.
+    Most of the wait is the cluster's: pods reach the API server through the
+    ``kubernetes`` Service, and kube-proxy routes it again only some 50 s after
+    the server is back here; the operator leads within seconds of that.
     """
     with explained(cluster):
         kubectl(cluster, "-n", NAMESPACE, "rollout", "status", OPERATOR, f"--timeout={OPERATOR_READY_TIMEOUT}s",
