@@ -74,3 +74,61 @@ def pytest_runtest_makereport(item, call):
         return
     for name, tail in {**node.logs(), **{f"pod {k}": v for k, v in node.pod_logs().items()}}.items():
         report.sections.append((f"log of {name}", tail))
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory):
+    from tests.chart.conftest import Helm, helm_binary
+
+    return Helm(helm_binary(), tmp_path_factory.mktemp("helm-home"))
+
+
+@pytest.fixture(scope="session")
+def installed(cluster, images, helm):
+    """The chart installed as docs/install.md says, with the run's image, once per session; removed afterwards.
+
+    Shared by the install test and the rollout and fault tests that run on its
+    release (they come after it: test files run in name order).
+    """
+    from tests.cluster.test_install import (
+        NAMESPACE, OPERATOR, OPERATOR_READY_TIMEOUT, RELEASE, ROOT, explained, persistent_volumes, uninstall,
+    )
+    from tests.cluster.test_smoke import kubectl
+
+    store_dir = cluster.work_dir / "volumes"
+    kubectl(cluster, "apply", "-f", "-", input=persistent_volumes(store_dir))
+    repository, _, tag = images["operator"].ref.rpartition(":")
+    kubeconfig = f"--kubeconfig={cluster.kubeconfig}"
+    try:
+        with explained(cluster):
+            helm("install", RELEASE, str(ROOT / "charts" / "mlops-operator"), kubeconfig,
+                 "--namespace", NAMESPACE, "--create-namespace",
+                 "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                 "--set", "image.pullPolicy=Never",
+                 "--set", "store.create=true",
+                 "--set", "store.accessModes={ReadWriteOnce}", "--set", "feedback.accessModes={ReadWriteOnce}")
+            kubectl(cluster, "-n", NAMESPACE, "rollout", "status", OPERATOR, f"--timeout={OPERATOR_READY_TIMEOUT}s",
+                    timeout=OPERATOR_READY_TIMEOUT + 30)
+        yield store_dir
+    finally:
+        uninstall(cluster, helm, kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def served(cluster, installed) -> str:
+    """examples/iris applied, iris-v1 trained and served: the base URL of the ``iris`` Service's ClusterIP."""
+    from tests.cluster.test_install import (
+        NAMESPACE, ROOT, SERVICE_PREFIX, SERVING_TIMEOUT, TRAINING_JOB, TRAINING_TIMEOUT, explained, get_json, wait_until,
+    )
+    from tests.cluster.test_smoke import kubectl
+
+    with explained(cluster):
+        kubectl(cluster, "apply", "-n", NAMESPACE, "-f", str(ROOT / "examples" / "iris"))
+        wait_until(lambda: (get_json(cluster, "trainingjob", TRAINING_JOB).get("status") or {}).get("phase")
+                   == "Succeeded", TRAINING_TIMEOUT, f"TrainingJob {TRAINING_JOB} Succeeded")
+        kubectl(cluster, "wait", "-n", NAMESPACE, "--for=condition=Ready", "modeldeployment/iris",
+                f"--timeout={SERVING_TIMEOUT}s", timeout=SERVING_TIMEOUT + 30)
+        service = get_json(cluster, "service", "iris")
+    cluster_ip = service["spec"]["clusterIP"]
+    assert cluster_ip.startswith(SERVICE_PREFIX), cluster_ip  # only the cluster's own range
+    return f"http://{cluster_ip}:{service['spec']['ports'][0]['port']}"

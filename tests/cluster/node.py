@@ -106,6 +106,18 @@ class ClusterControlPlane(ControlPlane):
         ]
         super()._start_apiserver()
 
+    def restart_apiserver(self, down_seconds: float) -> None:
+        """An API server outage: stop kube-apiserver, keep it down ``down_seconds``, start it again.
+
+        It comes back with the same arguments (so the same port, certificates and
+        etcd data); returns once it is ready again (bounded by the start timeout).
+        """
+        (component,) = [c for c in self.components if c.name == "kube-apiserver"]
+        component.stop(self.stop_timeout)
+        time.sleep(down_seconds)  # the outage itself, not a wait for a state
+        component.start()
+        self._await(component)
+
     def _start_scheduler(self) -> None:
         assert self.work_dir is not None and self.kubeconfig is not None
         kubeconfig = str(self.kubeconfig)

@@ -134,35 +134,6 @@ def persistent_volumes(store_dir: Path) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory):
-    from tests.chart.conftest import Helm, helm_binary
-
-    return Helm(helm_binary(), tmp_path_factory.mktemp("helm-home"))
-
-
-@pytest.fixture(scope="module")
-def installed(cluster, images, helm):
-    """The chart installed as docs/install.md says, with the run's image; removed again afterwards."""
-    store_dir = cluster.work_dir / "volumes"
-    kubectl(cluster, "apply", "-f", "-", input=persistent_volumes(store_dir))
-    repository, _, tag = images["operator"].ref.rpartition(":")
-    kubeconfig = f"--kubeconfig={cluster.kubeconfig}"
-    try:
-        with explained(cluster):
-            helm("install", RELEASE, str(ROOT / "charts" / "mlops-operator"), kubeconfig,
-                 "--namespace", NAMESPACE, "--create-namespace",
-                 "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-                 "--set", "image.pullPolicy=Never",
-                 "--set", "store.create=true",
-                 "--set", "store.accessModes={ReadWriteOnce}", "--set", "feedback.accessModes={ReadWriteOnce}")
-            kubectl(cluster, "-n", NAMESPACE, "rollout", "status", OPERATOR, f"--timeout={OPERATOR_READY_TIMEOUT}s",
-                    timeout=OPERATOR_READY_TIMEOUT + 30)
-        yield store_dir
-    finally:
-        uninstall(cluster, helm, kubeconfig)
-
-
 def uninstall(cluster, helm, kubeconfig: str) -> None:
     """docs/install.md's Uninstall: the example first (while the operator still runs), then the release."""
     def run(*args: str, timeout: float = CLEANUP_TIMEOUT) -> None:

@@ -293,6 +293,9 @@ def test_deployment_spec() -> None:
         "--feedback-dir", "/var/lib/mlops/feedback", "--feedback-keep-seconds", "3600", "--feedback-max-pending", "100000",
     ]
     assert c["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    # A terminating pod keeps answering until the Service stops routing to it, then drains within the grace period.
+    assert c["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
+    assert 5 + 20 < pod["terminationGracePeriodSeconds"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}

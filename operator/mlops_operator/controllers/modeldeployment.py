@@ -45,6 +45,13 @@ APPLIED = f"{labels.PREFIX}/applied"
 LATEST = "latest"
 SERVICE_PORT = 80
 TERMINATION_GRACE_SECONDS = 30
+# A terminating pod keeps serving this long before it is told to stop: the time
+# for the endpoint controller and every node's kube-proxy to stop sending it new
+# connections. The server stops listening on SIGTERM, so without this delay a
+# rollout or a deleted pod refuses the requests routed to it in the meantime.
+# Then the server drains its requests in flight (``serve --grace-seconds``, 20 s):
+# the two together stay under TERMINATION_GRACE_SECONDS.
+PRE_STOP_DELAY_SECONDS = 5
 HISTORY_MAX = 20
 """The schema's bound on status.history."""
 DEFAULT_CPU_REQUEST = "100m"
@@ -258,6 +265,8 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": probe("/v2/health/ready", 5),
         "livenessProbe": probe("/v2/health/live", 10),
+        # exec, not the ``sleep`` action: that one needs Kubernetes 1.30, the chart supports 1.28.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_DELAY_SECONDS)]}}},
         "volumeMounts": mounts,
     }
     resources = _resources(spec)
