@@ -45,7 +45,7 @@ SERVICE_SWITCH_TIMEOUT = 60  # endpoints and kube-proxy follow a pod's deletion 
 MAX_DRIFT_ROUNDS = 2000  # the drifted traffic's count bound (the time bound is LOOP_TIMEOUT)
 # The promoted model's error rate must be within 5 points of the pre-drift rate. The local demo measures
 # 0.021 before and 0.011 after; over 1000 rows the binomial standard error at ~0.02 is ~0.005, so 0.05 is
-# ten of them; the drifted champion errs on ~a third of the rows, so an unrecovered loop cannot pass.
+# ten of them; the drifted champion errs on about half the rows, so an unrecovered loop cannot pass.
 RECOVERY_MARGIN = 0.05
 LOCAL_DEMO_TIMEOUT = 180  # the local demo's own budget; it closes its loop in ~25 s
 
