@@ -24,9 +24,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cluster.node import POD_CIDR
 from tests.cluster.test_smoke import kubectl
+from tests import waiting
 from tests.envtest.controlplane import SERVICE_CLUSTER_IP_RANGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,14 +91,18 @@ def explained(cluster):
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """tests.waiting's, with the cluster tests' argument order and a slower default poll."""
+    return waiting.wait_until(predicate, timeout, interval, what)
+
+
+def iris_training_job(name: str, *, model: str = "iris", params: dict | None = None) -> dict:
+    """examples/iris/trainingjob.yaml under another name (and model, or estimator parameters), in the test namespace."""
+    tj = yaml.safe_load((ROOT / "examples" / "iris" / "trainingjob.yaml").read_text())
+    tj["metadata"] = {"name": name, "namespace": NAMESPACE}
+    tj["spec"]["model"] = model
+    if params is not None:
+        tj["spec"]["estimator"]["params"] = params
+    return tj
 
 
 def get_json(cluster, *args: str) -> dict:

@@ -14,7 +14,8 @@ import pytest
 
 from tests.cluster.load import Load
 from tests.cluster.test_install import (
-    ANSWERS, NAMESPACE, SERVING_TIMEOUT, TRAINING_K8S_JOB, TRAINING_TIMEOUT, V1_BODY, explained, get_json, wait_until,
+    ANSWERS, NAMESPACE, SERVING_TIMEOUT, TRAINING_K8S_JOB, TRAINING_TIMEOUT, V1_BODY, explained, get_json, iris_training_job,
+    wait_until,
 )
 from tests.cluster.test_smoke import kubectl
 
@@ -24,19 +25,7 @@ LOAD_SECONDS = 120  # the load's own bound; a rollout of two pods takes well und
 WARM_REQUESTS = 20  # answers seen before the change, so the load is known to flow
 SETTLE_SECONDS = 3  # load kept after the last old pod is gone: late failures show up too
 
-NEW_TRAINING_JOB = {
-    "apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
-    "metadata": {"name": NEW_JOB, "namespace": NAMESPACE},
-    "spec": {
-        "model": "iris",
-        "data": {"source": "sklearn://iris", "target": "species",
-                 "validation": {"fraction": 0.25, "stratify": True, "seed": 0}},
-        "estimator": {"class": "sklearn.ensemble.RandomForestClassifier",
-                      "params": {"n_estimators": 50, "max_depth": 4, "random_state": 1}},
-        "qualityGate": {"metric": "accuracy", "minimum": 0.9},
-        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-    },
-}
+NEW_TRAINING_JOB = iris_training_job(NEW_JOB, params={"n_estimators": 50, "max_depth": 4, "random_state": 1})
 
 
 @pytest.fixture(scope="module")

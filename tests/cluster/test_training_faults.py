@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.cluster.test_install import (
-    NAMESPACE, OPERATOR, OPERATOR_READY_TIMEOUT, TRAINING_TIMEOUT, explained, get_json, wait_until,
+    NAMESPACE, OPERATOR, OPERATOR_READY_TIMEOUT, TRAINING_TIMEOUT, explained, get_json, iris_training_job, wait_until,
 )
 from tests.cluster.test_smoke import kubectl
 
@@ -21,19 +21,7 @@ K8S_JOB = f"{JOB}-g1"
 JOB_APPEARS_TIMEOUT = 60
 OPERATOR_PODS = "app.kubernetes.io/component=operator"
 
-TRAINING_JOB = {
-    "apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
-    "metadata": {"name": JOB, "namespace": NAMESPACE},
-    "spec": {
-        "model": "iris-faults",
-        "data": {"source": "sklearn://iris", "target": "species",
-                 "validation": {"fraction": 0.25, "stratify": True, "seed": 0}},
-        "estimator": {"class": "sklearn.ensemble.RandomForestClassifier",
-                      "params": {"n_estimators": 100, "random_state": 0}},
-        "qualityGate": {"metric": "accuracy", "minimum": 0.9},
-        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-    },
-}
+TRAINING_JOB = iris_training_job(JOB, model="iris-faults")
 
 
 @pytest.fixture
