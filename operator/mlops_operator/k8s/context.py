@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..controllers.cluster import Cluster
 from ..controllers.reconcile.driftpolicy import Sensors
 from ..controllers.settings import Settings
 from ..sensors import HttpSensors
+from .client import KubeCluster
 from .queue import WorkQueue
 from .reconcilers import reconcilers
 
 
 @dataclass
 class Context:
-    cluster: Cluster
+    cluster: KubeCluster
     settings: Settings
     sensors: Sensors | None = None
     """Where DriftPolicy checks read the serving pods' counters; HTTP scraping unless a test brings its own."""
