@@ -49,3 +49,28 @@ def enqueue(kind: str, body: kopf.Body, deployments_by_model: kopf.Index, polici
     for key in sorted(keys):
         ctx.queue.add(key)
 
+
+@kopf.on.event(GROUP, VERSION, "trainingjobs")
+async def training_job_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index, **_: Any) -> None:
+    enqueue("TrainingJob", body, deployments_by_model, policies_by_deployment)
+
+
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+async def model_deployment_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index, **_: Any) -> None:
+    enqueue("ModelDeployment", body, deployments_by_model, policies_by_deployment)
+
+
+@kopf.on.event(GROUP, VERSION, "driftpolicies")
+async def drift_policy_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index, **_: Any) -> None:
+    enqueue("DriftPolicy", body, deployments_by_model, policies_by_deployment)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={labels.TRAINING_JOB: kopf.PRESENT})
+async def job_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index, **_: Any) -> None:
+    enqueue("Job", body, deployments_by_model, policies_by_deployment)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={labels.DEPLOYMENT: kopf.PRESENT})
+async def deployment_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index, **_: Any) -> None:
+    # Also on deletion: a Deployment removed by hand is recreated with the version that served.
+    enqueue("Deployment", body, deployments_by_model, policies_by_deployment)
