@@ -1,8 +1,11 @@
 """The one-node cluster tests: the project's image on a real kubelet (see docs/development.md).
 
-They need root, Debian packages (installed by hack/cluster/packages.sh) and a
-few minutes of building on a cold machine, so they run only when asked:
-``MLOPS_CLUSTER_TESTS=1`` (set by ``make cluster-test``).
+They are part of ``make test``: they need root, Debian packages (installed by
+hack/cluster/packages.sh) and a few minutes of building on a cold machine
+(``make cluster-pieces``, cached outside the repository). They run last, so
+the cluster is gone before nothing else runs beside it. Without root they are
+skipped with that reason; ``MLOPS_CLUSTER_TESTS=0`` skips them on purpose
+(``make cluster-test`` runs only them).
 """
 
 from __future__ import annotations
@@ -15,20 +18,28 @@ import pytest
 from tests.cluster import pieces
 
 HERE = Path(__file__).resolve().parent
-OPT_IN = "MLOPS_CLUSTER_TESTS"
+OPT_OUT = "MLOPS_CLUSTER_TESTS"
 
 
 def pytest_collection_modifyitems(config, items):
+    """Mark the cluster tests, skip them where they cannot run, and move them to the end of the session.
+
+    Last, because the cluster is a session fixture: torn down when the
+    session ends, it would otherwise keep two cores busy under every test
+    collected after it.
+    """
     skip = None
-    if os.environ.get(OPT_IN) != "1":
-        skip = pytest.mark.skip(reason=f"one-node cluster tests run only with {OPT_IN}=1 (make cluster-test)")
+    if os.environ.get(OPT_OUT) == "0":
+        skip = pytest.mark.skip(reason=f"one-node cluster tests skipped: {OPT_OUT}=0")
     elif os.geteuid() != 0:
         skip = pytest.mark.skip(reason="one-node cluster tests need root (containerd, kubelet, iptables)")
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.cluster)
-            if skip is not None:
-                item.add_marker(skip)
+    ours = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
+    for item in ours:
+        item.add_marker(pytest.mark.cluster)
+        if skip is not None:
+            item.add_marker(skip)
+    chosen = set(map(id, ours))
+    items[:] = [item for item in items if id(item) not in chosen] + ours
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,26 @@ RECOVERY_MARGIN = 0.05
 LOCAL_DEMO_TIMEOUT = 180  # the local demo's own budget; it closes its loop in ~25 s
 
 
-def demo_objects() -> list[dict]:
-    return [{**d.obj, "metadata": {**d.obj["metadata"], "namespace": NAMESPACE}} for d in load_paths([MANIFEST])]
+def demo_objects(model: str = MODEL) -> list[dict]:
+    """The demo's TrainingJob, ModelDeployment and DriftPolicy in the test namespace, for ``model``.
+
+    Another model name renames all three consistently (the TrainingJob
+    ``<model>-v1``, the ModelDeployment and DriftPolicy ``<model>``), so a
+    second copy of the loop runs beside the first without sharing a path.
+    """
+    objects = [json.loads(json.dumps(d.obj)) for d in load_paths([MANIFEST])]
+    for obj in objects:
+        obj["metadata"]["namespace"] = NAMESPACE
+        spec = obj["spec"]
+        if obj["kind"] == "TrainingJob":
+            obj["metadata"]["name"] = f"{model}-v1"
+            spec["model"] = model
+        elif obj["kind"] == "ModelDeployment":
+            obj["metadata"]["name"] = spec["model"] = model
+        else:
+            obj["metadata"]["name"] = spec["deployment"] = model
+            spec["retrain"]["from"] = f"{model}-v1"
+    return objects
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +83,8 @@ def cancer(cluster, installed):
             "--ignore-not-found", "--timeout=120s", timeout=150)
 
 
-def cancer_jobs(cluster) -> list[dict]:
-    return [t for t in get_json(cluster, "trainingjobs")["items"] if t["spec"].get("model") == MODEL]
+def cancer_jobs(cluster, model: str = MODEL) -> list[dict]:
+    return [t for t in get_json(cluster, "trainingjobs")["items"] if t["spec"].get("model") == model]
 
 
 def status(cluster, kind: str, name: str) -> dict:
