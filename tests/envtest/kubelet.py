@@ -38,6 +38,12 @@ def finish_training_pod(cluster: Any, namespace: str, job: str, *, exit_code: in
     asyncio.run(cluster.patch_status(PODS, namespace, pods[0]["metadata"]["name"], status))
 
 
+def set_training_pod_status(cluster: Any, namespace: str, job: str, status: dict) -> None:
+    """Write the status of the Job's pod: what kube-scheduler (PodScheduled) or the kubelet would report."""
+    pods = wait_until(lambda: asyncio.run(cluster.list(PODS, namespace, {"job-name": job})), what=f"a pod of Job {job}")
+    asyncio.run(cluster.patch_status(PODS, namespace, pods[0]["metadata"]["name"], status))
+
+
 def make_serving_pods_ready(cluster: Any, namespace: str, deployment: str, want: int) -> None:
     """The ModelDeployment's ``want`` serving pods run and pass their readiness probe."""
     pods = wait_until(lambda: (lambda p: p if len(p) >= want else None)(

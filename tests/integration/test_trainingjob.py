@@ -15,7 +15,7 @@ from mlops_operator.controllers.reconcile.trainingjob import reconcile_training_
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.k8s.client import KubeCluster
 from tests.envtest.fixtures import admission_refusal, operator_running
-from tests.envtest.kubelet import finish_training_pod
+from tests.envtest.kubelet import finish_training_pod, set_training_pod_status
 from tests.pss import restricted_violations
 from tests.waiting import wait_until as _wait
 
@@ -131,6 +131,38 @@ def test_kopf_operator_reacts_to_kubectl_apply(control_plane, namespace) -> None
         assert tj["phase"] in ("Pending", "Running") and time.monotonic() - started < 30
         events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
         assert "JobCreated" in events
+
+
+def test_a_waiting_run_follows_its_pod_without_a_timer(control_plane, namespace) -> None:
+    """Why a run waits, then that it runs, comes from its pod's changes (the pod watch), not from polling.
+
+    The operator's periodic resync is 300 s and nothing re-checks a waiting
+    run on a timer, so only the pod's events can bring these updates within
+    the wait below.
+    """
+    cluster = KubeCluster(control_plane.api_client())
+    with operator_running(control_plane, namespace):
+        _apply_example(control_plane, namespace)
+
+        def ready_reason():
+            status = (asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1")) or {}).get("status") or {}
+            return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {}).get("reason"), status
+
+        _wait(lambda: ready_reason()[0] == "Pending", what="the run waiting for its pod")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        set_training_pod_status(cluster, namespace, "iris-v1-g1", {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": now,
+             "message": "0/3 nodes are available: 3 Insufficient cpu."}]})
+        reason, status = _wait(lambda: (r := ready_reason())[0] == "Unschedulable" and r, what="Unschedulable")
+        assert status["phase"] == "Pending"
+        assert "Insufficient cpu" in next(c for c in status["conditions"] if c["type"] == "Ready")["message"]
+        set_training_pod_status(cluster, namespace, "iris-v1-g1", {"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+            "containerStatuses": [{"name": "trainer", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
+                                   "state": {"running": {"startedAt": now}}}]})
+        _, status = _wait(lambda: (r := ready_reason())[1].get("phase") == "Running" and r, what="Running")
+        events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        assert "Unschedulable" in events
 
 
 def test_a_succeeded_run_survives_its_pods(control_plane, namespace) -> None:

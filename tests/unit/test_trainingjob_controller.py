@@ -116,7 +116,7 @@ def test_an_active_job_whose_pod_waits_is_pending_not_running(tj) -> None:
     job = _job({"active": 1, "startTime": "2026-01-02T03:05:00Z"})
     d = ctl.decide(tj, job, [_live_pod("Pending")], Settings(), NOW)
     assert d.status["phase"] == "Pending" and _cond(d.status, "Ready")["reason"] == "Pending"
-    assert d.events == [] and d.requeue_after == ctl.PENDING_RECHECK_SECONDS  # nothing else would wake us up
+    assert d.events == [] and d.requeue_after is None  # its pods' changes wake it up, not a timer
 
 
 def test_pending_says_why(tj) -> None:

@@ -24,7 +24,6 @@ EXIT_INVALID, EXIT_GATE = 2, 3
 TERMINAL_PHASES = ("Succeeded", "Failed")
 MAX_SPEC_BYTES = 200 * 1024
 """The spec reaches the trainer as a pod-template annotation, and a pod's annotations may hold 256 KiB in all."""
-PENDING_RECHECK_SECONDS = 10.0
 """How soon to look again at a pod that waits (scheduling, image pull): the Job does not change meanwhile."""
 
 
@@ -172,6 +171,13 @@ def _main_metric(tj: Obj) -> str:
     return gate.get("metric", "")
 
 
+def settled(tj: Obj) -> bool:
+    """Whether this generation's outcome is recorded: nothing its Job or pods say can change it."""
+    status = tj.get("status") or {}
+    return status.get("observedGeneration") == (tj.get("metadata") or {}).get("generation", 1) and \
+        status.get("phase") in TERMINAL_PHASES
+
+
 def decide(
     tj: Obj, job: Obj | None, pods: list[Obj], settings: Settings, now: datetime, champion: str | None = None
 ) -> TrainingDecision:
@@ -210,7 +216,7 @@ def decide(
     status["modelVersion"] = version
     status["jobName"] = job_name(tj)
 
-    if same_generation and old.get("phase") in TERMINAL_PHASES:
+    if settled(tj):
         # The outcome of a generation is a fact, recorded once: it is never re-derived from a
         # Job whose pods may be gone (pod garbage collection, `kubectl delete pod`, a cascading
         # delete) or from no Job at all (its TTL expired). Only a new generation runs again.
@@ -259,7 +265,10 @@ def decide(
             events.append(Event("Normal", "Running", msg))
         elif reason != "Pending":
             events.append(Event("Warning", reason, msg))
-    return TrainingDecision(status=status, events=events, requeue_after=None if running else PENDING_RECHECK_SECONDS)
+    # No timed re-check while it waits: every change of its pods (scheduled, pulling, crashing) is an
+    # event that brings this TrainingJob back, on a cluster and locally; a poll would cost two API
+    # reads per waiting run every few seconds, which is what 10,000 queued runs cannot afford.
+    return TrainingDecision(status=status, events=events)
 
 
 def _pod_running(pod: Obj) -> bool:

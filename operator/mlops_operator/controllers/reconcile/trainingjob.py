@@ -16,11 +16,14 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
     tj = await cluster.get(TRAINING_JOBS, namespace, name)
     if tj is None:
         return Result(None)
-    job = await cluster.get(JOBS, namespace, trainingjob.job_name(tj))
+    # A settled run (its outcome recorded) needs nothing more from the API server: most of the
+    # TrainingJobs of a busy namespace are settled, and the periodic resync visits them all.
+    settled = trainingjob.settled(tj)
+    job = None if settled else await cluster.get(JOBS, namespace, trainingjob.job_name(tj))
     pods = await cluster.list(PODS, namespace, {"job-name": trainingjob.job_name(tj)}) if job else []
     champion = None
     gate = (tj.get("spec") or {}).get("qualityGate") or {}
-    if job is None and gate.get("mustBeat") == "current":
+    if job is None and not settled and gate.get("mustBeat") == "current":
         lineage = await cluster.list(TRAINING_JOBS, namespace, fields={"spec.model": tj["spec"].get("model", "")})
         best = newest_promotable([t for t in lineage if t["metadata"]["name"] != name], tj["spec"].get("model", ""))
         champion = (best or {}).get("status", {}).get("modelVersion")

@@ -74,3 +74,10 @@ async def job_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_
 async def deployment_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index, **_: Any) -> None:
     # Also on deletion: a Deployment removed by hand is recreated with the version that served.
     enqueue("Deployment", body, deployments_by_model, policies_by_deployment)
+
+
+@kopf.on.event("", "v1", "pods", labels={labels.TRAINING_JOB: kopf.PRESENT})
+async def training_pod_event(body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index, **_: Any) -> None:
+    # A waiting run's reasons (Unschedulable, ImagePullBackOff, Running at last) change on its pod,
+    # not on its Job: this event, not a timer, brings the TrainingJob back.
+    enqueue("Pod", body, deployments_by_model, policies_by_deployment)
