@@ -233,3 +233,16 @@ def test_a_refused_job_is_reported_on_the_training_job_and_retried_until_it_is_a
                                 next(c for c in s["conditions"] if c["type"] == "Stalled")["status"] == "False" else None)(
             asyncio.run(cluster.get(TRAINING_JOBS, namespace, "iris-v1"))["status"]), what="the refusal to clear")
         assert status["jobName"] == "iris-v1-g1"
+
+
+def test_the_resync_lists_names_page_by_page_without_specs(control_plane, namespace) -> None:
+    """What the periodic resync reads: every run's name, in pages, as metadata only (no spec, no status)."""
+    cluster = KubeCluster(control_plane.api_client())
+    example = yaml.safe_load((ROOT / "examples" / "iris" / "trainingjob.yaml").read_text())
+    for i in range(5):
+        asyncio.run(cluster.create({**example, "metadata": {"name": f"iris-{i}", "namespace": namespace}}))
+    assert sorted(asyncio.run(cluster.names(TRAINING_JOBS, namespace, page=2))) == [(namespace, f"iris-{i}") for i in range(5)]
+    raw = cluster._request("GET", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/trainingjobs", query={"limit": 2},
+                           accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+    assert raw["kind"] == "PartialObjectMetadataList" and raw["metadata"]["continue"]
+    assert all("spec" not in item for item in raw["items"]) and len(raw["items"]) == 2

@@ -23,11 +23,14 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from ..controllers.cluster import Conflict, Obj, Refused, Resource, matches_fields, resource_of
+from . import metrics
 
 FIELD_MANAGER = "mlops-operator"
 API_THREADS = 16
 """Threads for blocking API calls: the reconcile workers of all kinds, with room; not the loop's shared pool."""
 OWN_WRITES_KEPT = 100_000
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+"""Accept header of a LIST that returns the objects' metadata only."""
 log = logging.getLogger(__name__)
 
 
@@ -86,12 +89,14 @@ class KubeCluster:
         self._own_writes: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._no_field_selectors: set[str] = set()
 
-    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json", query: dict | None = None) -> Obj | None:
+    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json", query: dict | None = None,
+                 accept: str = "application/json") -> Obj | None:
         url = path + (f"?{urlencode(query)}" if query else "")
+        metrics.API_REQUESTS.labels(method).inc()
         serialized = self.api.param_serialize(
             method=method,
             resource_path=url,
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params={"Content-Type": content_type, "Accept": accept},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -140,6 +145,23 @@ class KubeCluster:
             return await self.list(res, namespace, labels, fields)
         items = [_with_kind(item, res) for item in (found or {}).get("items", [])]
         return [o for o in items if matches_fields(o, fields)]
+
+    async def names(self, res: Resource, namespace: str | None, page: int = 500) -> list[tuple[str, str]]:
+        """``(namespace, name)`` of every object, read as metadata only and ``page`` at a time.
+
+        What the periodic resync needs: at 10,000 objects a full LIST would
+        carry every spec and status (tens of MB) at once; metadata pages keep
+        the operator's memory flat.
+        """
+        out: list[tuple[str, str]] = []
+        query: dict[str, Any] = {"limit": page}
+        while True:
+            found = await self._call("GET", path_of(res, namespace), query=query, accept=METADATA_LIST) or {}
+            out += [(i["metadata"].get("namespace", ""), i["metadata"]["name"]) for i in found.get("items", [])]
+            token = (found.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+            query = {"limit": page, "continue": token}
 
     async def apply(self, obj: Obj) -> Obj:
         res = resource_of(obj)

@@ -25,6 +25,8 @@ PHASE = Gauge("mlops_operator_resource_phase", "1 for the object's current statu
               ["kind", "namespace", "name", "phase"])
 RECONCILES = Counter("mlops_operator_reconciles", "Reconciles by kind and outcome (ok, error, conflict, refused).",
                      ["kind", "outcome"])
+API_REQUESTS = Counter("mlops_operator_api_requests", "Requests to the Kubernetes API server by HTTP method "
+                       "(reconciles' reads and writes; kopf's own watches are not counted).", ["method"])
 QUEUE_DEPTH = Gauge("mlops_operator_workqueue_depth", "Objects waiting for a reconcile worker.")
 RECONCILE_SECONDS = Histogram("mlops_operator_reconcile_duration_seconds", "Duration of one reconcile, API calls included.",
                               ["kind"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))

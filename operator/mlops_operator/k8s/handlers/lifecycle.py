@@ -70,8 +70,8 @@ async def resync_once() -> None:
     ctx = current()
     for res in RESYNCED:
         for ns in ctx.namespaces or (None,):
-            for obj in await ctx.cluster.list(res, ns):  # type: ignore[arg-type]
-                ctx.queue.add((res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"]), background=True)
+            for namespace, name in await ctx.cluster.names(res, ns):  # type: ignore[arg-type]
+                ctx.queue.add((res.kind, namespace, name), background=True)
 
 
 async def _resync_forever() -> None:
