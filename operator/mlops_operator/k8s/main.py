@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
     p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint ('' to disable)")
     p.add_argument("--metrics-port", type=int, default=8000, help="serve Prometheus metrics on this port (0: off)")
+    p.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics endpoint listens on (default: all, as in a pod)")
     p.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile everything this often, as a safety net")
     p.add_argument("--workers", type=int, default=4, metavar="N",
                    help="reconciles of each kind running at once (each kind has its own; default 4)")
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port)  # per-object readiness and phase, reconciles, drift scores and retrains
+        start_http_server(args.metrics_port, addr=args.metrics_address)  # per-object readiness and phase, reconciles, drift scores and retrains
     if args.leader_elect:  # one replica reconciles, the others stand by (docs/operations.md, High availability)
         asyncio.run(leader.run_elected(load_api_client(args.kubeconfig), args, lambda: operate(args.namespace, args.liveness)))
         return 0
