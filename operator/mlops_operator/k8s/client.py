@@ -24,6 +24,7 @@ from kubernetes import config as k8s_config
 
 from ..controllers.cluster import Conflict, Obj, Refused, Resource, matches_fields, resource_of
 from . import metrics
+from .cache import CachedReads
 
 FIELD_MANAGER = "mlops-operator"
 API_THREADS = 16
@@ -87,6 +88,8 @@ class KubeCluster:
         self.timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="mlops-api")
         self._own_writes: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self.cache = CachedReads()
+        """Reads answered from kopf's indices once the operator's handlers run (k8s/cache.py)."""
         self._no_field_selectors: set[str] = set()
 
     def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json", query: dict | None = None,
@@ -118,6 +121,11 @@ class KubeCluster:
         return resource_version is not None and self._own_writes.get((res.kind, namespace, name)) == resource_version
 
     async def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        answered, obj = self.cache.get(res, namespace, name)
+        return obj if answered else await self.read(res, namespace, name)
+
+    async def read(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        """The object as the API server has it now (not the cache's view)."""
         try:
             obj = await self._call("GET", path_of(res, namespace, name))
         except ApiError as exc:
@@ -128,6 +136,9 @@ class KubeCluster:
 
     async def list(self, res: Resource, namespace: str | None, labels: dict[str, str] | None = None,
                    fields: dict[str, str] | None = None) -> list[Obj]:
+        cached = self.cache.list(res, namespace, labels, fields)
+        if cached is not None:
+            return cached
         query = {}
         if labels:
             query["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -186,7 +197,7 @@ class KubeCluster:
         except ApiError as exc:
             if exc.status != 409:
                 raise _refused(exc, obj) from None
-            existing = await self.get(res, meta.get("namespace"), meta["name"])
+            existing = await self.read(res, meta.get("namespace"), meta["name"])
             if existing is None:
                 raise Conflict(f"{res.kind} {meta['name']} exists but cannot be read") from None
             return existing

@@ -2,7 +2,8 @@
 
 Handlers are thin: every watch event adds the keys of the objects it concerns
 to the work queue (:mod:`..queue`), which runs the level-based reconciles of
-``controllers.reconcile`` — the very ones the local runner calls.
+``controllers.reconcile`` — the very ones the local runner calls. The
+reconciles read what kopf's indices keep (:mod:`.indices`, ``k8s/cache.py``).
 """
 
-from . import lifecycle, watches  # noqa: F401  (registration by import)
+from . import indices, lifecycle, watches  # noqa: F401  (registration by import)

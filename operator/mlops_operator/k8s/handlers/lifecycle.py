@@ -20,7 +20,7 @@ _task: asyncio.Task | None = None
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     # Our own prefix for anything kopf writes; no finalizers: nothing external needs clean-up.
     settings.persistence.finalizer = "mlops.dev/kopf-finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlops.dev")
@@ -29,6 +29,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # kopf's indices of this run, by handler id (kopf passes every index to every handler by its name).
+    current().cluster.cache.attach({k: v for k, v in kwargs.items() if isinstance(v, kopf.Index)})
     current().queue.start()
     global _task
     _task = asyncio.get_running_loop().create_task(_resync_forever())
@@ -63,6 +65,7 @@ async def stop(**_: Any) -> None:
     if _task:
         _task.cancel()
     await current().queue.stop()
+    current().cluster.cache.detach()
 
 
 async def resync_once() -> None:

@@ -1,9 +1,9 @@
 """Watch events become work-queue keys, through the table ``controllers.reconcile.watches`` keeps.
 
-Two kopf indices answer "which ModelDeployments serve this model" and "which
-DriftPolicies watch this ModelDeployment" from memory, so no event costs a
-LIST. No finalizers and no kopf timers: a DriftPolicy's next check is a
-delayed key in the queue.
+Two kopf indices (``indices.py``) answer "which ModelDeployments serve this
+model" and "which DriftPolicies watch this ModelDeployment" from memory, so no
+event costs a LIST. No finalizers and no kopf timers: a DriftPolicy's next
+check is a delayed key in the queue.
 """
 
 from __future__ import annotations
@@ -20,16 +20,6 @@ from ..context import current
 GROUP, VERSION = "mlops.dev", "v1alpha1"
 
 
-@kopf.index(GROUP, VERSION, "modeldeployments")
-def deployments_by_model(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
-    return {(namespace, spec.get("model", "")): name}
-
-
-@kopf.index(GROUP, VERSION, "driftpolicies")
-def policies_by_deployment(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
-    return {(namespace, spec.get("deployment", "")): name}
-
-
 def enqueue(kind: str, body: kopf.Body, deployments_by_model: kopf.Index, policies_by_deployment: kopf.Index) -> None:
     """Add every object the event concerns; also on deletion (a reconcile of what is gone cleans up).
 
@@ -42,6 +32,8 @@ def enqueue(kind: str, body: kopf.Body, deployments_by_model: kopf.Index, polici
         policies_of_deployment=lambda ns, name: policies_by_deployment.get((ns, name), []),
     )
     ctx = current()
+    # kopf runs handlers only once every index holds its initial listing: reads may use them now.
+    ctx.cluster.cache.mark_ready()
     meta = body.get("metadata") or {}
     own = (kind, meta.get("namespace", "default"), meta.get("name", ""))
     if own in keys and ctx.cluster.wrote(RESOURCES[kind], own[1], own[2], meta.get("resourceVersion")):
