@@ -246,3 +246,38 @@ def test_the_resync_lists_names_page_by_page_without_specs(control_plane, namesp
                            accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
     assert raw["kind"] == "PartialObjectMetadataList" and raw["metadata"]["continue"]
     assert all("spec" not in item for item in raw["items"]) and len(raw["items"]) == 2
+
+
+def test_the_operator_reads_from_its_watches_not_the_api_server(control_plane, namespace) -> None:
+    """Once kopf's indices hold the objects, a reconcile's reads cost no API request (k8s/cache.py).
+
+    Everything the test itself reads or writes goes through kubectl (another
+    process), so the operator's request counter (this process) counts only
+    the operator.
+    """
+    from prometheus_client import REGISTRY
+
+    def requests(method: str) -> float:
+        return REGISTRY.get_sample_value("mlops_operator_api_requests_total", {"method": method}) or 0.0
+
+    def status() -> dict:
+        out = control_plane.kubectl("get", "trainingjob", "iris-v1", "-n", namespace, "-o", "json").stdout
+        return json.loads(out).get("status") or {}
+
+    with operator_running(control_plane, namespace):
+        _apply_example(control_plane, namespace)
+        _wait(lambda: status().get("phase") == "Pending", what="the run waiting for its pod")
+        pod = _wait(lambda: control_plane.kubectl("get", "pods", "-n", namespace, "-l", "job-name=iris-v1-g1",
+                                                  "-o", "jsonpath={.items[0].metadata.name}").stdout.strip(),
+                    what="the Job's pod")
+        reads, writes = requests("GET"), requests("PATCH")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        running = {"status": {"phase": "Running", "containerStatuses": [
+            {"name": "trainer", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
+             "state": {"running": {"startedAt": now}}}]}}
+        control_plane.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge",
+                              "-p", json.dumps(running))
+        _wait(lambda: status().get("phase") == "Running", what="the run Running")
+        # The reconcile read the run, its Job and its pods from memory, and wrote its status once.
+        assert requests("GET") == reads
+        assert requests("PATCH") - writes == 1

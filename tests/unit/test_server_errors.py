@@ -17,6 +17,7 @@ from mlops_operator.controllers.modeldeployment import server_args
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.runtime.sensor import parse_metrics
 from mlops_operator.store import ModelStore
+from tests.waiting import wait_until
 
 from .serving_estimators import FAIL_ON, ThresholdClassifier
 from .test_server_support import Server, _pipeline, _write, run_serve
@@ -75,7 +76,12 @@ def test_a_model_exception_is_a_500_with_an_error_id_logged_and_counted(custom: 
     assert status == 500, body
     assert set(body) == {"error", "error_id"} and body["error_id"] in body["error"]
     eid = body["error_id"]
-    logged = "".join(custom.lines)
+    # The server's stderr reaches custom.lines through a reader thread: wait for the whole traceback.
+    def traceback_logged() -> str | None:
+        text = "".join(custom.lines)
+        return text if f"error id {eid}" in text and "RuntimeError" in text.split(f"error id {eid}")[1] else None
+
+    logged = wait_until(traceback_logged, 10, what=f"the traceback of error {eid} in the log")
     assert re.search(rf"error id {eid}\).*RuntimeError", logged), logged[-2000:]
     assert "Traceback (most recent call last)" in logged.split(f"error id {eid}")[1]
     snap = parse_metrics(custom.metrics())
