@@ -163,8 +163,12 @@ class ServerApp:
         return Response(200, self.metrics.render(), CONTENT_TYPE.encode())
 
     def v2_metadata(self) -> Response:
+        return json_response(self.model_metadata(), 200 if self.model is not None else 503)
+
+    def model_metadata(self) -> dict[str, Any]:
+        """The V2 model metadata (REST and gRPC): inputs, the outputs an infer returns by default, parameters."""
         if self.schema is None or self.model is None:
-            return json_response({"name": self.name, "versions": [], "platform": "sklearn", "inputs": [], "outputs": []}, 503)
+            return {"name": self.name, "versions": [], "platform": "sklearn", "inputs": [], "outputs": []}
         s = self.schema
         outputs: list[dict[str, Any]]
         if s.task == "classification":
@@ -185,14 +189,14 @@ class ServerApp:
         }
         if s.task == "classification":
             params["classes"] = plain_list(getattr(self.model.pipeline, "classes_", []))
-        return json_response({
+        return {
             "name": self.name,
             "versions": [self.version],
             "platform": "sklearn",
             "inputs": [{"name": f.name, "datatype": f.v2_datatype, "shape": [-1]} for f in s.features],
             "outputs": outputs,
             "parameters": params,
-        })
+        }
 
     def v2_reference(self) -> Response:
         """The drift reference of the serving version and its training baseline.
@@ -219,7 +223,7 @@ class ServerApp:
         except ModelError as exc:  # valid input the model raised on: the server's fault, not the client's
             raise exc.cause from None
 
-    def _admit(self, proto: str) -> None:
+    def admit(self, proto: str) -> None:
         """Refuse before parsing when the queue is already full: shed load costs as little as possible."""
         assert self.batcher is not None
         try:
@@ -230,7 +234,7 @@ class ServerApp:
 
     async def v1_predict(self, body: bytes) -> Response:
         assert self.schema is not None
-        self._admit("v1")
+        self.admit("v1")
         rows = protocol.parse_v1(body, self.schema)
         preds, _ = await self._predict(rows, False, "v1")
         rid = self.ids()
@@ -241,7 +245,7 @@ class ServerApp:
     async def v2_infer(self, body: bytes, json_length: int | None = None) -> Response:
         """V2 infer over REST; ``json_length`` (``Inference-Header-Content-Length``): binary tensors follow the JSON."""
         assert self.schema is not None
-        self._admit("v2")
+        self.admit("v2")
         req = protocol.parse_v2(body, self.schema, json_length=json_length, outputs=self.outputs)
         rid, tensors = await self.infer(req, "v2")
         head, tail = protocol.v2_answer(self.name, self.version, rid, tensors, req.binary_outputs)

@@ -614,7 +614,9 @@ def parse_v2_object(
         raise _bad(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters", "id")
     available = tuple(outputs) if outputs is not None else model_outputs(schema)
     want, binary_out = _v2_outputs(obj, available)
-    inputs = obj["inputs"]
+    inputs = obj.get("inputs")
+    if type(inputs) is not list or not inputs:
+        raise _bad("inputs must be a non-empty array of tensors", "inputs")
     for i, t in enumerate(inputs):
         if type(t) is not dict:
             raise _bad(f"a tensor must be an object, got {_json_type(t)}", f"inputs[{i}]")
