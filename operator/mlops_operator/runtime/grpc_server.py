@@ -181,6 +181,46 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return await self._answer(context, "ModelInfer", run)
 
 
+class Malformed:
+    """A request whose bytes are not the protobuf message of its RPC."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(message: Any) -> Any:
+    """Parse a request, or return :class:`Malformed` so the RPC answers INVALID_ARGUMENT (grpcio's own parse failure is INTERNAL)."""
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything its parser raises
+            return Malformed(f"not a valid {message.DESCRIPTOR.full_name}: {exc}")
+    return parse
+
+
+def service_handler(service: InferenceService) -> grpc.GenericRpcHandler:
+    """The RPCs of the .proto's service, each refusing malformed request bytes as INVALID_ARGUMENT."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _guarded(service, getattr(service, method.name)),
+            request_deserializer=_lenient(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)
+
+
+def _guarded(service: InferenceService, rpc: Any) -> Any:
+    async def call(request: Any, context: aio.ServicerContext) -> Any:
+        if isinstance(request, Malformed):
+            service.app.metrics.observe_request("grpc", 400)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"body: {request.error}")
+        return await rpc(request, context)
+    return call
+
+
 class GrpcServer:
     """A ``grpc.aio`` server on the running event loop, sharing the HTTP server's application."""
 
@@ -194,7 +234,7 @@ class GrpcServer:
             ],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(app), self.server)
+        self.server.add_generic_rpc_handlers((service_handler(InferenceService(app)),))
 
     async def start(self, host: str, port: int) -> int:
         """Listen (OSError when the address cannot be bound); returns the port."""
