@@ -643,3 +643,28 @@ def test_a_model_trained_on_another_scikit_learn_is_reported_before_any_request(
                  "LibrariesMatch")["status"] == "True"
     unknown = ctl.decide(_md(), [_tj("a")], ctl.Observed(), skewed, NOW).status  # a run from before lineage recorded it
     assert "LibrariesMatch" not in {c["type"] for c in unknown["conditions"]}
+
+
+def test_grpc_is_off_by_default_and_one_field_or_the_operator_default_turns_it_on() -> None:
+    def ports(md: dict, settings: Settings) -> tuple[list, list, list]:
+        dep = ctl.build_deployment(md, "a-g1", SHA1, settings)
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        return c["args"], c["ports"], ctl.build_service(md, settings)["spec"]["ports"]
+
+    args, cports, sports = ports(_md(), Settings())
+    assert "--grpc-port" not in args and [p["name"] for p in cports] == ["http"] and [p["name"] for p in sports] == ["http"]
+    for md, settings in ((_md(server={"grpc": True}), Settings()), (_md(), Settings(server_grpc=True))):
+        args, cports, sports = ports(md, settings)
+        assert _flag(args, "--grpc-port") == "8081"
+        assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in cports
+        assert {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"} in sports
+    args, cports, _ = ports(_md(server={"grpc": False}), Settings(server_grpc=True))  # the field wins over the default
+    assert "--grpc-port" not in args and len(cports) == 1
+
+
+def test_grpc_default_comes_from_the_environment() -> None:
+    from mlops_operator.k8s.config import settings_from_env
+
+    assert settings_from_env({}).server_grpc is False
+    assert settings_from_env({"MLOPS_SERVER_GRPC": "true"}).server_grpc is True
+    assert settings_from_env({"MLOPS_SERVER_GRPC": "false"}).server_grpc is False

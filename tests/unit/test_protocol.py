@@ -124,7 +124,8 @@ def test_v2_matrix_flat_and_nested() -> None:
     for body in (flat, nested):
         r = parse_v2(b(body), NUM)
         assert r.rows.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
-        assert r.outputs == ("predict",)
+        assert r.outputs == ("predict", "predict_proba")  # no outputs asked: all the model produces
+        assert parse_v2(b(body), NUM, outputs=("predict",)).outputs == ("predict",)
     r = parse_v2(b({**flat, "id": "abc", "outputs": [{"name": "predict_proba"}]}), NUM)
     assert r.id == "abc" and r.outputs == ("predict_proba",)
     r = parse_v2(b({**flat, "parameters": {"predict_proba": True}}), NUM)
@@ -154,7 +155,7 @@ def test_v2_one_tensor_per_feature() -> None:
         ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3]}]}, "inputs[0].data"),
         ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4, 5]}]}, "inputs[0].data"),
         ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}]}, "inputs[0].datatype"),
-        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["1", "2", "3", "4"]}]}, "inputs[0].datatype"),
+        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["1", "2", "x", "4"]}]}, "inputs[0].data[2]"),
         ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [1, 2, 3.5, 4]}]}, "inputs[0].data[2]"),
         ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, "3", 4]}]}, "inputs[0].data[2]"),
         ({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 1e999]}]}, "inputs[0].data[7]"),
@@ -186,7 +187,7 @@ def test_v2_per_feature_errors() -> None:
     wrong = [two[0], {"name": "colour", "shape": [2], "datatype": "FP64", "data": [1, 2]}, two[2]]
     assert err(parse_v2, b({"inputs": wrong}), MIXED).field == "inputs[1].datatype"
     proba = {"inputs": [two[0]], "outputs": [{"name": "predict_proba"}]}
-    assert err(parse_v2, b(proba), MIXED).field == "outputs"
+    assert err(parse_v2, b(proba), MIXED).field == "outputs[0].name"
 
 
 def test_v2_response_shapes() -> None:
@@ -276,3 +277,44 @@ def test_fuzz_raw_bytes(raw: bytes) -> None:
             fn()
         except ProtocolError:
             pass
+
+
+# -- raw tensor bytes (binary data extension, gRPC raw contents) ------------
+
+
+def test_raw_tensor_bytes_round_trip_and_refuse_what_does_not_fit() -> None:
+    from mlops_operator.runtime.tensors import TensorBytesError, decode, encode
+
+    for dt, values in (("FP32", np.array([1.5, -2.0])), ("INT8", np.array([-128, 127])), ("UINT64", np.array([0, 2**64 - 1], dtype=np.uint64)),
+                       ("BOOL", np.array([True, False])), ("FP16", np.array([0.5, 65504.0]))):
+        assert decode(encode(values, dt), dt, 2).tolist() == values.tolist()
+    words = np.array(["setosa", "", "virg\u00ednica"], dtype=object)
+    raw = encode(words, "BYTES")
+    assert raw[:4] == b"\x06\x00\x00\x00" and decode(raw, "BYTES", 3) == ["setosa", "", "virg\u00ednica"]
+    for bad, dt, n in ((raw[:-1], "BYTES", 3), (raw, "BYTES", 2), (raw + b"\x01", "BYTES", 3), (b"\x01\x00", "BYTES", 1),
+                       (b"\xff\xfe", "FP32", 1), (b"\x02", "BOOL", 1), (b"\x01\x00\x00\x00\xff", "BYTES", 1)):
+        with pytest.raises(TensorBytesError):
+            decode(bad, dt, n)
+
+
+def test_binary_body_cut_by_binary_data_size() -> None:
+    raw = np.array([[1, 2, 3, 4]], dtype="<f8").tobytes()
+    head = b({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": 32}}],
+              "parameters": {"binary_data_output": True}})
+    r = parse_v2(head + raw, NUM, json_length=len(head))
+    assert r.rows.tolist() == [[1, 2, 3, 4]] and r.binary_outputs == {"predict", "predict_proba"}
+    nan = np.array([[1, np.inf, 3, 4]], dtype="<f8").tobytes()
+    assert err(lambda x, s: parse_v2(x, s, json_length=len(head)), head + nan, NUM).field == "inputs[0].data[1]"
+
+
+def test_gzip_bodies() -> None:
+    import gzip
+
+    from mlops_operator.runtime.protocol import decode_body
+
+    assert decode_body(gzip.compress(b"abc"), b"gzip", 10) == b"abc"
+    assert decode_body(b"abc", b"identity", 10) == b"abc"
+    assert err(decode_body, gzip.compress(b"x" * 11), b"gzip", 10).status == 413
+    assert err(decode_body, gzip.compress(b"abc")[:-3], b"gzip", 10).status == 400
+    assert err(decode_body, gzip.compress(b"abc") + b"zz", b"gzip", 10).status == 400
+    assert err(decode_body, b"abc", b"deflate", 10).status == 415

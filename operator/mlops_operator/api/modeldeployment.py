@@ -37,6 +37,11 @@ class Server(ApiModel):
     max_batch_delay_ms: float = Doc("Longest a request waits for others to share its predict call.", 2.0, ge=0, le=1000)
     max_body_bytes: int = Doc("Largest request body accepted; larger ones get 413.", 4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     drift_sensor: bool = Doc("Count inputs in the reference bins for DriftPolicy checks.", True)
+    grpc: bool | None = Doc(
+        "Also serve Open Inference Protocol V2 over gRPC (inference.GRPCInferenceService) on port 8081, "
+        "container and Service port named grpc. Unset: the operator's default (chart value operator.modelServerGrpc, off).",
+        None,
+    )
 
 
 class Feedback(ApiModel):

@@ -44,6 +44,7 @@ APPLIED = f"{labels.PREFIX}/applied"
 """Child annotation: a digest of what the operator last applied, so dropping a field is noticed."""
 LATEST = "latest"
 SERVICE_PORT = 80
+GRPC_PORT = 8081  # gRPC (Open Inference Protocol V2), container and Service, when turned on (as KServe numbers it)
 TERMINATION_GRACE_SECONDS = 30
 # A terminating pod keeps serving this long before it is told to stop: the time
 # for the endpoint controller and every node's kube-proxy to stop sending it new
@@ -216,6 +217,8 @@ def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, s
     ]
     for module in settings.allowed_estimator_modules:  # the types train was allowed to store, serve must load
         args += ["--allow-module", module]
+    if grpc_enabled(spec, settings):
+        args += ["--grpc-port", str(GRPC_PORT)]
     if not s.drift_sensor:
         args.append("--no-drift-sensor")
     if not spec.feedback.enabled:
@@ -225,6 +228,11 @@ def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, s
             args += ["--feedback-dir", settings.feedback_path]
         args += ["--feedback-keep-seconds", str(spec.feedback.keep_seconds), "--feedback-max-pending", str(spec.feedback.max_pending)]
     return args
+
+
+def grpc_enabled(spec: ModelDeploymentSpec, settings: Settings) -> bool:
+    """``spec.server.grpc`` when set, else the operator's default."""
+    return settings.server_grpc if spec.server.grpc is None else spec.server.grpc
 
 
 def _resources(spec: ModelDeploymentSpec) -> Obj | None:
@@ -262,7 +270,8 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
         "imagePullPolicy": settings.image_pull_policy,
         "args": server_args(md, spec, version, sha256, settings),
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}],
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+        + ([{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}] if grpc_enabled(spec, settings) else []),
         "readinessProbe": probe("/v2/health/ready", 5),
         "livenessProbe": probe("/v2/health/live", 10),
         # exec, not the ``sleep`` action: that one needs Kubernetes 1.30, the chart supports 1.28.
@@ -297,9 +306,12 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _child_meta(md, spec.model), "spec": dep_spec}
 
 
-def build_service(md: Obj) -> Obj:
-    """ClusterIP Service on port 80 in front of the serving pods."""
+def build_service(md: Obj, settings: Settings | None = None) -> Obj:
+    """ClusterIP Service on port 80 in front of the serving pods (and 8081 for gRPC when it is on)."""
     model = md["spec"]["model"]
+    ports: list[Obj] = [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]
+    if grpc_enabled(ModelDeploymentSpec.model_validate(md["spec"]), settings or Settings()):
+        ports.append({"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -307,7 +319,7 @@ def build_service(md: Obj) -> Obj:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(md),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 
@@ -360,7 +372,7 @@ def desired_children(md: Obj, version: str, sha256: str, settings: Settings) -> 
     """Every child that should exist while ``version`` serves (absent ones are None)."""
     return Observed(
         deployment=stamp(build_deployment(md, version, sha256, settings)),
-        service=stamp(build_service(md)),
+        service=stamp(build_service(md, settings)),
         hpa=stamp(build_hpa(md)),
         pdb=stamp(build_pdb(md)),
     )

@@ -26,6 +26,8 @@ class Settings:
     service_account: str | None = None
     """Service account of training and serving pods; None uses the namespace default."""
     server_port: int = 8080
+    server_grpc: bool = False
+    """Whether model servers also serve gRPC when a ModelDeployment leaves ``spec.server.grpc`` unset."""
     history_limit: int = 10
     serving_scikit_learn: str | None = None
     """scikit-learn in the serving image (the operator's own image plays every role); None: not known."""

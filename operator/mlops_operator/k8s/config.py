@@ -26,6 +26,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         allowed_estimator_modules=modules,
         service_account=env.get("MLOPS_WORKLOAD_SERVICE_ACCOUNT") or None,
         cluster_domain=env.get("MLOPS_CLUSTER_DOMAIN", base.cluster_domain),
+        server_grpc=env.get("MLOPS_SERVER_GRPC", "").strip().lower() in ("1", "true", "yes"),
         serving_scikit_learn=_version("scikit-learn"),
     )
 

@@ -28,7 +28,10 @@ from .serving_metrics import CONTENT_TYPE, ServingMetrics
 
 SERVER_NAME = "mlops-operator"
 JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+JSON_LENGTH = protocol.JSON_LENGTH_HEADER.encode()
 RETRY_AFTER_SECONDS = 1
+EXTENSIONS = ("binary_tensor_data",)  # as Triton names the binary data extension in its server metadata
 
 
 @dataclass
@@ -88,6 +91,7 @@ class ServerApp:
         self.shutting_down = False
         self.model: LoadedModel | None = None
         self.schema: Schema | None = None
+        self.outputs: tuple[str, ...] = ("predict",)
         self.batcher: Batcher | None = None
         self.memory: PredictionMemory | None = None
         self.feedback: FeedbackProcessor | None = None
@@ -108,6 +112,7 @@ class ServerApp:
         """Start serving a loaded, warmed-up model (called once, on the event loop)."""
         self.model = model
         self.schema = schema
+        self.outputs = protocol.model_outputs(schema, hasattr(model.pipeline, "predict_proba"))
         self.version = model.version
         classes = plain_list(getattr(model.pipeline, "classes_", ())) if schema.task == "classification" else None
         self.metrics = ServingMetrics(
@@ -149,7 +154,7 @@ class ServerApp:
         return json_response({"ready": self.ready}, 200 if self.ready else 503)
 
     def server_metadata(self) -> Response:
-        return json_response({"name": SERVER_NAME, "version": package_version(), "extensions": []})
+        return json_response({"name": SERVER_NAME, "version": package_version(), "extensions": list(EXTENSIONS)})
 
     def listing(self) -> Response:
         return json_response({"models": [self.name]})
@@ -158,16 +163,19 @@ class ServerApp:
         return Response(200, self.metrics.render(), CONTENT_TYPE.encode())
 
     def v2_metadata(self) -> Response:
+        return json_response(self.model_metadata(), 200 if self.model is not None else 503)
+
+    def model_metadata(self) -> dict[str, Any]:
+        """The V2 model metadata (REST and gRPC): inputs, the outputs an infer returns by default, parameters."""
         if self.schema is None or self.model is None:
-            return json_response({"name": self.name, "versions": [], "platform": "sklearn", "inputs": [], "outputs": []}, 503)
+            return {"name": self.name, "versions": [], "platform": "sklearn", "inputs": [], "outputs": []}
         s = self.schema
         outputs: list[dict[str, Any]]
         if s.task == "classification":
             classes = self.metrics.class_counts.keys()
-            outputs = [
-                {"name": "predict", "datatype": class_datatype(self.model), "shape": [-1]},
-                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(classes)]},
-            ]
+            outputs = [{"name": "predict", "datatype": class_datatype(self.model), "shape": [-1]}]
+            if "predict_proba" in self.outputs:
+                outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(classes)]})
         else:
             outputs = [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
         params: dict[str, Any] = {
@@ -181,14 +189,14 @@ class ServerApp:
         }
         if s.task == "classification":
             params["classes"] = plain_list(getattr(self.model.pipeline, "classes_", []))
-        return json_response({
+        return {
             "name": self.name,
             "versions": [self.version],
             "platform": "sklearn",
             "inputs": [{"name": f.name, "datatype": f.v2_datatype, "shape": [-1]} for f in s.features],
             "outputs": outputs,
             "parameters": params,
-        })
+        }
 
     def v2_reference(self) -> Response:
         """The drift reference of the serving version and its training baseline.
@@ -215,7 +223,7 @@ class ServerApp:
         except ModelError as exc:  # valid input the model raised on: the server's fault, not the client's
             raise exc.cause from None
 
-    def _admit(self, proto: str) -> None:
+    def admit(self, proto: str) -> None:
         """Refuse before parsing when the queue is already full: shed load costs as little as possible."""
         assert self.batcher is not None
         try:
@@ -226,7 +234,7 @@ class ServerApp:
 
     async def v1_predict(self, body: bytes) -> Response:
         assert self.schema is not None
-        self._admit("v1")
+        self.admit("v1")
         rows = protocol.parse_v1(body, self.schema)
         preds, _ = await self._predict(rows, False, "v1")
         rid = self.ids()
@@ -234,15 +242,25 @@ class ServerApp:
             self.memory.remember(rid, rows, preds)
         return json_response(protocol.v1_response(preds, row_ids(rid, rows.shape[0])))
 
-    async def v2_infer(self, body: bytes) -> Response:
+    async def v2_infer(self, body: bytes, json_length: int | None = None) -> Response:
+        """V2 infer over REST; ``json_length`` (``Inference-Header-Content-Length``): binary tensors follow the JSON."""
         assert self.schema is not None
-        self._admit("v2")
-        req = protocol.parse_v2(body, self.schema)
-        preds, proba = await self._predict(req.rows, "predict_proba" in req.outputs, "v2")
+        self.admit("v2")
+        req = protocol.parse_v2(body, self.schema, json_length=json_length, outputs=self.outputs)
+        rid, tensors = await self.infer(req, "v2")
+        head, tail = protocol.v2_answer(self.name, self.version, rid, tensors, req.binary_outputs)
+        if not tail:
+            return json_response(head)
+        js = protocol.dumps(head)
+        return Response(200, js + tail, OCTETS, headers=((JSON_LENGTH, str(len(js)).encode()),))
+
+    async def infer(self, req: protocol.V2Request, proto: str) -> tuple[str, list[protocol.OutputTensor]]:
+        """Predict a parsed V2 request (REST or gRPC) through the batcher; remember it for feedback."""
+        preds, proba = await self._predict(req.rows, "predict_proba" in req.outputs, proto)
         rid = req.id or self.ids()
         if self.memory is not None:
             self.memory.remember(rid, req.rows, preds)
-        return json_response(protocol.v2_response(self.name, self.version, rid, preds, proba, req.outputs))
+        return rid, protocol.output_tensors(preds, proba, req.outputs)
 
     async def v1_feedback(self, body: bytes) -> Response:
         if self.feedback is None:

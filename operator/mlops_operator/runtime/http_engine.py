@@ -30,7 +30,7 @@ from typing import Any
 import httptools
 
 from .handlers import SERVER_NAME, Response, ServerApp, complete, error, internal_error
-from .routing import dispatch
+from .routing import NO_HEADERS, BodyHeaders, dispatch
 
 MAX_URL_BYTES = 8192
 MAX_PIPELINED = 32  # requests in flight on one connection before reading pauses
@@ -56,7 +56,7 @@ def _status_line(code: int) -> bytes:
     return f"HTTP/1.1 {code} {reason}\r\n".encode()
 
 
-_STATUS = {c: _status_line(c) for c in (100, 200, 400, 404, 405, 408, 413, 414, 422, 431, 500, 503)}
+_STATUS = {c: _status_line(c) for c in (100, 200, 400, 404, 405, 408, 413, 414, 415, 422, 431, 500, 503)}
 _TOO_MANY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nServer: " + SERVER_NAME.encode()
     + b"\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
@@ -69,7 +69,7 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "server", "app", "limits", "transport", "parser", "url", "body", "size", "expect", "slots",
         "closing", "closed", "t0", "started", "paused", "in_message", "in_head", "head_exact", "head_stream",
-        "begun", "last_active", "counted",
+        "begun", "last_active", "counted", "encoding", "json_length",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -82,6 +82,8 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.size = 0
         self.expect = False
+        self.encoding: bytes | None = None
+        self.json_length: bytes | None = None
         self.slots: deque[list[Any]] = deque()
         self.closing = False  # no more requests are read from this connection
         self.closed = False  # the transport was closed after the last answer
@@ -148,6 +150,7 @@ class HttpConnection(asyncio.Protocol):
         self.body = []
         self.size = 0
         self.expect = False
+        self.encoding = self.json_length = None
         self.in_message = self.in_head = self.begun = True
         self.head_exact = self.head_stream = 0
         self.t0 = time.perf_counter()
@@ -175,6 +178,10 @@ class HttpConnection(asyncio.Protocol):
                 pass  # the parser rejects it
         elif n == b"expect" and value.lower() == b"100-continue":
             self.expect = True
+        elif n == b"content-encoding":
+            self.encoding = value
+        elif n == b"inference-header-content-length":
+            self.json_length = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -199,12 +206,14 @@ class HttpConnection(asyncio.Protocol):
         method = self.parser.get_method()
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
         self.body = []
-        proto, result = dispatch(self.app, method, self.url, body)
+        headers = NO_HEADERS if self.encoding is None and self.json_length is None else BodyHeaders(self.encoding, self.json_length)
+        proto, result = dispatch(self.app, method, self.url, body, headers)
         t0 = self.t0
+        head_only = method == b"HEAD"
         if isinstance(result, Response):
-            self._queue(result, keep_alive, proto, t0)
+            self._queue(result, keep_alive, proto, t0, head_only)
         else:
-            slot = self._queue(None, keep_alive, proto, t0)
+            slot = self._queue(None, keep_alive, proto, t0, head_only)
             what = f"{method.decode('latin-1')} {self.url.decode('latin-1')[:200]}"
             task = asyncio.ensure_future(complete(result, what))
             self.server.inflight += 1
@@ -212,8 +221,8 @@ class HttpConnection(asyncio.Protocol):
 
     # -- responses ---------------------------------------------------------
 
-    def _queue(self, resp: Response | None, keep_alive: bool, proto: str, t0: float) -> list[Any]:
-        slot = [resp, keep_alive, proto, t0]
+    def _queue(self, resp: Response | None, keep_alive: bool, proto: str, t0: float, head_only: bool = False) -> list[Any]:
+        slot = [resp, keep_alive, proto, t0, head_only]
         self.slots.append(slot)
         if resp is not None:
             self._flush()
@@ -232,10 +241,10 @@ class HttpConnection(asyncio.Protocol):
         server = self.server
         metrics = self.app.metrics
         while self.slots and self.slots[0][0] is not None:
-            resp, keep_alive, proto, t0 = self.slots.popleft()
+            resp, keep_alive, proto, t0, head_only = self.slots.popleft()
             close = not keep_alive or self.app.shutting_down
             if self.transport is not None and not self.closed:
-                self.transport.write(server.encode(resp, close))
+                self.transport.write(server.encode(resp, close, head_only))
                 if close:
                     self.closing = self.closed = True
                     self.transport.close()
@@ -257,7 +266,7 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        self.slots.append([resp, False, "other", self.t0 or time.perf_counter()])
+        self.slots.append([resp, False, "other", self.t0 or time.perf_counter(), False])
         self._flush()
 
     def _too_large(self) -> None:
@@ -340,7 +349,8 @@ class HttpServer:
         if self.inflight == 0 and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
 
-    def encode(self, resp: Response, close: bool) -> bytes:
+    def encode(self, resp: Response, close: bool, head_only: bool = False) -> bytes:
+        """Status line, headers and body; a HEAD answer has the GET's headers (and Content-Length) but no body."""
         version = self.app.version
         key = (resp.status, resp.content_type, close, version)
         head = self._heads.get(key) if not resp.headers else None
@@ -358,7 +368,7 @@ class HttpServer:
             head = b"".join(parts)
             if not resp.headers:
                 self._heads[key] = head
-        return b"%sContent-Length: %d\r\n\r\n%s" % (head, len(resp.body), resp.body)
+        return b"%sContent-Length: %d\r\n\r\n%s" % (head, len(resp.body), b"" if head_only else resp.body)
 
     async def close(self) -> None:
         """Stop at once (start-up failed): no listener, no connections."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -84,8 +85,8 @@ class Feature:
         return {"str": "BYTES", "int": "INT64", "bool": "BOOL"}[self.value_type]
 
     def v2_accepts(self, dt: str) -> bool:
-        if self.numeric:
-            return dt in V2_NUMERIC_TYPES or (dt == "BOOL" and self.boolean)
+        if self.numeric:  # BYTES: numeric strings, converted (a BYTES element is a string in the protocol)
+            return dt in V2_NUMERIC_TYPES or dt == "BYTES" or (dt == "BOOL" and self.boolean)
         if self.value_type == "int" or int in self.coerce:
             if dt in V2_INT_TYPES:
                 return True
@@ -213,6 +214,28 @@ def loads(body: bytes) -> Any:
         raise _bad(f"malformed JSON: {exc}", "body") from None
 
 
+def decode_body(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """Undo ``Content-Encoding`` (gzip or identity), never inflating past ``limit`` bytes (413)."""
+    enc = encoding.strip().lower()
+    if enc in (b"", b"identity"):
+        return body
+    if enc not in (b"gzip", b"x-gzip"):
+        raise _bad(f"Content-Encoding {_short(enc.decode('latin-1'))} is not supported; send gzip or identity",
+                   "Content-Encoding", 415)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise _bad(f"body is not valid gzip: {exc}", "body") from None
+    if len(out) > limit:
+        raise _bad(f"decompressed body larger than {limit} bytes", "body", 413)
+    if not d.eof:
+        raise _bad("gzip body is cut off", "body")
+    if d.unused_data:
+        raise _bad("bytes after the end of the gzip stream", "body")
+    return out
+
+
 def may_hold_bool(body: bytes) -> bool:
     """Whether a JSON body could contain ``true``/``false`` tokens (cheap over-approximation)."""
     return b"true" in body or b"false" in body
@@ -226,8 +249,11 @@ def dumps(obj: Any) -> bytes:
 # values
 
 
-def _numeric(v: Any, feat: Feature, schema: Schema, where: Callable[[], str]) -> float:
+def _numeric(v: Any, feat: Feature, schema: Schema, where: Callable[[], str], strings: bool = False) -> float:
     t = type(v)
+    if t is str and strings:
+        v = _number_from_string(v, feat, where)
+        t = float
     if t is float:
         if v - v == 0.0:  # finite
             return v
@@ -248,6 +274,16 @@ def _numeric(v: Any, feat: Feature, schema: Schema, where: Callable[[], str]) ->
             return math.nan
         raise _bad(f"feature {feat.name!r}: missing value (null) is not allowed", where())
     raise _bad(f"feature {feat.name!r} is numeric: expected a number, got {_json_type(v)}", where())
+
+
+def _number_from_string(s: str, feat: Feature, where: Callable[[], str]) -> float:
+    """A BYTES element for a numeric feature: a decimal number as text (``"4.9"``, ``"1e-3"``)."""
+    try:
+        if "_" in s or len(s) > 100:
+            raise ValueError
+        return float(s)
+    except ValueError:
+        raise _bad(f"feature {feat.name!r} is numeric: BYTES element {_short(s)} is not a number", where()) from None
 
 
 def _categorical(v: Any, i: int, feat: Feature, schema: Schema, where: Callable[[], str]) -> Any:
@@ -317,8 +353,12 @@ def rows_to_array(
     field_name: str,
     bools_possible: bool = True,
     where: Callable[[int, int], str] | None = None,
+    strings: bool = False,
 ) -> np.ndarray:
-    """Validate a list of rows (each a list in schema order or an object by name)."""
+    """Validate a list of rows (each a list in schema order or an object by name).
+
+    ``strings``: numeric features also take numeric strings (V2 BYTES tensors).
+    """
     if not isinstance(rows, list):
         raise _bad(f"{field_name} must be an array of rows, got {_json_type(rows)}", field_name)
     if not rows:
@@ -339,7 +379,7 @@ def rows_to_array(
             for c, v in enumerate(row):
                 f = feats[c]
                 loc = lambda r=r, c=c: where(r, c)  # noqa: E731
-                out[r, c] = _numeric(v, f, schema, loc) if f.numeric else _categorical(v, c, f, schema, loc)
+                out[r, c] = _numeric(v, f, schema, loc, strings) if f.numeric else _categorical(v, c, f, schema, loc)
         elif type(row) is dict:
             if len(row) != d or any(k not in schema.index for k in row):
                 for k in row:
@@ -408,34 +448,51 @@ def json_values(a: np.ndarray) -> list[Any]:
 # --------------------------------------------------------------------------
 # Open Inference Protocol V2
 
+JSON_LENGTH_HEADER = "Inference-Header-Content-Length"
+_INT_RANGES = {
+    "INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1), "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1), "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1),
+}
+_FLOAT_MAX = {"FP16": 65504.0, "FP32": float(np.finfo(np.float32).max)}
+
 
 @dataclass
 class V2Request:
     rows: np.ndarray
     id: str | None
     outputs: tuple[str, ...]
+    # Outputs to answer in binary form (the binary data extension); empty means all JSON.
+    binary_outputs: frozenset[str] = frozenset()
 
 
-def _flatten(data: Any, where: str, limit: int) -> list[Any]:
-    """Row-major flattening of nested lists (depth bounded by the JSON parser)."""
+def model_outputs(schema: Schema, has_proba: bool = True) -> tuple[str, ...]:
+    """What a model produces: ``predict``, and ``predict_proba`` for a classifier that has it."""
+    return V2_OUTPUTS if schema.task == "classification" and has_proba else ("predict",)
+
+
+def _flatten(data: Any, shape: Sequence[int], where: str) -> list[Any]:
+    """Row-major values of ``data``: flat, or nested exactly as ``shape`` says (no ragged or transposed rows)."""
     if type(data) is not list:
         raise _bad(f"data must be an array, got {_json_type(data)}", where)
-    if not data or type(data[0]) is not list:
-        if any(type(v) is list for v in data):
-            raise _bad("data mixes nested arrays and values", where)
+    if not any(type(v) is list for v in data):
         return data
     out: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for v in stack[-1]:
-            if type(v) is list:
-                stack.append(iter(v))
-                break
-            out.append(v)
-            if len(out) > limit:
-                raise _bad("data holds more values than its shape", where)
-        else:
-            stack.pop()
+    last = len(shape) - 1
+
+    def walk(node: Any, depth: int, path: str) -> None:
+        if type(node) is not list or len(node) != shape[depth]:
+            got = f"{len(node)} values" if type(node) is list else _json_type(node)
+            raise _bad(f"data{path} holds {got}; shape {list(shape)} needs {shape[depth]} in dimension {depth}", where)
+        if depth == last:
+            if any(type(v) is list for v in node):
+                raise _bad(f"data{path} nests deeper than shape {list(shape)}", where)
+            out.extend(node)
+            return
+        for k, v in enumerate(node):
+            walk(v, depth + 1, f"{path}[{k}]")
+
+    walk(data, 0, "")
     return out
 
 
@@ -446,11 +503,16 @@ def _shape(t: dict[str, Any], where: str) -> list[int]:
     return shape
 
 
-def _tensor_values(t: dict[str, Any], i: int, expect: int) -> list[Any]:
+def _tensor_values(t: dict[str, Any], i: int, expect: int, raw: Any) -> list[Any] | np.ndarray:
+    """The tensor's elements: from ``data``, or decoded raw bytes (binary extension, gRPC)."""
     where = f"inputs[{i}].data"
+    if raw is not None:
+        if "data" in t:
+            raise _bad("a tensor sent as binary data must not also have data", where)
+        return raw
     if "data" not in t:
         raise _bad("missing data", where)
-    flat = _flatten(t["data"], where, expect)
+    flat = _flatten(t["data"], t["shape"], where)
     if len(flat) != expect:
         raise _bad(f"data holds {len(flat)} values, shape {t['shape']} needs {expect}", where)
     return flat
@@ -465,22 +527,93 @@ def _check_datatype(dt: Any, feats: Sequence[Feature], where: str) -> str:
     return dt
 
 
-def _typed_values(flat: list[Any], dt: str, where: Callable[[int], str]) -> None:
-    """Element checks the datatype implies beyond the feature rules (integers for INT*)."""
-    if dt in V2_INT_TYPES:
+def _typed_values(flat: list[Any] | np.ndarray, dt: str, where: Callable[[int], str]) -> None:
+    """Each element must be of its datatype and within its range (INT8 300, FP32 1e300 are refused)."""
+    if type(flat) is not list:
+        return  # decoded from raw bytes: of the datatype by construction
+    rng = _INT_RANGES.get(dt)
+    if rng is not None:
+        lo, hi = rng
         for k, v in enumerate(flat):
             if type(v) is not int:
                 raise _bad(f"{dt} tensor holds {_json_type(v)}", where(k))
+            if not lo <= v <= hi:
+                raise _bad(f"{dt} element {_short(v)} is out of range [{lo}, {hi}]", where(k))
+        return
+    top = _FLOAT_MAX.get(dt)
+    if top is None:
+        return
+    try:
+        a = np.asarray(flat, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        a = None  # strings or nulls among the numbers: check them one by one
+    if a is not None and a.ndim == 1:
+        over = np.abs(a) > top
+        if not over.any():
+            return
+        k = int(np.argmax(over))
+        raise _bad(f"{dt} element {_short(flat[k])} is out of range (at most {top:g} in magnitude)", where(k))
+    for k, v in enumerate(flat):
+        if type(v) in (int, float):
+            try:
+                too_big = abs(float(v)) > top
+            except OverflowError:
+                too_big = True
+            if too_big and v == v:
+                raise _bad(f"{dt} element {_short(v)} is out of range (at most {top:g} in magnitude)", where(k))
 
 
-def parse_v2(body: bytes, schema: Schema) -> V2Request:
-    obj = loads(body)
+def parse_v2(
+    body: bytes, schema: Schema, *, json_length: int | None = None, outputs: Sequence[str] | None = None
+) -> V2Request:
+    """A V2 infer body; ``json_length`` (the ``Inference-Header-Content-Length`` header) means binary tensors follow."""
+    if json_length is None:
+        obj, binary = loads(body), None
+    else:
+        if not 0 < json_length <= len(body):
+            raise _bad(f"{JSON_LENGTH_HEADER} must be between 1 and the body length ({len(body)})", JSON_LENGTH_HEADER)
+        obj, binary = loads(body[:json_length]), memoryview(body)[json_length:]
     if type(obj) is not dict:
         raise _bad(f"expected a JSON object with \"inputs\", got {_json_type(obj)}", "body")
+    inputs = obj.get("inputs")
+    if type(inputs) is not list or not inputs:
+        raise _bad("inputs must be a non-empty array of tensors", "inputs")
+    raws = _binary_inputs(inputs, binary)
+    return parse_v2_object(obj, schema, raws, outputs, bools=may_hold_bool(body))
+
+
+def _binary_inputs(inputs: list[Any], binary: memoryview | None) -> list[Any]:
+    """Cut the bytes after the JSON header into the inputs that declare ``parameters.binary_data_size``."""
+    raws: list[Any] = [None] * len(inputs)
+    pos = 0
+    for i, t in enumerate(inputs):
+        params = t.get("parameters") if type(t) is dict else None
+        if params is None or type(params) is not dict or "binary_data_size" not in params:
+            continue
+        where = f"inputs[{i}].parameters.binary_data_size"
+        size = params["binary_data_size"]
+        if binary is None:
+            raise _bad(f"binary data needs the {JSON_LENGTH_HEADER} header", where)
+        if type(size) is not int or size < 0:
+            raise _bad("binary_data_size must be a non-negative integer", where)
+        if pos + size > len(binary):
+            raise _bad(f"binary_data_size {size} runs past the end of the body ({len(binary) - pos} bytes left)", where)
+        raws[i] = binary[pos:pos + size]
+        pos += size
+    if binary is not None and pos != len(binary):
+        raise _bad(f"{len(binary) - pos} bytes after the JSON header belong to no input's binary_data_size", "body")
+    return raws
+
+
+def parse_v2_object(
+    obj: dict[str, Any], schema: Schema, raws: Sequence[Any], outputs: Sequence[str] | None = None, *, bools: bool = True
+) -> V2Request:
+    """A parsed V2 request: ``raws[i]`` holds input ``i``'s raw bytes (binary extension, gRPC) or None."""
     rid = obj.get("id")
     if rid is not None and (type(rid) is not str or not rid or len(rid) > MAX_ID_LENGTH):
         raise _bad(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters", "id")
-    outputs = _v2_outputs(obj, schema)
+    available = tuple(outputs) if outputs is not None else model_outputs(schema)
+    want, binary_out = _v2_outputs(obj, available)
     inputs = obj.get("inputs")
     if type(inputs) is not list or not inputs:
         raise _bad("inputs must be a non-empty array of tensors", "inputs")
@@ -489,42 +622,67 @@ def parse_v2(body: bytes, schema: Schema) -> V2Request:
             raise _bad(f"a tensor must be an object, got {_json_type(t)}", f"inputs[{i}]")
         if type(t.get("name")) is not str:
             raise _bad("tensor name must be a string", f"inputs[{i}].name")
-    bools = may_hold_bool(body)
+    values = [_raw_values(t, i, raws[i]) if raws[i] is not None else None for i, t in enumerate(inputs)]
     first = inputs[0]
     if len(inputs) == 1 and len(_shape(first, "inputs[0]")) == 2 and not (
         schema.width == 1 and first["name"] == schema.names[0] and first["shape"][1:] == [1]
     ):
-        rows = _v2_matrix(first, schema, bools)
+        rows = _v2_matrix(first, schema, bools, values[0])
     else:
-        rows = _v2_columns(inputs, schema)
-    return V2Request(rows=rows, id=rid, outputs=outputs)
+        rows = _v2_columns(inputs, schema, values)
+    return V2Request(rows=rows, id=rid, outputs=want, binary_outputs=binary_out)
 
 
-def _v2_outputs(obj: dict[str, Any], schema: Schema) -> tuple[str, ...]:
+def _raw_values(t: dict[str, Any], i: int, raw: Any) -> np.ndarray | list[Any]:
+    from .tensors import NUMPY_TYPES, TensorBytesError, decode
+
+    shape = _shape(t, f"inputs[{i}]")
+    dt = t.get("datatype")
+    if dt not in NUMPY_TYPES and dt != "BYTES":
+        raise _bad(f"unknown datatype {_short(dt)}; use one of {', '.join(sorted(V2_TYPES))}", f"inputs[{i}].datatype")
+    count = math.prod(shape)
+    try:
+        return decode(raw, dt, count)
+    except TensorBytesError as exc:
+        raise _bad(f"binary data of a {dt} tensor of shape {shape}: {exc}", f"inputs[{i}].parameters.binary_data_size") from None
+
+
+def _flag(params: Any, key: str, where: str) -> bool | None:
+    if params is None:
+        return None
+    if type(params) is not dict:
+        raise _bad("parameters must be an object", where)
+    v = params.get(key)
+    if v is not None and type(v) is not bool:
+        raise _bad(f"{key} must be true or false", f"{where}.{key}")
+    return v
+
+
+def _v2_outputs(obj: dict[str, Any], available: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
     outs = obj.get("outputs")
-    params = obj.get("parameters")
-    if params is not None and type(params) is not dict:
-        raise _bad("parameters must be an object", "parameters")
+    all_binary = _flag(obj.get("parameters"), "binary_data_output", "parameters") or False
     if outs is None:
-        want = ["predict"]
-        if params and params.get("predict_proba") is True:
-            want.append("predict_proba")
-    else:
-        if type(outs) is not list or not outs:
-            raise _bad("outputs must be a non-empty array of {\"name\": ...}", "outputs")
-        want = []
-        for k, o in enumerate(outs):
-            name = o.get("name") if type(o) is dict else None
-            if name not in V2_OUTPUTS:
-                raise _bad(f"unknown output {_short(name)}; the model has {', '.join(V2_OUTPUTS)}", f"outputs[{k}].name")
-            if name not in want:
-                want.append(name)
-    if "predict_proba" in want and schema.task != "classification":
-        raise _bad("predict_proba is only available for classification models", "outputs")
-    return tuple(want)
+        return available, frozenset(available) if all_binary else frozenset()
+    if type(outs) is not list or not outs:
+        raise _bad("outputs must be a non-empty array of {\"name\": ...}", "outputs")
+    want: list[str] = []
+    binary: set[str] = set()
+    for k, o in enumerate(outs):
+        name = o.get("name") if type(o) is dict else None
+        if name not in available:
+            if name == "predict_proba" and name in V2_OUTPUTS:
+                raise _bad("predict_proba is only available for classifiers that have it", f"outputs[{k}].name")
+            raise _bad(f"unknown output {_short(name)}; the model has {', '.join(available)}", f"outputs[{k}].name")
+        assert type(o) is dict
+        own = _flag(o.get("parameters"), "binary_data", f"outputs[{k}].parameters")
+        if name not in want:
+            want.append(name)
+        if (all_binary if own is None else own):
+            binary.add(name)
+    return tuple(want), frozenset(binary)
 
 
-def _v2_matrix(t: dict[str, Any], schema: Schema, bools: bool) -> np.ndarray:
+def _v2_matrix(t: dict[str, Any], schema: Schema, bools: bool, raw: Any) -> np.ndarray:
     n, d = t["shape"]
     if d != schema.width:
         raise _bad(f"a 2-D tensor needs {schema.width} columns ({', '.join(schema.names)}), shape has {d}", "inputs[0].shape")
@@ -534,13 +692,20 @@ def _v2_matrix(t: dict[str, Any], schema: Schema, bools: bool) -> np.ndarray:
     if schema.all_numeric or dt != "BYTES":
         # A mixed schema may also send one BYTES matrix, each column checked by its feature's rules.
         _check_datatype(dt, schema.features, "inputs[0].datatype")
-    flat = _tensor_values(t, 0, n * d)
+    flat = _tensor_values(t, 0, n * d, raw)
+    where = lambda r, c: f"inputs[0].data[{r * d + c}]"  # noqa: E731
+    if type(flat) is not list:
+        if schema.all_numeric:
+            x = flat.reshape(n, d).astype(np.float64)
+            _finite_check(x, schema, where)
+            return x
+        flat = flat.tolist()
     _typed_values(flat, dt, lambda k: f"inputs[0].data[{k}]")
     rows = [flat[r * d : (r + 1) * d] for r in range(n)]
-    return rows_to_array(rows, schema, "inputs[0].data", bools, where=lambda r, c: f"inputs[0].data[{r * d + c}]")
+    return rows_to_array(rows, schema, "inputs[0].data", bools or dt == "BOOL", where=where, strings=dt == "BYTES")
 
 
-def _v2_columns(inputs: list[dict[str, Any]], schema: Schema) -> np.ndarray:
+def _v2_columns(inputs: list[dict[str, Any]], schema: Schema, values: Sequence[Any]) -> np.ndarray:
     seen: dict[str, int] = {}
     n_rows: int | None = None
     for i, t in enumerate(inputs):
@@ -574,11 +739,14 @@ def _v2_columns(inputs: list[dict[str, Any]], schema: Schema) -> np.ndarray:
         i = seen[f.name]
         t = inputs[i]
         dt = _check_datatype(t.get("datatype"), (f,), f"inputs[{i}].datatype")
-        flat = _tensor_values(t, i, n_rows)
+        flat = _tensor_values(t, i, n_rows, values[i])
+        if type(flat) is not list:
+            flat = flat.tolist()
         _typed_values(flat, dt, lambda k, i=i: f"inputs[{i}].data[{k}]")
+        strings = dt == "BYTES"
         for r, v in enumerate(flat):
             loc = lambda i=i, r=r: f"inputs[{i}].data[{r}]"  # noqa: E731
-            out[r, c] = _numeric(v, f, schema, loc) if f.numeric else _categorical(v, c, f, schema, loc)
+            out[r, c] = _numeric(v, f, schema, loc, strings) if f.numeric else _categorical(v, c, f, schema, loc)
     return out
 
 
@@ -597,6 +765,27 @@ def v2_datatype(a: np.ndarray) -> str:
     return "BYTES"
 
 
+@dataclass(frozen=True)
+class OutputTensor:
+    """One output of a V2 answer, before it is written as JSON, binary or gRPC."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    values: np.ndarray  # flat, row-major
+
+
+def output_tensors(predictions: np.ndarray, proba: np.ndarray | None, outputs: Sequence[str]) -> list[OutputTensor]:
+    outs = []
+    for name in outputs:
+        if name == "predict":
+            values = predictions if predictions.dtype.kind != "O" else _plain(predictions)
+            outs.append(OutputTensor("predict", v2_datatype(predictions), [int(predictions.shape[0])], values.reshape(-1)))
+        elif name == "predict_proba" and proba is not None:
+            outs.append(OutputTensor("predict_proba", "FP64", [int(s) for s in proba.shape], proba.reshape(-1)))
+    return outs
+
+
 def v2_response(
     model: str,
     version: str,
@@ -605,27 +794,28 @@ def v2_response(
     proba: np.ndarray | None,
     outputs: Sequence[str],
 ) -> dict[str, Any]:
+    """The JSON answer with every output's ``data`` inline."""
+    return v2_answer(model, version, rid, output_tensors(predictions, proba, outputs))[0]
+
+
+def v2_answer(
+    model: str, version: str, rid: str, tensors: Sequence[OutputTensor], binary: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and the binary tail: outputs named in ``binary`` go as raw bytes after the JSON."""
+    from .tensors import encode
+
     outs = []
-    for name in outputs:
-        if name == "predict":
-            outs.append(
-                {
-                    "name": "predict",
-                    "shape": [int(predictions.shape[0])],
-                    "datatype": v2_datatype(predictions),
-                    "data": json_values(predictions if predictions.dtype.kind != "O" else _plain(predictions)),
-                }
-            )
-        elif name == "predict_proba" and proba is not None:
-            outs.append(
-                {
-                    "name": "predict_proba",
-                    "shape": [int(s) for s in proba.shape],
-                    "datatype": "FP64",
-                    "data": json_values(proba.reshape(-1)),
-                }
-            )
-    return {"model_name": model, "model_version": version, "id": rid, "outputs": outs}
+    tail = []
+    for t in tensors:
+        o: dict[str, Any] = {"name": t.name, "shape": t.shape, "datatype": t.datatype}
+        if t.name in binary:
+            raw = encode(t.values, t.datatype)
+            o["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            o["data"] = json_values(t.values)
+        outs.append(o)
+    return {"model_name": model, "model_version": version, "id": rid, "outputs": outs}, b"".join(tail)
 
 
 def _plain(a: np.ndarray) -> np.ndarray:

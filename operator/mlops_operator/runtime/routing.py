@@ -9,22 +9,36 @@ a task.  Any exception inside a handler becomes a response here or in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 from urllib.parse import unquote
 
 from .handlers import Response, ServerApp, error, internal_error, json_response, protocol_error
-from .protocol import ProtocolError
+from .protocol import JSON_LENGTH_HEADER, ProtocolError, decode_body
 
 Result = tuple[str, "Response | Awaitable[Response]"]
 
 
-def dispatch(app: ServerApp, method: bytes, url: bytes, body: bytes) -> Result:
+@dataclass(frozen=True)
+class BodyHeaders:
+    """The request headers that change how a body is read (raw header values, as received)."""
+
+    content_encoding: bytes | None = None
+    json_length: bytes | None = None  # Inference-Header-Content-Length: the V2 binary data extension
+
+
+NO_HEADERS = BodyHeaders()
+
+
+def dispatch(app: ServerApp, method: bytes, url: bytes, body: bytes, headers: BodyHeaders = NO_HEADERS) -> Result:
     try:
         path = unquote(url.split(b"?", 1)[0].decode("latin-1"))
     except Exception:
         return "other", error(400, "malformed URL")
     try:
-        return _route(app, method, path, body)
+        if headers.content_encoding is not None:
+            body = decode_body(body, headers.content_encoding, app.max_body_bytes)
+        return _route(app, method, path, body, headers)
     except ProtocolError as exc:
         return "other", protocol_error(exc)
     except Exception as exc:
@@ -32,10 +46,21 @@ def dispatch(app: ServerApp, method: bytes, url: bytes, body: bytes) -> Result:
 
 
 def _method(method: bytes, allowed: bytes) -> Response | None:
-    if method == allowed:
+    if method == allowed or (method == b"HEAD" and allowed == b"GET"):
         return None
-    return error(405, f"method {method.decode('latin-1')} not allowed; use {allowed.decode()}", "method",
-                 headers=((b"Allow", allowed),))
+    allow = b"GET, HEAD" if allowed == b"GET" else allowed
+    return error(405, f"method {method.decode('latin-1')} not allowed; use {allow.decode()}", "method",
+                 headers=((b"Allow", allow),))
+
+
+def _json_length(headers: BodyHeaders) -> int | None:
+    raw = headers.json_length
+    if raw is None:
+        return None
+    try:
+        return int(raw.decode("latin-1").strip())
+    except ValueError:
+        raise ProtocolError(400, f"{JSON_LENGTH_HEADER} must be an integer", JSON_LENGTH_HEADER) from None
 
 
 def _unknown(app: ServerApp, name: str) -> Response | None:
@@ -58,7 +83,7 @@ def _post(app: ServerApp, name: str, method: bytes, body: bytes,
     return fn(body)
 
 
-def _route(app: ServerApp, method: bytes, path: str, body: bytes) -> Result:
+def _route(app: ServerApp, method: bytes, path: str, body: bytes, headers: BodyHeaders) -> Result:
     if path.startswith("/v1/models/"):
         rest = path[len("/v1/models/"):]
         if rest.endswith(":predict"):
@@ -79,7 +104,8 @@ def _route(app: ServerApp, method: bytes, path: str, body: bytes) -> Result:
         if tail == ["ready"]:
             return "v2", _get(app, name, method, app.model_ready)
         if tail == ["infer"]:
-            return "v2", _post(app, name, method, body, app.v2_infer)
+            json_length = _json_length(headers)
+            return "v2", _post(app, name, method, body, lambda b: app.v2_infer(b, json_length))
         if tail == ["reference"]:
             return "v2", _get(app, name, method, app.v2_reference)
         return "v2", error(404, f"no endpoint {path}")

@@ -1,8 +1,9 @@
-"""``mlops-operator serve``: one model version over KServe V1 and Open Inference Protocol V2.
+"""``mlops-operator serve``: one model version over KServe V1 and Open Inference Protocol V2 (REST; gRPC when asked).
 
 ``mlops-operator serve --store DIR --model NAME [...]`` (see :func:`build_parser`
 and ``docs/serving.md``).  This module is the command line only: it parses and
-checks the flags, listens (:mod:`.http_engine`), loads the version
+checks the flags, listens (:mod:`.http_engine`, and :mod:`.grpc_server`
+with ``--grpc-port``), loads the version
 (:mod:`.model_loading`), installs it in the application (:mod:`.handlers`,
 routed by :mod:`.routing`) and drains on SIGTERM/SIGINT.
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also trust stored types from this module prefix; repeatable (the same list train --allow-module got)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in pods)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--grpc-port", type=int, default=None,
+                   help="also serve Open Inference Protocol V2 over gRPC on this port (default: off; 0 picks a free one)")
     p.add_argument("--max-batch-size", type=int, default=1024, help="most rows in one predict call (default 1024)")
     p.add_argument("--max-batch-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill (default 2)")
     p.add_argument("--max-queue-rows", type=int, default=None,
@@ -83,6 +86,10 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--max-connections must be at least 1")
     if not 0 <= a.port <= 65535:
         p.error("--port must be between 0 and 65535")
+    if a.grpc_port is not None and not 0 <= a.grpc_port <= 65535:
+        p.error("--grpc-port must be between 0 and 65535")
+    if a.grpc_port is not None and a.grpc_port == a.port != 0:
+        p.error("--grpc-port must differ from --port")
     if a.feedback_keep_seconds <= 0 or a.feedback_max_pending < 0:
         p.error("--feedback-keep-seconds must be positive and --feedback-max-pending not negative")
 
@@ -103,6 +110,18 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_START
+    grpc_server = None
+    if args.grpc_port is not None:
+        from .grpc_server import GrpcServer  # grpc is loaded only when asked for
+
+        grpc_server = GrpcServer(app, max_message_bytes=args.max_body_bytes, max_concurrent_rpcs=args.max_connections)
+        try:
+            grpc_port = await grpc_server.start(args.host, args.grpc_port)
+        except OSError as exc:
+            await http.close()
+            print(f"error: cannot listen for gRPC on {args.host}:{args.grpc_port}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_START
+        print(f"gRPC (inference.GRPCInferenceService) on {args.host}:{grpc_port}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,6 +136,8 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
         schema = await asyncio.to_thread(warm_up, model)
     except StartupError as exc:
         await http.close()
+        if grpc_server is not None:
+            await grpc_server.stop(0)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_START
     app.install(
@@ -135,7 +156,10 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
         started(port)
     await stop.wait()
     app.begin_shutdown()
-    await http.shutdown(args.grace_seconds)
+    if grpc_server is not None:
+        await asyncio.gather(http.shutdown(args.grace_seconds), grpc_server.stop(args.grace_seconds))
+    else:
+        await http.shutdown(args.grace_seconds)
     await app.close()
     return EXIT_OK
 
