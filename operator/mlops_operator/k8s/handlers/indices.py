@@ -3,12 +3,13 @@
 kopf fills each index from its watch's initial listing before it runs any
 handler, then keeps it current from the watch stream; a deleted object's
 values leave with it. Of the built-in kinds only ours are indexed, by the
-labels the operator puts on them.
+labels the operator puts on them. The functions are coroutines so kopf calls
+them on its loop: a sync handler would cost a thread hop per index per event.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import kopf
 
@@ -19,8 +20,8 @@ GROUP, VERSION = "mlops.dev", "v1alpha1"
 TRAINING, SERVING, TRIGGERED = labels.TRAINING_JOB, labels.DEPLOYMENT, labels.TRIGGERED_BY
 
 
-def _keep(kind: str) -> Callable[..., dict[tuple[str, str], str]]:
-    def index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+def _keep(kind: str) -> Callable[..., Awaitable[dict[tuple[str, str], str]]]:
+    async def index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
         return {(namespace, name): kept(kind, body)}
     return index
 
@@ -48,30 +49,30 @@ kopf.index("", "v1", "pods", id="objects_pods", when=_training_or_serving)(_keep
 
 
 @kopf.index("", "v1", "pods", labels={"job-name": kopf.PRESENT, TRAINING: kopf.PRESENT})
-def pods_by_job(namespace: str, name: str, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], str]:
+async def pods_by_job(namespace: str, name: str, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, labels["job-name"]): name}
 
 
 @kopf.index("", "v1", "pods", labels={SERVING: kopf.PRESENT})
-def pods_by_deployment(namespace: str, name: str, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], str]:
+async def pods_by_deployment(namespace: str, name: str, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, labels[SERVING]): name}
 
 
 @kopf.index(GROUP, VERSION, "trainingjobs")
-def training_jobs_by_model(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+async def training_jobs_by_model(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, spec.get("model", "")): name}
 
 
 @kopf.index(GROUP, VERSION, "trainingjobs", labels={TRIGGERED: kopf.PRESENT})
-def training_jobs_by_policy(namespace: str, name: str, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], str]:
+async def training_jobs_by_policy(namespace: str, name: str, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, labels[TRIGGERED]): name}
 
 
 @kopf.index(GROUP, VERSION, "modeldeployments")
-def deployments_by_model(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+async def deployments_by_model(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, spec.get("model", "")): name}
 
 
 @kopf.index(GROUP, VERSION, "driftpolicies")
-def policies_by_deployment(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+async def policies_by_deployment(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, spec.get("deployment", "")): name}
