@@ -1,0 +1,180 @@
+"""The s3:// model store against a real S3 server (SeaweedFS, tests/s3server.py): layout, atomic versions, digests, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import skops.io as sio
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from mlops_operator.store import ArtifactError, S3ModelStore, StoreError, VersionNotFound, open_store, sha256_hex
+from mlops_operator.store.s3client import ClientSettings, client_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch):
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+def _model_bytes(c: float = 1.0) -> bytes:
+    X, y = load_iris(return_X_y=True)
+    return sio.dumps(LogisticRegression(C=c, max_iter=500).fit(X, y))
+
+
+def _write(store, version: str = "v1", c: float = 1.0, **extra):
+    return store.write_version("ns", "iris", version, _model_bytes(c), {"metrics": {"accuracy": 0.9}, **extra},
+                               {"features": {}})
+
+
+def test_s3_store_round_trip_keeps_the_layout_and_verifies_digests(s3_env) -> None:
+    store = open_store(f"s3://{s3_env.new_bucket()}/models", ["sklearn"])
+    assert isinstance(store, S3ModelStore)
+    written = _write(store)
+    assert written.created and str(written.path).endswith("/models/ns/iris/v1/")
+    assert store.list_versions("ns", "iris") == ["v1"]
+    model = store.load_model("ns", "iris", "v1", expected_sha256=written.metadata["sha256"]["model.skops"])
+    assert model.predict(load_iris().data[:1]).tolist() == [0]
+    assert store.read_reference("ns", "iris", "v1") == {"features": {}}
+    keys = sorted(o["Key"] for o in s3_env.client().list_objects_v2(Bucket=store.bucket_name)["Contents"])
+    assert keys[-1] == "models/ns/iris/v1/metadata.json"
+    assert {k.rsplit("/", 1)[1] for k in keys} == {"metadata.json", "model.skops", "reference.json"}
+    with pytest.raises(ArtifactError, match="expected sha256:00"):
+        store.load_model("ns", "iris", "v1", expected_sha256="sha256:" + "0" * 64)
+
+
+def test_s3_version_is_never_overwritten(s3_env) -> None:
+    store = open_store(f"s3://{s3_env.new_bucket()}", ["sklearn"])
+    first = _write(store, c=1.0)
+    second = _write(store, c=0.01)
+    assert first.created and not second.created
+    assert second.metadata["sha256"] == first.metadata["sha256"]
+    data = store.read_file("ns", "iris", "v1", "model.skops")
+    assert sha256_hex(data) == first.metadata["sha256"]["model.skops"] != sha256_hex(_model_bytes(0.01))
+
+
+def test_s3_two_writers_of_one_version_leave_one_version_and_no_stray_objects(s3_env) -> None:
+    """The manifest's conditional put decides: the second writer gets the first one's version back."""
+    uri = f"s3://{s3_env.new_bucket()}/p"
+    a, b = open_store(uri, ["sklearn"]), open_store(uri, ["sklearn"])
+    # b decided "not there yet" before a finished: simulate by writing b's objects while a's manifest lands first.
+    original_exists = b.exists
+    b.exists = lambda *args: False  # type: ignore[method-assign]
+    won = _write(a, c=1.0)
+    lost = _write(b, c=0.01)
+    b.exists = original_exists  # type: ignore[method-assign]
+    assert won.created and not lost.created and lost.metadata["files"] == won.metadata["files"]
+    keys = [o["Key"] for o in s3_env.client().list_objects_v2(Bucket=a.bucket_name)["Contents"]]
+    assert len(keys) == 3, keys  # the loser deleted its own objects
+
+
+def test_s3_tampered_artifact_is_refused(s3_env) -> None:
+    store = open_store(f"s3://{s3_env.new_bucket()}", ["sklearn"])
+    meta = _write(store).metadata
+    key = f"ns/iris/v1/{meta['files']['model.skops']}"
+    s3_env.client().put_object(Bucket=store.bucket_name, Key=key, Body=_model_bytes(0.01))  # an admin overwrote it
+    with pytest.raises(ArtifactError, match="refusing to load"):
+        store.load_model("ns", "iris", "v1")
+
+
+HALF_WRITER = textwrap.dedent("""
+    import sys, time
+    from mlops_operator.store import open_store
+    from mlops_operator.store.s3client import Bucket
+    put = Bucket.put_new
+    def slow_manifest(self, key, data):
+        if key.endswith("/metadata.json"):
+            print("objects-written", flush=True)
+            time.sleep(60)  # killed here, between the objects and the manifest
+        return put(self, key, data)
+    Bucket.put_new = slow_manifest
+    store = open_store(sys.argv[1])
+    store.write_version("ns", "iris", "v1", open(sys.argv[2], "rb").read(), {}, {})
+""")
+
+
+def test_s3_half_written_version_is_never_served(s3_env, tmp_path) -> None:
+    """A trainer killed (SIGKILL) after its objects and before the manifest leaves nothing a reader trusts."""
+    from mlops_operator.runtime.model_loading import StartupError, load_model
+
+    uri = f"s3://{s3_env.new_bucket()}/models"
+    model_file = tmp_path / "model.skops"
+    model_file.write_bytes(_model_bytes())
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
+    proc = subprocess.Popen([sys.executable, "-c", HALF_WRITER, uri, str(model_file)], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "objects-written"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    store = open_store(uri, ["sklearn"])
+    objects = s3_env.client().list_objects_v2(Bucket=store.bucket_name)["Contents"]
+    assert {o["Key"].rsplit("/", 1)[1] for o in objects} == {"model.skops", "reference.json"}  # orphans, no manifest
+    assert store.list_versions("ns", "iris") == [] and not store.exists("ns", "iris", "v1")
+    with pytest.raises(VersionNotFound):
+        store.load_model("ns", "iris", "v1")
+    with pytest.raises(StartupError, match="no version"):
+        load_model(uri, "ns", "iris", "v1", None, ["sklearn"])
+    # A retried trainer completes the version under its own upload id.
+    assert _write(store).created and store.list_versions("ns", "iris") == ["v1"]
+
+
+def test_s3_wrong_key_is_a_clear_access_denied_without_the_secret(s3_server, monkeypatch) -> None:
+    wrong = "definitely-not-the-secret-4242"
+    for key, value in s3_server.env(secret_key=wrong).items():
+        monkeypatch.setenv(key, value)
+    bucket = s3_server.new_bucket()
+    store = open_store(f"s3://{bucket}/models")
+    with pytest.raises(StoreError) as caught:
+        store.list_versions("ns", "iris")
+    assert caught.value.reason == "StoreAccessDenied"
+    assert f"s3://{bucket}/models/ns/iris/" in str(caught.value) and wrong not in str(caught.value)
+    with pytest.raises(StoreError) as caught:
+        _write(store)
+    assert caught.value.reason == "StoreAccessDenied"
+
+
+def test_s3_missing_bucket_and_unreachable_endpoint_are_named(s3_env, monkeypatch) -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("s3://no-such-bucket-here/models").list_versions("ns", "iris")
+    assert caught.value.reason == "StoreBucketMissing"
+    # A port nothing listens on: refused at once, reported as unreachable (bounded retries).
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    with pytest.raises(StoreError) as caught:
+        open_store("s3://some-bucket/models").check()
+    assert caught.value.reason == "StoreUnreachable"
+
+
+def test_s3_client_settings_from_env() -> None:
+    s = ClientSettings.from_env({"AWS_ENDPOINT_URL": "https://minio.example:9000", "AWS_CA_BUNDLE": "/etc/ca/ca.crt",
+                                 "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert (s.endpoint_url, s.addressing_style, s.region, s.ca_bundle) == ("https://minio.example:9000", "path", "eu-west-1", "/etc/ca/ca.crt")
+    assert ClientSettings.from_env({}).addressing_style == "auto"
+    with pytest.raises(StoreError, match="MLOPS_S3_ADDRESSING_STYLE"):
+        ClientSettings.from_env({"MLOPS_S3_ADDRESSING_STYLE": "sideways"})
+    client = client_for(ClientSettings("http://127.0.0.1:1", "eu-west-1", "path", None))
+    assert client.meta.endpoint_url == "http://127.0.0.1:1" and client.meta.region_name == "eu-west-1"
+
+
+@pytest.mark.parametrize("uri, problem", [
+    ("s3://Bad_Bucket/x", "not a valid bucket"), ("s3://bucket-a/../x", "'..'"), ("ftp://x/y", "unsupported store scheme"),
+    ("pvc:///x", "pvc://<claim>"), ("", "empty"),
+])
+def test_s3_store_uri_errors_name_the_problem(uri, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        open_store(uri)
