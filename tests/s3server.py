@@ -8,6 +8,9 @@ AWS or MinIO.  Everything it writes stays under the directory it is given.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -15,6 +18,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,17 +29,22 @@ from pathlib import Path
 
 ACCESS_KEY = "mlops-test-access"
 SECRET_KEY = "mlops-test-secret-0123456789abcdef"
+WRITER_KEY = "mlops-test-writer"
+WRITER_SECRET = "mlops-test-writer-secret-0123456789"
 READER_KEY = "mlops-test-reader"
 READER_SECRET = "mlops-test-reader-secret-0123456789"
+REGION = "us-east-1"
 START_SECONDS = 60.0
 """SeaweedFS starts its master, volume, filer and S3 gateway one after another; on a busy machine that takes a while."""
 
 
 @dataclass(frozen=True)
 class S3Server:
+    """The running server; workloads use the ``writer`` identity (read, write, list: no bucket administration)."""
+
     endpoint: str
-    access_key: str = ACCESS_KEY
-    secret_key: str = SECRET_KEY
+    access_key: str = WRITER_KEY
+    secret_key: str = WRITER_SECRET
 
     def env(self, *, secret_key: str | None = None) -> dict[str, str]:
         """The environment a process needs to reach this server (what a pod gets from the Secret and settings)."""
@@ -41,25 +52,70 @@ class S3Server:
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": secret_key or self.secret_key,
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_REGION": "us-east-1",
+            "AWS_REGION": REGION,
             "MLOPS_S3_ADDRESSING_STYLE": "path",
         }
 
-    def client(self, *, secret_key: str | None = None):  # type: ignore[no-untyped-def]
-        import botocore.config
-        import botocore.session
+    # -- administration (the admin identity), for setting up and breaking things ------------
 
-        return botocore.session.get_session().create_client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=self.access_key,
-            aws_secret_access_key=secret_key or self.secret_key,
-            config=botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-        )
+    def admin(self, method: str, path: str, body: bytes = b"") -> int:
+        """A signed request as the admin identity; returns the HTTP status."""
+        return sigv4_request(self.endpoint, method, path, body, ACCESS_KEY, SECRET_KEY)
 
     def new_bucket(self, prefix: str = "t") -> str:
         """A fresh, empty bucket (S3 names: lower case, 3-63 characters)."""
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        self.client().create_bucket(Bucket=name)
+        status = self.admin("PUT", f"/{name}")
+        if status != 200:
+            raise RuntimeError(f"CreateBucket {name}: HTTP {status}")
         return name
+
+    def delete_bucket(self, name: str) -> None:
+        """Delete a bucket and everything in it (the server runs with -s3.allowDeleteBucketNotEmpty)."""
+        status = self.admin("DELETE", f"/{name}")
+        if status not in (200, 204):
+            raise RuntimeError(f"DeleteBucket {name}: HTTP {status}")
+
+    def store(self, bucket: str):  # type: ignore[no-untyped-def]
+        """An obstore store on ``bucket`` as the admin (to look at or tamper with objects directly)."""
+        from obstore.store import S3Store
+
+        return S3Store(bucket, config={"endpoint": self.endpoint, "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY,
+                                       "region": REGION, "virtual_hosted_style_request": False},
+                       client_options={"allow_http": True})
+
+    def keys(self, bucket: str, prefix: str | None = None) -> list[str]:
+        import obstore
+
+        return sorted(str(o["path"]) for page in obstore.list(self.store(bucket), prefix=prefix) for o in page)
+
+
+def sigv4_request(endpoint: str, method: str, path: str, body: bytes, access_key: str, secret_key: str,
+                  region: str = REGION) -> int:
+    """One AWS Signature Version 4 request (path-style), enough for CreateBucket and DeleteBucket."""
+    parsed = urllib.parse.urlparse(endpoint)
+    host = parsed.netloc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(body).hexdigest()
+    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([method, urllib.parse.quote(path), "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "",
+                           signed, payload])
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = f"AWS4{secret_key}".encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    auth = f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    request = urllib.request.Request(endpoint + path, data=body if method in ("PUT", "POST") else None, method=method,
+                                     headers={"x-amz-content-sha256": payload, "x-amz-date": amz_date, "Authorization": auth})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - 127.0.0.1 only
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def weed_binary() -> str:
@@ -87,6 +143,8 @@ def _identities() -> dict:
     return {"identities": [
         {"name": "mlops", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
          "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+        {"name": "writer", "credentials": [{"accessKey": WRITER_KEY, "secretKey": WRITER_SECRET}],
+         "actions": ["Read", "Write", "List"]},
         {"name": "reader", "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
          "actions": ["Read", "List"]},
     ]}
@@ -110,6 +168,7 @@ def running_s3(workdir: Path) -> Iterator[S3Server]:
              "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}", f"-filer.localSocket={workdir}/filer.sock",
              "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}", f"-s3.port.iceberg={ice}", f"-s3.port.lance={lance}",
              f"-s3.localSocket={workdir}/s3.sock", f"-metricsPort={metrics}", f"-s3.config={config}",
+             "-s3.allowDeleteBucketNotEmpty",
              "-volume.max=200", "-master.volumeSizeLimitMB=32"],
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
         )
@@ -133,7 +192,7 @@ def running_s3(workdir: Path) -> Iterator[S3Server]:
 
 def _wait_ready(proc: subprocess.Popen, server: S3Server) -> str:
     """'' once a bucket can be created and written; else why not (the process exited, or the time ran out)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    import obstore
 
     deadline = time.monotonic() + START_SECONDS
     probe = f"ready-{uuid.uuid4().hex[:8]}"
@@ -142,16 +201,13 @@ def _wait_ready(proc: subprocess.Popen, server: S3Server) -> str:
         if proc.poll() is not None:
             return f"weed exited with {proc.returncode}"
         try:
-            client = server.client()
-            try:
-                client.create_bucket(Bucket=probe)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
-                    raise
-            client.put_object(Bucket=probe, Key="probe", Body=b"ok")
-            return ""
-        except (BotoCoreError, ClientError) as exc:
-            error = str(exc)
+            status = server.admin("PUT", f"/{probe}")
+            if status in (200, 409):
+                obstore.put(server.store(probe), "probe", b"ok")
+                return ""
+            error = f"CreateBucket: HTTP {status}"
+        except Exception as exc:  # noqa: BLE001 - not up yet: connection refused, 5xx while it starts
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
         time.sleep(0.25)
     return f"not ready after {START_SECONDS:.0f} s: {error}"
 

@@ -10,13 +10,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import obstore
 import pytest
 import skops.io as sio
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mlops_operator.store import ArtifactError, S3ModelStore, StoreError, VersionNotFound, open_store, sha256_hex
-from mlops_operator.store.s3client import ClientSettings, client_for
+from mlops_operator.store.s3client import ClientSettings, store_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def test_s3_store_round_trip_keeps_the_layout_and_verifies_digests(s3_env) -> No
     model = store.load_model("ns", "iris", "v1", expected_sha256=written.metadata["sha256"]["model.skops"])
     assert model.predict(load_iris().data[:1]).tolist() == [0]
     assert store.read_reference("ns", "iris", "v1") == {"features": {}}
-    keys = sorted(o["Key"] for o in s3_env.client().list_objects_v2(Bucket=store.bucket_name)["Contents"])
+    keys = s3_env.keys(store.bucket_name)
     assert keys[-1] == "models/ns/iris/v1/metadata.json"
     assert {k.rsplit("/", 1)[1] for k in keys} == {"metadata.json", "model.skops", "reference.json"}
     with pytest.raises(ArtifactError, match="expected sha256:00"):
@@ -75,7 +76,7 @@ def test_s3_two_writers_of_one_version_leave_one_version_and_no_stray_objects(s3
     lost = _write(b, c=0.01)
     b.exists = original_exists  # type: ignore[method-assign]
     assert won.created and not lost.created and lost.metadata["files"] == won.metadata["files"]
-    keys = [o["Key"] for o in s3_env.client().list_objects_v2(Bucket=a.bucket_name)["Contents"]]
+    keys = s3_env.keys(a.bucket_name)
     assert len(keys) == 3, keys  # the loser deleted its own objects
 
 
@@ -83,7 +84,7 @@ def test_s3_tampered_artifact_is_refused(s3_env) -> None:
     store = open_store(f"s3://{s3_env.new_bucket()}", ["sklearn"])
     meta = _write(store).metadata
     key = f"ns/iris/v1/{meta['files']['model.skops']}"
-    s3_env.client().put_object(Bucket=store.bucket_name, Key=key, Body=_model_bytes(0.01))  # an admin overwrote it
+    obstore.put(s3_env.store(store.bucket_name), key, _model_bytes(0.01))  # an admin overwrote it
     with pytest.raises(ArtifactError, match="refusing to load"):
         store.load_model("ns", "iris", "v1")
 
@@ -119,8 +120,8 @@ def test_s3_half_written_version_is_never_served(s3_env, tmp_path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     store = open_store(uri, ["sklearn"])
-    objects = s3_env.client().list_objects_v2(Bucket=store.bucket_name)["Contents"]
-    assert {o["Key"].rsplit("/", 1)[1] for o in objects} == {"model.skops", "reference.json"}  # orphans, no manifest
+    keys = s3_env.keys(store.bucket_name)
+    assert {k.rsplit("/", 1)[1] for k in keys} == {"model.skops", "reference.json"}  # orphans, no manifest
     assert store.list_versions("ns", "iris") == [] and not store.exists("ns", "iris", "v1")
     with pytest.raises(VersionNotFound):
         store.load_model("ns", "iris", "v1")
@@ -167,8 +168,10 @@ def test_s3_client_settings_from_env() -> None:
     assert ClientSettings.from_env({}).addressing_style == "auto"
     with pytest.raises(StoreError, match="MLOPS_S3_ADDRESSING_STYLE"):
         ClientSettings.from_env({"MLOPS_S3_ADDRESSING_STYLE": "sideways"})
-    client = client_for(ClientSettings("http://127.0.0.1:1", "eu-west-1", "path", None))
-    assert client.meta.endpoint_url == "http://127.0.0.1:1" and client.meta.region_name == "eu-west-1"
+    assert not s.virtual_hosted() and ClientSettings.from_env({}).virtual_hosted()
+    with pytest.raises(StoreError, match="cannot read the CA bundle /etc/ca/ca.crt") as caught:
+        store_for("bucket-a", s)
+    assert caught.value.reason == "StoreTLSError"
 
 
 @pytest.mark.parametrize("uri, problem", [

@@ -21,9 +21,13 @@ objects and reports the winner's version.  No object is ever overwritten.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +38,7 @@ from .filesystem import (
     MODEL_FILE,
     REFERENCE_FILE,
     ArtifactError,
+    ModelStore,
     VersionNotFound,
     WriteResult,
     _check_component,
@@ -92,8 +97,8 @@ class S3ModelStore:
     # -- reading -----------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise :class:`StoreError` unless the bucket answers (credentials, existence, reachability)."""
-        self.bucket.check()
+        """Raise :class:`StoreError` unless the store answers (credentials, existence, reachability)."""
+        self.bucket.check(self.prefix + "/" if self.prefix else "")
 
     def exists(self, namespace: str, model: str, version: str) -> bool:
         return self.bucket.get(f"{self.version_key(namespace, model, version)}/{METADATA_FILE}") is not None
@@ -159,6 +164,38 @@ class S3ModelStore:
             return load_skops_bytes(data, modules)
         except ArtifactError as exc:
             raise ArtifactError(f"{namespace}/{model}/{version}: {exc}") from None
+
+    def download_version(self, namespace: str, model: str, version: str, root: str | os.PathLike[str],
+                         expected_sha256: str | None = None) -> ModelStore:
+        """Copy a complete version, every file verified, into a local store under ``root`` (same layout).
+
+        A server loads from this copy: what it serves is on its own disk and
+        checked before it turns ready.  The copy appears in one rename; an
+        existing copy is kept (a restarted container) and checked again on load.
+        """
+        local = ModelStore(root, self.trusted_modules)
+        final = local.version_dir(namespace, model, version)
+        if local.exists(namespace, model, version):
+            return local
+        meta = self.read_metadata(namespace, model, version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=final.parent))
+        try:
+            for name in meta.get("files") or {}:
+                _check_component("file name", name)
+                data = self.read_file(namespace, model, version, name,
+                                      expected_sha256 if name == MODEL_FILE else None, meta)
+                (tmp / name).write_bytes(data)
+            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o755)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not local.exists(namespace, model, version):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return local
 
     # -- writing -----------------------------------------------------------------
 

@@ -1,11 +1,14 @@
 """A small S3 client: bytes in, bytes out, and errors a user can act on.
 
-Built on botocore (the core of the AWS SDK for Python) because it speaks to
-every S3-compatible server (AWS, MinIO, Ceph RGW, SeaweedFS), signs with the
-standard credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
-a web identity token for IRSA, an instance role) and supports conditional
-writes (``If-None-Match: *``), which is what makes "never overwritten" hold
-against a second writer.
+Built on obstore (Python bindings of the Rust ``object_store`` crate, the
+client of Apache Arrow DataFusion and many others): it speaks to every
+S3-compatible server (AWS, MinIO, Ceph RGW, SeaweedFS), reads the standard
+credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a web
+identity token for IRSA, container and instance credentials), writes with
+``If-None-Match: *`` (``mode="create"``), which is what makes "never
+overwritten" hold against a second writer, and trusts an extra root CA.  It
+has no Python dependencies, so it cannot pin anything the operator's other
+libraries need.
 
 Configuration comes from the environment only, so nothing secret is ever on a
 command line or in a manifest:
@@ -13,36 +16,41 @@ command line or in a manifest:
 - ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``: a custom endpoint (MinIO, Ceph, ...);
 - ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (default ``us-east-1``);
 - ``MLOPS_S3_ADDRESSING_STYLE``: ``path``, ``virtual`` or ``auto`` (default:
-  ``path`` with a custom endpoint, else ``auto``);
-- ``AWS_CA_BUNDLE``: a PEM file of CA certificates to trust;
-- the credentials, read by botocore itself and never logged here.
+  ``path`` with a custom endpoint, virtual-hosted on AWS);
+- ``AWS_CA_BUNDLE``: a PEM file of CA certificates to trust besides the system's;
+- the credentials, read by obstore itself and never logged here.
 
 Every error becomes a :class:`StoreError` with a ``reason`` (a CamelCase word
-fit for a condition) and a message naming the ``s3://`` location, never a key.
+fit for a condition) and a message naming the ``s3://`` location and the
+server's error code, never a key.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .filesystem import ArtifactError
 
 ADDRESSING_ENV = "MLOPS_S3_ADDRESSING_STYLE"
-CONNECT_TIMEOUT_SECONDS = 5.0
-READ_TIMEOUT_SECONDS = 60.0
-MAX_ATTEMPTS = 3
+CONNECT_TIMEOUT = "5s"
+REQUEST_TIMEOUT = "60s"
+MAX_RETRIES = 2
+RETRY_TIMEOUT = timedelta(seconds=20)
 MAX_LIST_PAGES = 1000
-"""At most 1,000,000 keys under one listed prefix: bounded, and far beyond what a model's versions need."""
+"""Pages of a listing read at most (obstore pages hold up to 1000 keys): bounded, far beyond a model's versions."""
 
 ACCESS_DENIED_CODES = frozenset({
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-    "AuthorizationHeaderMalformed", "InvalidClientTokenId", "AllAccessDisabled", "403",
+    "AuthorizationHeaderMalformed", "InvalidClientTokenId", "AllAccessDisabled",
 })
+_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
+_STATUS = re.compile(r"status code: (\d{3})")
 
 
 class StoreError(ArtifactError):
@@ -62,7 +70,7 @@ class S3Object:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """Where and how to connect (no credentials: botocore reads those itself)."""
+    """Where and how to connect (no credentials: those come from the environment or the caller)."""
 
     endpoint_url: str | None
     region: str
@@ -79,149 +87,155 @@ class ClientSettings:
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(endpoint, region, style, env.get("AWS_CA_BUNDLE") or None)
 
+    def virtual_hosted(self) -> bool:
+        return self.addressing_style == "virtual" or (self.addressing_style == "auto" and not self.endpoint_url)
 
-_loader: Any = None
-_lock = threading.Lock()
 
+def store_for(bucket: str, settings: ClientSettings | None = None, credentials: Mapping[str, str] | None = None) -> Any:
+    """An obstore S3Store for ``bucket`` (no prefix: keys are full keys).
 
-def client_for(settings: ClientSettings | None = None) -> Any:
-    """A new botocore client that reads the credentials in the environment now.
-
-    Only the parsed service model is shared; sessions and clients are not, so
-    a process whose credentials change (a rotated Secret, a test) never signs
-    with old ones.
+    Credentials: ``credentials`` (a Secret's data the caller read) or else the
+    environment's chain, read now, so a process whose credentials change (a
+    rotated Secret, a test) never signs with old ones.
     """
-    import botocore.config
-    import botocore.session
+    from obstore.store import S3Store
 
-    global _loader
     settings = settings or ClientSettings.from_env()
-    with _lock:
-        session = botocore.session.Session()
-        if _loader is None:
-            _loader = session.get_component("data_loader")
-        else:
-            session.register_component("data_loader", _loader)
-    config = botocore.config.Config(
-        s3={"addressing_style": settings.addressing_style},
-        connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-        user_agent_extra="mlops-operator",
-    )
-    with _lock:
-        return session.create_client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
-            verify=settings.ca_bundle if settings.ca_bundle else None, config=config,
-        )
+    config: dict[str, Any] = {"region": settings.region, "virtual_hosted_style_request": settings.virtual_hosted()}
+    if settings.endpoint_url:
+        config["endpoint"] = settings.endpoint_url
+    if credentials is not None:
+        config["access_key_id"] = credentials.get("AWS_ACCESS_KEY_ID", "")
+        config["secret_access_key"] = credentials.get("AWS_SECRET_ACCESS_KEY", "")
+        if credentials.get("AWS_SESSION_TOKEN"):
+            config["session_token"] = credentials["AWS_SESSION_TOKEN"]
+    options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "timeout": REQUEST_TIMEOUT,
+                               "allow_http": bool(settings.endpoint_url and settings.endpoint_url.startswith("http://"))}
+    if settings.ca_bundle:
+        try:
+            with open(settings.ca_bundle, "rb") as fh:
+                options["root_certificate"] = fh.read()
+        except OSError as exc:
+            raise StoreError("StoreTLSError", f"cannot read the CA bundle {settings.ca_bundle}: {exc.strerror or exc}") from None
+    retry = {"max_retries": MAX_RETRIES, "retry_timeout": RETRY_TIMEOUT}
+    try:
+        return S3Store(bucket, config=config, client_options=options, retry_config=retry)
+    except Exception as exc:  # a configuration obstore refuses (bad endpoint URL, bad certificate)
+        raise StoreError("InvalidStoreSettings", f"s3://{bucket}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
 def _error(exc: BaseException, where: str) -> StoreError:
-    """A botocore failure as a :class:`StoreError` that names the location and the cause, never a secret."""
-    from botocore.exceptions import (
-        ClientError, ConnectionError as BotoConnectionError, NoCredentialsError, PartialCredentialsError, SSLError,
-    )
+    """An obstore failure as a :class:`StoreError` naming the location and the server's code, never a secret."""
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error") or {}
-        code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "")
-        text = str(err.get("Message") or code)
-        if code in ACCESS_DENIED_CODES:
-            return StoreError("StoreAccessDenied", f"{where}: access denied by the object store ({code}: {text}); "
-                                                   "check the store credentials (the Secret's access key and secret key) and the bucket policy")
-        if code == "NoSuchBucket":
-            return StoreError("StoreBucketMissing", f"{where}: the bucket does not exist ({text})")
-        return StoreError("StoreError", f"{where}: the object store answered {code}: {text}")
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return StoreError("StoreAccessDenied", f"{where}: no credentials for the object store ({exc}); "
-                                               "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (from a Secret) or a web identity")
-    if isinstance(exc, SSLError):
-        return StoreError("StoreTLSError", f"{where}: TLS failed ({exc}); is the CA bundle right?")
-    if isinstance(exc, BotoConnectionError):
-        return StoreError("StoreUnreachable", f"{where}: cannot reach the object store: {exc}")
-    return StoreError("StoreError", f"{where}: {type(exc).__name__}: {exc}")
+    text = str(exc)
+    code = (_CODE.search(text) or [None, ""])[1]
+    server = (_MESSAGE.search(text) or [None, ""])[1]
+    status = (_STATUS.search(text) or [None, ""])[1]
+    said = f"{code}: {server}" if code else (f"HTTP {status}" if status else _first_line(exc))
+    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or code in ACCESS_DENIED_CODES or status == "403":
+        return StoreError("StoreAccessDenied", f"{where}: access denied by the object store ({said}); check the store "
+                                               "credentials (the Secret's access key and secret key) and the bucket policy")
+    if code == "NoSuchBucket":
+        return StoreError("StoreBucketMissing", f"{where}: the bucket does not exist ({said})")
+    lowered = text.lower()
+    if "certificate" in lowered or "tls" in lowered:
+        return StoreError("StoreTLSError", f"{where}: TLS failed ({_first_line(exc)}); is the CA bundle right?")
+    if not status and ("error sending request" in lowered or "connect" in lowered or "timed out" in lowered):
+        return StoreError("StoreUnreachable", f"{where}: cannot reach the object store ({_first_line(exc)})")
+    return StoreError("StoreError", f"{where}: the object store failed: {said}")
 
 
-def _code(exc: BaseException) -> str:
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        return str((exc.response.get("Error") or {}).get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
-    return ""
+def _not_found(exc: BaseException) -> bool:
+    """A missing key (but not a missing bucket, which is an error worth reporting)."""
+    return isinstance(exc, FileNotFoundError) and "<Code>NoSuchBucket</Code>" not in str(exc)
 
 
 class Bucket:
-    """One bucket through one client: get, conditional put, list, delete."""
+    """One bucket: get, create-only put, list, delete, with errors as :class:`StoreError`."""
 
-    def __init__(self, name: str, client: Any = None) -> None:
+    def __init__(self, name: str, store: Any = None, *, credentials: Mapping[str, str] | None = None) -> None:
         self.name = name
-        self._client = client
+        self._store = store
+        self._credentials = credentials
 
     @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = client_for()
-        return self._client
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = store_for(self.name, credentials=self._credentials)
+        return self._store
 
     def where(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
 
-    def get(self, key: str) -> bytes | None:
-        """The object's bytes, or None when there is no such key (a missing bucket is an error)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+    def get(self, key: str, max_bytes: int | None = None) -> bytes | None:
+        """The object's bytes, or None when there is no such key (a missing bucket is an error).
+
+        With ``max_bytes``, a larger object is refused before its body is read.
+        """
+        import obstore
 
         try:
-            resp = self.client.get_object(Bucket=self.name, Key=key)
-            return resp["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            result = obstore.get(self.store, key)
+            size = int(result.meta.get("size") or 0)
+            if max_bytes is not None and size > max_bytes:
+                raise StoreError("StoreObjectTooLarge", f"{self.where(key)}: {size} bytes is more than the limit of {max_bytes} bytes")
+            return bytes(result.bytes())
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _not_found(exc):
                 return None
             raise _error(exc, self.where(key)) from None
 
     def put_new(self, key: str, data: bytes) -> bool:
         """Write a new object; False (nothing written) when the key exists: objects are never overwritten."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            self.client.put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
+            obstore.put(self.store, key, data, mode="create")
             return True
-        except (ClientError, BotoCoreError) as exc:
-            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        except Exception as exc:
             raise _error(exc, self.where(key)) from None
 
     def delete(self, key: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
+        import obstore
 
         try:
-            self.client.delete_object(Bucket=self.name, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise _error(exc, self.where(key)) from None
+            obstore.delete(self.store, key)
+        except Exception as exc:
+            if not _not_found(exc):
+                raise _error(exc, self.where(key)) from None
 
     def list(self, prefix: str) -> Iterator[S3Object]:
-        """Every object under ``prefix`` (bounded by :data:`MAX_LIST_PAGES` pages)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        token: str | None = None
-        for _page in range(MAX_LIST_PAGES):
-            kwargs: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            try:
-                resp = self.client.list_objects_v2(**kwargs)
-            except (ClientError, BotoCoreError) as exc:
-                raise _error(exc, self.where(prefix)) from None
-            for item in resp.get("Contents") or []:
-                yield S3Object(item["Key"], int(item.get("Size") or 0), item["LastModified"])
-            token = resp.get("NextContinuationToken")
-            if not resp.get("IsTruncated") or not token:
-                return
-        raise StoreError("StoreError", f"{self.where(prefix)}: more than {MAX_LIST_PAGES} pages of objects; listing stopped")
-
-    def check(self) -> None:
-        """Raise :class:`StoreError` unless the bucket answers this client (credentials, existence, reachability)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        """Every object under ``prefix`` (at most :data:`MAX_LIST_PAGES` pages)."""
+        import obstore
 
         try:
-            self.client.list_objects_v2(Bucket=self.name, MaxKeys=1)
-        except (ClientError, BotoCoreError) as exc:
-            raise _error(exc, f"s3://{self.name}") from None
+            pages = obstore.list(self.store, prefix=prefix or None)
+            for n, page in enumerate(pages):
+                if n >= MAX_LIST_PAGES:
+                    raise StoreError("StoreError", f"{self.where(prefix)}: more than {MAX_LIST_PAGES} pages of objects; listing stopped")
+                for item in page:
+                    yield S3Object(str(item["path"]), int(item.get("size") or 0), item["last_modified"])
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _error(exc, self.where(prefix)) from None
+
+    def check(self, prefix: str = "") -> None:
+        """Raise :class:`StoreError` unless this client may list ``prefix`` (credentials, bucket, reachability)."""
+        import obstore
+
+        try:
+            pages = obstore.list(self.store, prefix=prefix or None, chunk_size=1)
+            next(iter(pages), None)
+        except Exception as exc:
+            raise _error(exc, self.where(prefix).rstrip("/")) from None

@@ -6,7 +6,8 @@ from __future__ import annotations
 from .. import labels, modeldeployment
 from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
-from . import Changes, Clock, Result, apply_decision, owner_name, utcnow
+from ..storage import STORE_RECHECK_SECONDS, blocked_by_store
+from . import Changes, Clock, Result, StoreCheck, apply_decision, owner_name, utcnow
 
 
 
@@ -21,9 +22,15 @@ async def observe(cluster: Cluster, namespace: str, name: str) -> modeldeploymen
 
 
 async def reconcile_model_deployment(
-    cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow
+    cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow,
+    store_check: StoreCheck | None = None,
 ) -> Result:
-    """Bring one ModelDeployment's children and status in line."""
+    """Bring one ModelDeployment's children and status in line.
+
+    With ``store_check``, the first Deployment is created only once the
+    namespace's pods can reach the object store (a server that cannot load its
+    model would crash-loop); until then the status says why.
+    """
     md = await cluster.get(MODEL_DEPLOYMENTS, namespace, name)
     if md is None or md["metadata"].get("deletionTimestamp"):
         return Result(None)  # owner references cascade; nothing to build for an object on its way out
@@ -32,6 +39,13 @@ async def reconcile_model_deployment(
     observed = await observe(cluster, namespace, name)
     now = clock()
     decision = modeldeployment.decide(md, training_jobs, observed, settings, now)
+    first = observed.deployment is None and any(c.get("kind") == "Deployment" for c in decision.apply)
+    if first and store_check is not None:
+        problem = await store_check(namespace)
+        if problem is not None:
+            status, events = blocked_by_store(md, problem.reason, problem.message, now)
+            status = await apply_decision(cluster, MODEL_DEPLOYMENTS, md, status, Changes(events=events), now)
+            return Result(status, STORE_RECHECK_SECONDS)
     changes = Changes(apply=decision.apply, delete=decision.delete, events=decision.events)
     return Result(await apply_decision(cluster, MODEL_DEPLOYMENTS, md, decision.status, changes, now))
 
