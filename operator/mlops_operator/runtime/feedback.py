@@ -165,6 +165,8 @@ class FileFeedbackSink:
 
 
 S3_FLUSH_SECONDS = 10.0
+FLUSH_SECONDS_ENV = "MLOPS_FEEDBACK_FLUSH_SECONDS"
+"""Overrides :data:`S3_FLUSH_SECONDS` (tests and demos flush sooner)."""
 S3_FLUSH_ROWS = 10_000
 S3_MAX_BUFFERED_ROWS = 1_000_000
 """Rows held while the store cannot be written; beyond it the oldest are dropped, and counted."""
@@ -182,7 +184,7 @@ class S3FeedbackSink:
     """
 
     def __init__(self, location: str, namespace: str, model: str, columns: list[str], *,
-                 flush_seconds: float = S3_FLUSH_SECONDS, flush_rows: int = S3_FLUSH_ROWS,
+                 flush_seconds: float | None = None, flush_rows: int = S3_FLUSH_ROWS,
                  max_buffered_rows: int = S3_MAX_BUFFERED_ROWS, bucket: Any = None) -> None:
         from ..store.s3 import parse_s3_uri
         from ..store.s3client import Bucket
@@ -191,7 +193,7 @@ class S3FeedbackSink:
         self.bucket = bucket or Bucket(bucket_name)
         self.base = "/".join(p for p in (prefix, namespace, model) if p)
         self.columns = columns
-        self.flush_seconds = flush_seconds
+        self.flush_seconds = flush_seconds if flush_seconds is not None else float(os.environ.get(FLUSH_SECONDS_ENV) or S3_FLUSH_SECONDS)
         self.flush_rows = flush_rows
         self.max_buffered_rows = max_buffered_rows
         self.written_objects = 0
