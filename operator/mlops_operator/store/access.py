@@ -35,7 +35,7 @@ class StoreAccess:
 
     def __init__(self, uris: Sequence[str], secret_name: str | None = None, read_secret: SecretReader | None = None,
                  *, cache_seconds: float = CACHE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.locations = sorted({parse_s3_uri(u) for u in uris if u and u.startswith("s3://")})
+        self.locations = list(dict.fromkeys(parse_s3_uri(u) for u in uris if u and u.startswith("s3://")))  # the store first
         self.secret_name = secret_name
         self.read_secret = read_secret
         self.cache_seconds = cache_seconds
