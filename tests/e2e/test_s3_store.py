@@ -181,3 +181,48 @@ def test_s3_client_settings_from_env() -> None:
 def test_s3_store_uri_errors_name_the_problem(uri, problem) -> None:
     with pytest.raises(ValueError, match=problem):
         open_store(uri)
+
+
+def test_s3_bucket_that_disappears_mid_run_gives_clear_errors_and_loses_no_feedback(s3_env) -> None:
+    from mlops_operator.runtime.feedback import FeedbackWriter
+
+    bucket = s3_env.new_bucket("gone")
+    store = open_store(f"s3://{bucket}/models", ["sklearn"])
+    _write(store)
+    writer = FeedbackWriter(f"s3://{bucket}/feedback", "ns", "iris", ["a", "b", "label"])
+    sink = writer.sink
+    sink.flush_seconds = 3600.0  # flushes only when asked, so the test decides when
+    writer.write([[1.0, 2.0, "x"]])
+    assert sink.flush() and len(s3_env.keys(bucket, "feedback/")) == 1
+
+    s3_env.delete_bucket(bucket)
+    writer.write([[3.0, 4.0, "y"], [5.0, float("nan"), "z"]])
+    assert not sink.flush() and sink.pending_rows == 2  # refused, and kept
+    assert f"s3://{bucket}/feedback/ns/iris/" in sink.last_error
+    with pytest.raises(StoreError) as caught:
+        store.list_versions("ns", "iris")
+    assert caught.value.reason == "StoreBucketMissing" and f"s3://{bucket}/models/ns/iris/" in str(caught.value)
+    with pytest.raises(StoreError):
+        store.load_model("ns", "iris", "v1")
+
+    assert s3_env.admin("PUT", f"/{bucket}") == 200  # the bucket is back (empty: what was in it is the admin's loss)
+    writer.close()  # the last flush writes what was kept
+    (key,) = s3_env.keys(bucket, "feedback/")
+    text = bytes(obstore.get(s3_env.store(bucket), key).bytes()).decode()
+    assert text.splitlines() == ["a,b,label", "3.0,4.0,y", "5.0,,z"]
+
+
+def test_s3_trainer_reports_a_missing_bucket_and_a_wrong_key_as_its_reason(s3_server, monkeypatch, tmp_path) -> None:
+    from mlops_operator.runtime import trainer
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    spec = str(ROOT / "examples" / "iris" / "trainingjob.yaml")
+    term = tmp_path / "termination-log"
+    code = trainer.main(["--spec", spec, "--store", "s3://no-such-bucket-anywhere/models", "--termination-log", str(term)])
+    summary = json.loads(term.read_text())
+    assert code == 2 and summary["reason"] == "StoreBucketMissing" and "no-such-bucket-anywhere" in summary["message"]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-wrong-wrong")
+    code = trainer.main(["--spec", spec, "--store", f"s3://{s3_server.new_bucket()}/models", "--termination-log", str(term)])
+    summary = json.loads(term.read_text())
+    assert code == 2 and summary["reason"] == "StoreAccessDenied" and "wrong-wrong-wrong" not in term.read_text()
