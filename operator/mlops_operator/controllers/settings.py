@@ -31,6 +31,8 @@ class Settings:
     store_secret: str | None = None
     """Secret (in each workload namespace) with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optional
     AWS_SESSION_TOKEN) that pods read through ``secretKeyRef``; None: the pod's own identity (web identity, IRSA)."""
+    check_store_secret: bool = True
+    """Read ``store_secret`` in a namespace (get, by name) to check the key before starting its pods."""
     store_ca_config_map: str | None = None
     """ConfigMap (in each workload namespace) whose ``ca.crt`` the S3 client trusts, mounted read-only."""
     s3_endpoint: str | None = None

@@ -26,6 +26,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         store_uri=env.get("MLOPS_STORE_URI", "").strip(),
         feedback_uri=env.get("MLOPS_FEEDBACK_URI", "").strip(),
         store_secret=env.get("MLOPS_STORE_SECRET") or None,
+        check_store_secret=env.get("MLOPS_STORE_CHECK_SECRET", "true").strip().lower() != "false",
         store_ca_config_map=env.get("MLOPS_STORE_CA_CONFIGMAP") or None,
         # The operator's own S3 client reads these too, so pods and operator reach the same endpoint.
         s3_endpoint=env.get("AWS_ENDPOINT_URL") or None,

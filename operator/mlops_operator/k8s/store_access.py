@@ -19,18 +19,25 @@ from ..controllers.storage import is_s3
 from ..sensors import Unreadable
 from ..store import ArtifactError, open_store
 from ..store.access import StoreAccess
+from .client import ApiError
 
 SECRETS = Resource("v1", "Secret", "secrets")
 
 
 def store_access(cluster: Any, settings: Settings) -> StoreAccess | None:
-    """The access check for the settings' ``s3://`` locations; None when nothing is on object storage."""
+    """The access check for the settings' ``s3://`` locations with the pods' Secret; None when there is nothing
+    to check the way the pods will see it (no object storage, no Secret: the pods' identity is not the operator's)."""
     uris = [u for u in (settings.store_uri, settings.feedback_uri) if is_s3(u)]
-    if not uris:
+    if not uris or not settings.store_secret or not settings.check_store_secret:
         return None
 
     async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
-        secret: Obj | None = await cluster.get(SECRETS, namespace, name)
+        try:
+            secret: Obj | None = await cluster.get(SECRETS, namespace, name)
+        except ApiError as exc:
+            if exc.status == 403:  # not granted (checkSecret off in the chart): the pods will tell
+                raise PermissionError(f"no permission to read Secret {namespace}/{name}") from None
+            raise
         if secret is None:
             return None
         return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}

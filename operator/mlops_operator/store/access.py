@@ -58,7 +58,10 @@ class StoreAccess:
         source = "the operator's own identity"
         if self.secret_name and self.read_secret is not None:
             source = f"Secret {namespace}/{self.secret_name}"
-            data = await self.read_secret(namespace, self.secret_name)
+            try:
+                data = await self.read_secret(namespace, self.secret_name)
+            except PermissionError:
+                return None  # the operator may not look; the pods' own failures will say it
             if data is None:
                 return StoreProblem("StoreSecretMissing", f"{source} does not exist; the training and serving pods "
                                                           "read the object store's credentials from it")
