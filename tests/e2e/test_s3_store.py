@@ -226,3 +226,21 @@ def test_s3_trainer_reports_a_missing_bucket_and_a_wrong_key_as_its_reason(s3_se
     code = trainer.main(["--spec", spec, "--store", f"s3://{s3_server.new_bucket()}/models", "--termination-log", str(term)])
     summary = json.loads(term.read_text())
     assert code == 2 and summary["reason"] == "StoreAccessDenied" and "wrong-wrong-wrong" not in term.read_text()
+
+
+def test_s3_operator_reads_reference_profiles_from_the_bucket(s3_env) -> None:
+    """With an s3:// store the operator reads a version's reference itself (no serving pod needed)."""
+    import asyncio
+
+    from mlops_operator.controllers.settings import Settings
+    from mlops_operator.k8s.store_access import reference_loader
+    from mlops_operator.sensors import HttpSensors, Unreadable
+
+    uri = f"s3://{s3_env.new_bucket()}/models"
+    _write(open_store(uri, ["sklearn"]))
+    sensors = HttpSensors(reference_loader=reference_loader(Settings(store_uri=uri)), retry_seconds=0.0)
+    reference, metadata = asyncio.run(sensors.reference("ns", "iris", "v1"))
+    assert reference == {"features": {}} and metadata["metrics"] == {"accuracy": 0.9}
+    with pytest.raises(Unreadable, match="no version 'v9'"):
+        asyncio.run(sensors.reference("ns", "iris", "v9"))
+    assert reference_loader(Settings()) is None  # a claim: the serving pods answer, as before
