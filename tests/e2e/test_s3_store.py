@@ -244,3 +244,16 @@ def test_s3_operator_reads_reference_profiles_from_the_bucket(s3_env) -> None:
     with pytest.raises(Unreadable, match="no version 'v9'"):
         asyncio.run(sensors.reference("ns", "iris", "v9"))
     assert reference_loader(Settings()) is None  # a claim: the serving pods answer, as before
+
+
+def test_s3_error_messages_never_carry_a_secret(monkeypatch) -> None:
+    from mlops_operator.store.s3client import scrub
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-123")
+    assert scrub("signed with s3cr3t-value-123 here", {"AWS_SESSION_TOKEN": "tok-9999"}) == "signed with *** here"
+    assert scrub("token tok-9999", {"AWS_SESSION_TOKEN": "tok-9999"}) == "token ***"
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    with pytest.raises(StoreError) as caught:  # a secret key without its key id: refused by name, the value not shown
+        open_store("s3://bucket-a/x").bucket.store  # noqa: B018
+    assert caught.value.reason == "InvalidStoreSettings" and "Missing AccessKeyId" in str(caught.value)
+    assert "s3cr3t-value-123" not in str(caught.value)

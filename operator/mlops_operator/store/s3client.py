@@ -121,18 +121,30 @@ def store_for(bucket: str, settings: ClientSettings | None = None, credentials: 
     try:
         return S3Store(bucket, config=config, client_options=options, retry_config=retry)
     except Exception as exc:  # a configuration obstore refuses (bad endpoint URL, bad certificate)
-        raise StoreError("InvalidStoreSettings", f"s3://{bucket}: {_first_line(exc)}") from None
+        raise StoreError("InvalidStoreSettings", f"s3://{bucket}: {scrub(_first_line(exc), credentials)}") from None
+
+
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def scrub(text: str, credentials: Mapping[str, str] | None = None) -> str:
+    """``text`` without any secret this process knows (belt and braces: no message is built from one)."""
+    secrets_ = [os.environ.get(k) for k in SECRET_ENV] + [(credentials or {}).get(k) for k in SECRET_ENV]
+    for secret in secrets_:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return scrub(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else type(exc).__name__
 
 
 def _error(exc: BaseException, where: str) -> StoreError:
     """An obstore failure as a :class:`StoreError` naming the location and the server's code, never a secret."""
     from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 
-    text = str(exc)
+    text = scrub(str(exc))
     code = (_CODE.search(text) or [None, ""])[1]
     server = (_MESSAGE.search(text) or [None, ""])[1]
     status = (_STATUS.search(text) or [None, ""])[1]
