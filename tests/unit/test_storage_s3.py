@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mlops_operator.controllers import modeldeployment, trainingjob
@@ -109,3 +110,22 @@ def test_s3_is_opt_in_and_the_default_store_stays_the_claim() -> None:
     job = trainingjob.build_job(_tj(), Settings())
     vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert vols["store"]["persistentVolumeClaim"]["claimName"] == "mlops-model-store"
+
+
+def test_s3_local_settings_from_the_command_line(tmp_path: Path) -> None:
+    from mlops_operator.local.main import local_settings
+
+    settings, store_dir = local_settings("s3://b-1/models", "s3://b-1/feedback")
+    assert (settings.store_uri, settings.feedback_uri, store_dir) == ("s3://b-1/models", "s3://b-1/feedback", None)
+    settings, store_dir = local_settings((tmp_path / "models").as_uri(), "")
+    assert settings.store_uri == "" and store_dir == tmp_path / "models"
+
+
+@pytest.mark.parametrize("store, feedback, problem", [
+    ("pvc://claim/x", "", "exist only in a cluster"), ("", "/tmp/x", "--feedback-store"), ("s3://Bad_Bucket/x", "", "not a valid bucket"),
+])
+def test_s3_local_settings_refuse_what_cannot_work_locally(store: str, feedback: str, problem: str) -> None:
+    from mlops_operator.local.main import local_settings
+
+    with pytest.raises(ValueError, match=problem):
+        local_settings(store, feedback)
