@@ -127,8 +127,11 @@ def test_s3_half_written_version_is_never_served(s3_env, tmp_path) -> None:
         store.load_model("ns", "iris", "v1")
     with pytest.raises(StartupError, match="no version"):
         load_model(uri, "ns", "iris", "v1", None, ["sklearn"])
-    # A retried trainer completes the version under its own upload id.
-    assert _write(store).created and store.list_versions("ns", "iris") == ["v1"]
+    # A retried trainer completes the version under its own upload id, and clears what the killed one left.
+    written = _write(store)
+    assert written.created and store.list_versions("ns", "iris") == ["v1"]
+    assert s3_env.keys(store.bucket_name) == sorted(
+        ["models/ns/iris/v1/metadata.json", *(f"models/ns/iris/v1/{k}" for k in written.metadata["files"].values())])
 
 
 def test_s3_wrong_key_is_a_clear_access_denied_without_the_secret(s3_server, monkeypatch) -> None:

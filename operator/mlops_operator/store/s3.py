@@ -12,7 +12,8 @@ Layout, as on a filesystem, under ``<prefix>/<namespace>/<model>/<version>/``:
 Object storage has no rename, so atomicity comes from the manifest: a version
 exists when its ``metadata.json`` does, and readers open only the files it
 names, checking each one's sha256.  A writer killed between objects leaves
-objects no manifest names (never read; a lifecycle rule may expire them);
+objects no manifest names (never read, and deleted by the writer that
+completes the version, when it may delete);
 two writers of the same version both upload under their own ids and the
 conditional put lets exactly one manifest win — the loser deletes its
 objects and reports the winner's version.  No object is ever overwritten.
@@ -245,7 +246,17 @@ class S3ModelStore:
         if not created:  # another writer's manifest came first: theirs is the version
             self._forget(written)
             return WriteResult(where, False, self.read_metadata(namespace, model, version))  # type: ignore[arg-type]
+        self._remove_orphans(base, {f"{base}/{METADATA_FILE}", *(f"{base}/{k}" for k in meta["files"].values())})
         return WriteResult(where, True, meta)  # type: ignore[arg-type]
+
+    def _remove_orphans(self, base: str, keep: set[str]) -> None:
+        """Best effort, once a version is complete: delete what earlier, killed writers of it left (no manifest names them)."""
+        try:
+            for obj in list(self.bucket.list(base + "/")):
+                if obj.key not in keep:
+                    self.bucket.delete(obj.key)
+        except StoreError:
+            return  # no delete right, or the store hiccuped: orphans are never read anyway
 
     def _forget(self, keys: list[str]) -> None:
         """Best effort: delete objects no manifest names (a writer without delete rights leaves them)."""
