@@ -124,3 +124,13 @@ def test_s3_model_deployment_waits_for_a_working_key_then_serves_from_the_bucket
     assert {v["name"] for v in pod["volumes"]} == {"tmp", "models"}  # no claim: the store and feedback are the bucket
     assert "--feedback-dir" in pod["containers"][0]["args"] and s3_settings.feedback_uri in pod["containers"][0]["args"]
     assert restricted_violations(pod) == []
+
+    # The key goes bad again and a newer version passes: the rollout waits, the serving version stays.
+    _secret(control_plane, namespace, s3_server.access_key, WRONG)
+    _training_job(control_plane, cluster, namespace, "iris-v2", sha="b2" * 32, done="2026-01-02T00:00:00Z")
+    result = asyncio.run(reconcile_model_deployment(cluster, namespace, "iris", s3_settings,
+                                                    store_check=store_access(cluster, s3_settings)))
+    ready = _ready({"status": result.status})
+    assert ready["reason"] == "StoreAccessDenied" and ready["message"].endswith("the serving version stays")
+    dep = asyncio.run(cluster.get(DEPLOYMENTS, namespace, "iris"))
+    assert dep["spec"]["template"]["metadata"]["annotations"]["mlops.dev/version"] == "iris-v1-g1"
