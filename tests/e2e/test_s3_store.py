@@ -260,3 +260,30 @@ def test_s3_error_messages_never_carry_a_secret(monkeypatch) -> None:
         open_store("s3://bucket-a/x").bucket.store  # noqa: B018
     assert caught.value.reason == "InvalidStoreSettings" and "Missing AccessKeyId" in str(caught.value)
     assert "s3cr3t-value-123" not in str(caught.value)
+
+
+def test_s3_training_data_csv_and_parquet(s3_env) -> None:
+    import io
+
+    import pandas as pd
+
+    from mlops_operator.runtime.data import DataError, read_source
+
+    bucket = s3_env.new_bucket("data")
+    iris = load_iris(as_frame=True).frame.rename(columns={"target": "label"})
+    parquet = io.BytesIO()
+    iris.to_parquet(parquet)
+    admin = s3_env.store(bucket)
+    obstore.put(admin, "sets/iris.parquet", parquet.getvalue())
+    obstore.put(admin, "sets/iris.csv.gz", __import__("gzip").compress(iris.to_csv(index=False).encode()))
+    for key in ("sets/iris.parquet", "sets/iris.csv.gz"):
+        frame = read_source(f"s3://{bucket}/{key}", target="label")
+        pd.testing.assert_frame_equal(frame.reset_index(drop=True), iris, check_dtype=False)
+    with pytest.raises(DataError, match="no such object"):
+        read_source(f"s3://{bucket}/sets/missing.csv", target="label")
+    with pytest.raises(DataError, match="more than the limit of 100 bytes"):
+        read_source(f"s3://{bucket}/sets/iris.parquet", target="label", max_bytes=100)
+    with pytest.raises(DataError, match="the bucket does not exist"):
+        read_source("s3://no-such-data-bucket/x.csv", target="label")
+    with pytest.raises(DataError, match="name an object"):
+        read_source(f"s3://{bucket}", target="label")
