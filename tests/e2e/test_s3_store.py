@@ -287,3 +287,21 @@ def test_s3_training_data_csv_and_parquet(s3_env) -> None:
         read_source("s3://no-such-data-bucket/x.csv", target="label")
     with pytest.raises(DataError, match="name an object"):
         read_source(f"s3://{bucket}", target="label")
+
+
+def test_s3_manifest_whose_answer_is_lost_is_still_the_version(s3_env) -> None:
+    """The manifest reached the server but its answer did not (a dropped connection): no real server drops an
+    answer on cue, so the client raises after a real, successful put. The writer must keep its objects."""
+    store = open_store(f"s3://{s3_env.new_bucket()}", ["sklearn"])
+    put = store.bucket.put_new
+
+    def put_then_lose_the_answer(key: str, data: bytes) -> bool:
+        put(key, data)
+        if key.endswith("/metadata.json"):
+            raise StoreError("StoreUnreachable", "connection reset while reading the answer")
+        return True
+
+    store.bucket.put_new = put_then_lose_the_answer  # type: ignore[method-assign]
+    written = _write(store)
+    assert written.created
+    assert store.load_model("ns", "iris", "v1").predict(load_iris().data[:1]).tolist() == [0]

@@ -118,7 +118,8 @@ def _fsync_dir(path: Path) -> None:
 class WriteResult:
     """Where a version is and whether this call created it."""
 
-    path: Path
+    path: Path | str
+    """A folder, or an s3:// URI."""
     created: bool
     metadata: dict[str, Any]
 

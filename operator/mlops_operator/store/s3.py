@@ -219,7 +219,7 @@ class S3ModelStore:
         base = self.version_key(namespace, model, version)
         where = self.version_dir(namespace, model, version)
         if self.exists(namespace, model, version):
-            return WriteResult(where, False, self.read_metadata(namespace, model, version))  # type: ignore[arg-type]
+            return WriteResult(where, False, self.read_metadata(namespace, model, version))
         ref_bytes = (json.dumps(reference, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n").encode()
         files = {MODEL_FILE: model_bytes, REFERENCE_FILE: ref_bytes, **dict(extra_files or {})}
         for name in files:
@@ -239,15 +239,26 @@ class S3ModelStore:
                 if not self.bucket.put_new(key, data):
                     raise StoreError("StoreError", f"{where}: {upload}/{name} exists already; upload ids are never reused")
                 written.append(key)
-            created = self.bucket.put_new(f"{base}/{METADATA_FILE}", meta_bytes)
         except BaseException:
             self._forget(written)
             raise
-        if not created:  # another writer's manifest came first: theirs is the version
+        failure: StoreError | None = None
+        try:
+            self.bucket.put_new(f"{base}/{METADATA_FILE}", meta_bytes)
+        except StoreError as exc:
+            failure = exc  # refused, or its answer lost: what is in the store now decides, below
+        # Whether the put said "created", "exists" (possibly a retry meeting its own first attempt,
+        # whose answer was lost) or failed: the manifest in the store says which upload won.
+        try:
+            current = self.read_metadata(namespace, model, version)
+        except VersionNotFound:
             self._forget(written)
-            return WriteResult(where, False, self.read_metadata(namespace, model, version))  # type: ignore[arg-type]
+            raise failure or StoreError("StoreError", f"{where}: the manifest vanished after it was written") from None
+        if current.get("files") != meta["files"]:  # another writer's manifest came first: theirs is the version
+            self._forget(written)
+            return WriteResult(where, False, current)
         self._remove_orphans(base, {f"{base}/{METADATA_FILE}", *(f"{base}/{k}" for k in meta["files"].values())})
-        return WriteResult(where, True, meta)  # type: ignore[arg-type]
+        return WriteResult(where, True, meta)
 
     def _remove_orphans(self, base: str, keep: set[str]) -> None:
         """Best effort, once a version is complete: delete what earlier, killed writers of it left (no manifest names them)."""
