@@ -255,7 +255,8 @@ class S3FeedbackSink:
             data = out.getvalue().encode("utf-8")
             try:
                 for _attempt in range(3):  # a new key each time: a key taken already is never overwritten
-                    if self.bucket.put_new(self._key(), data):
+                    key = self._key()
+                    if self.bucket.put_new(key, data) or self.bucket.get(key) == data:  # or a retry met its own write
                         self.written_objects += 1
                         self.last_error = None
                         return True
