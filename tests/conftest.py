@@ -15,3 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (SeaweedFS) on 127.0.0.1 for the whole session; see tests/s3server.py."""
+    from tests.s3server import running_s3
+
+    with running_s3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -84,6 +84,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "everything-else": {"crds": {"keep": False, "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}, "metrics": {"enabled": False}, "feedback": {"enabled": False},
                         "image": {"digest": "sha256:" + "a" * 64}, "operator": {"verbose": True},
                         "workloadServiceAccount": {"assign": "always"}, "store": {"volume": {"csi": {"driver": "x.csi"}}}},
+    "s3": {"store": {"uri": "s3://models-bucket/prod", "create": True,
+                     "s3": {"endpoint": "https://minio.example:9000", "region": "eu-west-1", "addressingStyle": "path",
+                            "secretName": "mlops-store", "caConfigMap": "store-ca"}},
+           "feedback": {"uri": "s3://models-bucket/feedback"}},
+    "s3-namespaced-unchecked": {"watchNamespaces": WATCHED,
+                                "store": {"uri": "s3://models-bucket/prod", "s3": {"secretName": "creds", "checkSecret": False}}},
     "no-leader-election": {"leaderElection": {"enabled": False}},
     "one-elected-replica": {"replicaCount": 1},
     "no-pdb": {"podDisruptionBudget": {"enabled": False}, "rbac": {"create": False}},
@@ -418,9 +424,15 @@ def test_metrics_service_only_when_enabled(rendered: dict[str, list[Obj]]) -> No
 # RBAC
 
 
+STORE_SECRET_RULE = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mlops-store"], "verbs": ["get"]}
+"""The one exception (scenario s3): get on the object store's Secret, by name, to check the key before pods start."""
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_rbac_has_no_wildcards_and_no_secrets(rendered: dict[str, list[Obj]], scenario: str) -> None:
     for rule in rules_of(rendered[scenario]):
+        if scenario == "s3" and rule == STORE_SECRET_RULE:
+            continue
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key], rule
             assert not any("*" in item for item in rule[key]), rule
@@ -496,6 +508,35 @@ def test_feedback_claim_can_be_left_out(rendered: dict[str, list[Obj]]) -> None:
     assert claim["metadata"]["name"] == "mlops-model-store"
     assert claim["spec"]["storageClassName"] == ""
     assert not of_kind(rendered["everything-else"], "PersistentVolumeClaim")
+
+
+def test_s3_store_has_no_claims_and_reaches_the_operator_settings(rendered: dict[str, list[Obj]]) -> None:
+    from mlops_operator.k8s.config import settings_from_env
+
+    objs = rendered["s3"]
+    assert not of_kind(objs, "PersistentVolumeClaim"), "store.create is ignored when the store is a bucket"
+    settings = settings_from_env(env_of(objs))
+    assert (settings.store_uri, settings.feedback_uri, settings.store_secret, settings.check_store_secret) == (
+        "s3://models-bucket/prod", "s3://models-bucket/feedback", "mlops-store", True)
+    assert (settings.s3_endpoint, settings.s3_region, settings.s3_addressing_style, settings.store_ca_config_map) == (
+        "https://minio.example:9000", "eu-west-1", "path", "store-ca")
+    env = {e["name"]: e for e in container(objs)["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "mlops-store", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}
+    assert env["AWS_CA_BUNDLE"]["value"] == "/etc/mlops/store-ca/ca.crt"
+    mounts = {m["name"]: m for m in container(objs)["volumeMounts"]}
+    assert mounts["store-ca"] == {"name": "store-ca", "mountPath": "/etc/mlops/store-ca", "readOnly": True}
+    (role,) = [r for r in of_kind(objs, "ClusterRole") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+    assert [r for r in role["rules"] if "secrets" in r["resources"]] == [STORE_SECRET_RULE]
+
+
+def test_s3_secret_check_can_be_left_out(rendered: dict[str, list[Obj]]) -> None:
+    from mlops_operator.k8s.config import settings_from_env
+
+    objs = rendered["s3-namespaced-unchecked"]
+    assert not any("secrets" in r["resources"] for r in rules_of(objs))
+    settings = settings_from_env(env_of(objs))
+    assert settings.store_secret == "creds" and not settings.check_store_secret
+    assert not of_kind(objs, "PersistentVolumeClaim")
 
 
 def test_store_claims_follow_the_workloads(rendered: dict[str, list[Obj]]) -> None:

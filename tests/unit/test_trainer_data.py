@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
-import importlib.util
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,15 +51,6 @@ def test_gzip_csv_file(tmp_path: Path) -> None:
     assert len(read_source(path.as_uri(), target="label")) == 30
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
-def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "d.parquet"
-    path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
-    with pytest.raises(DataError, match="needs pyarrow.*parquet"):
-        read_source(path.as_uri(), target="label")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow is not installed")
 def test_parquet_with_pyarrow(tmp_path: Path) -> None:
     path = tmp_path / "d.parquet"
     pd.read_csv(__import__("io").StringIO(CSV)).to_parquet(path)

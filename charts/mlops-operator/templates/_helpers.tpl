@@ -146,6 +146,24 @@ namespace otherwise. Keep docs/operations.md (RBAC) in step.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if (include "mlops-operator.checksStoreSecret" .) }}
+# Object storage: the one Secret the workload pods read their keys from, so a
+# wrong key is reported before a pod starts. Only that name, only get.
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: [{{ .Values.store.s3.secretName | quote }}]
+  verbs: ["get"]
+{{- end }}
+{{- end }}
+
+{{/* Non-empty when anything is on object storage. */}}
+{{- define "mlops-operator.usesS3" -}}
+{{- if or (hasPrefix "s3://" (toString .Values.store.uri)) (hasPrefix "s3://" (toString .Values.feedback.uri)) }}true{{ end }}
+{{- end }}
+
+{{/* Non-empty when the operator reads the store Secret to check the key. */}}
+{{- define "mlops-operator.checksStoreSecret" -}}
+{{- if and (include "mlops-operator.usesS3" .) .Values.store.s3.secretName .Values.store.s3.checkSecret }}true{{ end }}
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs in every mode: it scans the CRDs to find the served resources. */}}

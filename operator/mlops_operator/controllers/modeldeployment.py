@@ -33,6 +33,7 @@ from .cluster import DEPLOYMENTS, HPAS, PDBS, SERVICES, Obj, Resource
 from .conditions import get_condition, set_condition, summarize, timestamp
 from .security import restricted_pod_spec
 from .settings import Settings
+from .storage import MODEL_CACHE_PATH, PodStorage, is_s3, pod_storage
 from .decision import Decision, Event
 from .versions import find_version, newest_promotable, of_lineage
 
@@ -57,6 +58,8 @@ HISTORY_MAX = 20
 """The schema's bound on status.history."""
 DEFAULT_CPU_REQUEST = "100m"
 """CPU request given to serving pods under an autoscaler when the spec sets none (CPU utilisation needs one)."""
+MODEL_CACHE_SIZE = "2Gi"
+"""The serving pod's room for its copy of an object-store version (a RandomForest of 100 trees is tens of MB)."""
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -205,11 +208,16 @@ def _arg(x: float | int) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
+def _storage(spec: ModelDeploymentSpec, settings: Settings) -> PodStorage:
+    return pod_storage(settings, store_read_only=True, feedback=spec.feedback.enabled, feedback_read_only=False)
+
+
 def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, settings: Settings) -> list[str]:
     """The ``serve`` command line of the server container."""
     s = spec.server
+    storage = _storage(spec, settings)
     args = [
-        "serve", "--store", settings.store_path, "--namespace", md["metadata"].get("namespace", "default"),
+        "serve", "--store", storage.store_arg, "--namespace", md["metadata"].get("namespace", "default"),
         "--model", spec.model, "--version", version, "--sha256", sha256,
         "--host", "0.0.0.0", "--port", str(settings.server_port),
         "--max-batch-size", str(s.max_batch_size), "--max-batch-delay-ms", _arg(s.max_batch_delay_ms),
@@ -224,8 +232,8 @@ def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, s
     if not spec.feedback.enabled:
         args.append("--no-feedback")
     else:
-        if settings.feedback_volume:
-            args += ["--feedback-dir", settings.feedback_path]
+        if storage.feedback_arg:
+            args += ["--feedback-dir", storage.feedback_arg]
         args += ["--feedback-keep-seconds", str(spec.feedback.keep_seconds), "--feedback-max-pending", str(spec.feedback.max_pending)]
     return args
 
@@ -249,17 +257,14 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
     if len(version) <= 63 and LABEL_VALUE.match(version):
         pod_labels[labels.VERSION] = version
     port = settings.server_port
-    volumes: list[Obj] = [
-        {"name": "store", **copy.deepcopy(settings.store_volume)},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-    ]
-    mounts: list[Obj] = [
-        {"name": "store", "mountPath": settings.store_path, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    if spec.feedback.enabled and settings.feedback_volume:
-        volumes.append({"name": "feedback", **copy.deepcopy(settings.feedback_volume)})
-        mounts.append({"name": "feedback", "mountPath": settings.feedback_path})
+    storage = _storage(spec, settings)
+    volumes: list[Obj] = [*storage.volumes[:1], {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *storage.volumes[1:]]
+    mounts: list[Obj] = [*storage.mounts[:1], {"name": "tmp", "mountPath": "/tmp"}, *storage.mounts[1:]]
+    env: list[Obj] = [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}, *storage.env]
+    if is_s3(storage.store_arg):  # the verified copy of the version, on the pod's own disk
+        volumes.append({"name": "models", "emptyDir": {"sizeLimit": MODEL_CACHE_SIZE}})
+        mounts.append({"name": "models", "mountPath": MODEL_CACHE_PATH})
+        env.append({"name": "MLOPS_MODEL_CACHE", "value": MODEL_CACHE_PATH})
 
     def probe(path: str, period: int) -> Obj:
         return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3}
@@ -269,7 +274,7 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": server_args(md, spec, version, sha256, settings),
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}],
+        "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}]
         + ([{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}] if grpc_enabled(spec, settings) else []),
         "readinessProbe": probe("/v2/health/ready", 5),

@@ -22,6 +22,24 @@ class Settings:
     feedback_path: str = "/var/lib/mlops/feedback"
     feedback_volume: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_FEEDBACK_VOLUME))
     """Where serving pods append labelled feedback rows; None disables the file sink."""
+    store_uri: str = ""
+    """The store as a URI: ``s3://bucket/prefix`` puts models on object storage (no volume is mounted);
+    ``pvc://claim/path`` mounts that claim (path as subPath); empty: ``store_volume`` as it is."""
+    feedback_uri: str = ""
+    """Where serving pods write feedback: ``s3://bucket/prefix`` (one object per flush), ``pvc://claim/path``;
+    empty: ``feedback_volume``."""
+    store_secret: str | None = None
+    """Secret (in each workload namespace) with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optional
+    AWS_SESSION_TOKEN) that pods read through ``secretKeyRef``; None: the pod's own identity (web identity, IRSA)."""
+    check_store_secret: bool = True
+    """Read ``store_secret`` in a namespace (get, by name) to check the key before starting its pods."""
+    store_ca_config_map: str | None = None
+    """ConfigMap (in each workload namespace) whose ``ca.crt`` the S3 client trusts, mounted read-only."""
+    s3_endpoint: str | None = None
+    """Custom S3 endpoint URL (MinIO, Ceph RGW, SeaweedFS); None: AWS."""
+    s3_region: str | None = None
+    s3_addressing_style: str | None = None
+    """``path``, ``virtual`` or ``auto``; None: path with a custom endpoint, else auto."""
     allowed_estimator_modules: tuple[str, ...] = ("sklearn.",)
     service_account: str | None = None
     """Service account of training and serving pods; None uses the namespace default."""

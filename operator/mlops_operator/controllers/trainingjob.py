@@ -13,6 +13,7 @@ from .conditions import set_condition, summarize, timestamp
 from .decision import Decision, Event
 from .security import restricted_pod_spec
 from .settings import Settings
+from .storage import pod_storage
 from .versions import model_version
 from .cluster import Obj
 
@@ -65,35 +66,36 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
         "training", **{labels.TRAINING_JOB: meta["name"], labels.MODEL: spec.model, labels.VERSION: version}
     )
 
-    args = ["train", "--spec", SPEC_PATH, "--store", settings.store_path, "--version", version,
+    storage = pod_storage(settings, store_read_only=False, feedback=spec.data.include_feedback, feedback_read_only=True)
+    args = ["train", "--spec", SPEC_PATH, "--store", storage.store_arg, "--version", version,
             "--termination-log", "/dev/termination-log"]
     for module in settings.allowed_estimator_modules:
         args += ["--allow-module", module]
     if champion and spec.quality_gate and spec.quality_gate.must_beat == "current":
         args += ["--champion", champion]
     volumes: list[Obj] = [
-        {"name": "store", **settings.store_volume},
+        *storage.volumes[:1],
         {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
         {
             "name": "spec",
             "downwardAPI": {"items": [{"path": "trainingjob.json", "fieldRef": {"fieldPath": f"metadata.annotations['{SPEC_ANNOTATION}']"}}]},
         },
+        *storage.volumes[1:],
     ]
     mounts: list[Obj] = [
-        {"name": "store", "mountPath": settings.store_path},
+        *storage.mounts[:1],
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "spec", "mountPath": "/etc/mlops", "readOnly": True},
+        *storage.mounts[1:],
     ]
-    if spec.data.include_feedback and settings.feedback_volume:
-        args += ["--feedback", settings.feedback_path]
-        volumes.append({"name": "feedback", **settings.feedback_volume})
-        mounts.append({"name": "feedback", "mountPath": settings.feedback_path, "readOnly": True})
+    if storage.feedback_arg:
+        args += ["--feedback", storage.feedback_arg]
     container: Obj = {
         "name": "trainer",
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": args,
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}],
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}, *storage.env],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,

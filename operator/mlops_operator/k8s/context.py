@@ -14,6 +14,7 @@ from ..sensors import HttpSensors
 from .client import KubeCluster
 from .queue import WorkQueue
 from .reconcilers import reconcilers
+from .store_access import reference_loader, store_access
 
 
 @dataclass
@@ -30,9 +31,10 @@ class Context:
     queue: WorkQueue = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.sensors is None:
-            self.sensors = HttpSensors(default_port=self.settings.server_port)
-        self.queue = WorkQueue(reconcilers(self.cluster, self.settings, self.sensors), workers=self.workers)
+        if self.sensors is None:  # references from an s3:// store directly, else from the serving pods
+            self.sensors = HttpSensors(default_port=self.settings.server_port, reference_loader=reference_loader(self.settings))
+        check = store_access(self.cluster, self.settings)
+        self.queue = WorkQueue(reconcilers(self.cluster, self.settings, self.sensors, check), workers=self.workers)
 
 
 _current: Context | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..controllers.cluster import Cluster
-from ..controllers.reconcile import Result
+from ..controllers.reconcile import Result, StoreCheck
 from ..controllers.reconcile.driftpolicy import Sensors, reconcile_drift_policy
 from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
 from ..controllers.reconcile.trainingjob import reconcile_training_job
@@ -12,12 +12,13 @@ from . import metrics
 from .queue import Reconcile
 
 
-def reconcilers(cluster: Cluster, settings: Settings, sensors: Sensors) -> dict[str, Reconcile]:
+def reconcilers(cluster: Cluster, settings: Settings, sensors: Sensors,
+                store_check: StoreCheck | None = None) -> dict[str, Reconcile]:
     async def training_job(namespace: str, name: str) -> Result:
-        return await reconcile_training_job(cluster, namespace, name, settings)
+        return await reconcile_training_job(cluster, namespace, name, settings, store_check=store_check)
 
     async def model_deployment(namespace: str, name: str) -> Result:
-        return await reconcile_model_deployment(cluster, namespace, name, settings)
+        return await reconcile_model_deployment(cluster, namespace, name, settings, store_check=store_check)
 
     async def drift_policy(namespace: str, name: str) -> Result:
         decision = await reconcile_drift_policy(cluster, namespace, name, settings, sensors=sensors)

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..controllers.cluster import DEPLOYMENTS, JOBS, PODS, SERVICES, Obj
 from ..controllers.conditions import timestamp
 from ..controllers.settings import Settings
+from ..controllers.storage import MODEL_CACHE_PATH
 from ..controllers.trainingjob import SPEC_ANNOTATION, SPEC_PATH
 from .cluster import MemoryCluster
 from .processes import Process, ProcessGroup, free_port, mlops_command
@@ -34,10 +35,17 @@ class Paths:
     """Where in-pod paths live on this machine."""
 
     root: Path
+    store_dir: Path | None = None
+    """A ``file://`` store elsewhere than under the root."""
 
     @property
     def store(self) -> Path:
-        return self.root / "store"
+        return self.store_dir or self.root / "store"
+
+    @property
+    def models(self) -> Path:
+        """Serving processes' copies of object-store versions (a pod's emptyDir)."""
+        return self.root / "models"
 
     @property
     def feedback(self) -> Path:
@@ -83,11 +91,22 @@ class Executor:
         self.jobs: dict[tuple[str, str], asyncio.Task] = {}
         self.deployments: dict[tuple[str, str], "LocalDeployment"] = {}
         self.services: dict[tuple[str, str], "ServiceProxy"] = {}
-        for p in (paths.store, paths.feedback, paths.work):
+        for p in (paths.store, paths.feedback, paths.work, paths.models):
             p.mkdir(parents=True, exist_ok=True)
 
     def mapping(self) -> dict[str, str]:
-        return {self.settings.store_path: str(self.paths.store), self.settings.feedback_path: str(self.paths.feedback)}
+        return {self.settings.store_path: str(self.paths.store), self.settings.feedback_path: str(self.paths.feedback),
+                MODEL_CACHE_PATH: str(self.paths.models)}
+
+    def environment(self, container: Obj) -> dict[str, str]:
+        """The container's literal env values, in-pod paths mapped (HOME and TMPDIR stay this machine's).
+
+        Values from Secrets (``valueFrom``) have no local source: processes
+        inherit this process's environment, ``AWS_*`` credentials included.
+        """
+        mapping = self.mapping()
+        return {e["name"]: _rewrite([e["value"]], mapping)[0] for e in container.get("env") or []
+                if "value" in e and e["name"] not in ("HOME", "TMPDIR")}
 
     # -- the sync entry point: called for every change and on every tick ----------
     async def sync(self) -> None:
@@ -156,7 +175,7 @@ class Executor:
             args = _rewrite(list(container["args"]), mapping)
             pod_name = f"{name}-{attempt}"
             self._pod(ns, pod_name, template, job_name=name, phase="Running")
-            proc = await self.processes.start(f"{ns}.{pod_name}", mlops_command(args))
+            proc = await self.processes.start(f"{ns}.{pod_name}", mlops_command(args), self.environment(container))
             try:
                 code = await asyncio.wait_for(proc.proc.wait(), max(1.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
@@ -245,6 +264,7 @@ class LocalPod:
     restarts: int = 0
     next_start: float = 0.0
     args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class LocalDeployment:
@@ -279,7 +299,7 @@ class LocalDeployment:
                     pod.restarts += 1
                     pod.next_start = loop.time() + min(30.0, 2.0 ** pod.restarts)
                     log.warning("%s/%s: serving process exited with %s; restarting", ns, pod.name, pod.process.proc.returncode)
-                    pod.process = await self.executor.processes.start(f"{ns}.{pod.name}.{pod.restarts}", mlops_command(pod.args))
+                    pod.process = await self.executor.processes.start(f"{ns}.{pod.name}.{pod.restarts}", mlops_command(pod.args), pod.env)
                     self._probe(pod)
         current = [p for p in self.pods if p.hash == want_hash]
         old = [p for p in self.pods if p.hash != want_hash]
@@ -301,8 +321,9 @@ class LocalDeployment:
         container = template["spec"]["containers"][0]
         args = _rewrite(list(container["args"]), self.executor.mapping())
         args = _set_flag(_set_flag(args, "--host", "127.0.0.1"), "--port", str(port))
-        proc = await self.executor.processes.start(f"{ns}.{pod_name}", mlops_command(args))
-        pod = LocalPod(pod_name, want_hash, port, proc, args=args)
+        env = self.executor.environment(container)
+        proc = await self.executor.processes.start(f"{ns}.{pod_name}", mlops_command(args), env)
+        pod = LocalPod(pod_name, want_hash, port, proc, args=args, env=env)
         self.pods.append(pod)
         self.executor._pod(ns, pod_name, template, phase="Pending", port=port)
         self._probe(pod)

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..api.validation import is_ours, validate_object
+from ..controllers.settings import Settings
 from ..manifests import ManifestError, load_paths
+from ..store import parse_store_uri
 from .cluster import RecordedEvent
 from .manager import LocalManager
 from .view import LiveView, render
@@ -28,10 +30,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlops-operator local", description=__doc__)
     p.add_argument("paths", nargs="+", help="manifest files or folders")
     p.add_argument("--root", type=Path, default=None, help=f"model store, feedback and logs (default: {default_root()})")
+    p.add_argument("--store", default="", help="the model store: file:///path or s3://bucket/prefix "
+                   "(credentials and endpoint from AWS_* variables; default: <root>/store)")
+    p.add_argument("--feedback-store", default="", help="where servers write feedback: s3://bucket/prefix (default: <root>/feedback)")
     p.add_argument("--namespace", default="default", help="namespace for objects that name none")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def local_settings(store: str, feedback: str) -> tuple[Settings, Path | None]:
+    """Settings for ``--store`` / ``--feedback-store``, and the folder of a ``file://`` store; ValueError names a bad URI."""
+    store_uri = parse_store_uri(store) if store else None
+    if store_uri is not None and store_uri.scheme == "pvc":
+        raise ValueError("--store: pvc:// claims exist only in a cluster; use file:///path or s3://bucket/prefix")
+    if feedback and not feedback.startswith("s3://"):
+        raise ValueError("--feedback-store: use s3://bucket/prefix (feedback files go under --root otherwise)")
+    if feedback:
+        parse_store_uri(feedback)
+    s3 = str(store_uri) if store_uri is not None and store_uri.is_s3 else ""
+    store_dir = Path(store_uri.path) if store_uri is not None and store_uri.scheme == "file" else None
+    return Settings(store_uri=s3, feedback_uri=feedback), store_dir
 
 
 def load_valid(paths: Sequence[str], err=sys.stderr) -> tuple[list[dict], int]:
@@ -92,7 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nothing to run", file=sys.stderr)
         return 1
     root = (args.root or default_root()).resolve()
-    manager = LocalManager(root)
+    try:
+        settings, store_dir = local_settings(args.store, args.feedback_store)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manager = LocalManager(root, settings, store_dir=store_dir)
     atexit.register(manager.processes.kill_all_now)
     manager.apply(objs, args.namespace)
     print(f"running {len(objs)} object(s) locally; store and logs under {root}; Ctrl-C stops everything")

@@ -20,6 +20,7 @@ from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
 from ..controllers.reconcile.trainingjob import reconcile_training_job
 from ..controllers.reconcile.watches import affected
 from ..controllers.settings import Settings
+from ..store.access import StoreAccess
 from .cluster import Change, MemoryCluster
 from .executor import Executor, Paths
 from .processes import ProcessGroup
@@ -33,13 +34,14 @@ RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 class LocalManager:
     """Owns the in-memory cluster, the executor and the processes; ``run`` until told to stop."""
 
-    def __init__(self, root: Path, settings: Settings | None = None, clock: Callable[[], datetime] = utcnow, tick: float = 1.0):
+    def __init__(self, root: Path, settings: Settings | None = None, clock: Callable[[], datetime] = utcnow, tick: float = 1.0,
+                 store_dir: Path | None = None):
         self.root = root
         self.settings = settings or Settings()
         self.clock = clock
         self.tick = tick
         self.cluster = MemoryCluster(clock)
-        self.paths = Paths(root)
+        self.paths = Paths(root, store_dir)
         self.processes = ProcessGroup(root / "logs")
         self.executor = Executor(self.cluster, self.settings, self.paths, self.processes)
         self._feed = self.cluster.subscribe()
@@ -51,10 +53,12 @@ class LocalManager:
 
     # -- wiring: the same reconcile functions the kopf operator calls ---------
     def _reconcilers(self) -> dict[str, Callable[[str, str], Awaitable[object]]]:
-        sensors = local_sensors(self.paths.store)
+        sensors = local_sensors(self.paths.store, self.settings.store_uri)
+        uris = [self.settings.store_uri, self.settings.feedback_uri]
+        check = StoreAccess(uris) if any(u.startswith("s3://") for u in uris) else None  # this process's credentials
         return {
-            "TrainingJob": lambda ns, n: reconcile_training_job(self.cluster, ns, n, self.settings, self.clock),
-            "ModelDeployment": lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock),
+            "TrainingJob": lambda ns, n: reconcile_training_job(self.cluster, ns, n, self.settings, self.clock, check),
+            "ModelDeployment": lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock, check),
             "DriftPolicy": lambda ns, n: reconcile_drift_policy(self.cluster, ns, n, self.settings, self.clock, sensors),
         }
 

@@ -2,7 +2,8 @@
 
 Sources: ``sklearn://<name>`` (the data sets shipped inside scikit-learn),
 ``file:///path`` and ``pvc://<claim>/<path>`` (a mounted claim) to CSV or
-Parquet, and ``https://`` (streamed, with a size limit).  Columns are typed
+Parquet, ``s3://bucket/key`` (one object, CSV or Parquet, with the store's
+credentials and endpoint) and ``https://`` (streamed, with a size limit).  Columns are typed
 once here: a feature is *categorical* (values kept as strings, missing as
 NaN) or *numeric* (float64, missing as NaN).  A column that looks numeric but
 holds text is an error naming the column and a bad value; nothing is coerced
@@ -104,7 +105,7 @@ def read_source(
     """Read a data source into a frame; for ``sklearn://`` the target is renamed to ``target``."""
     scheme, sep, rest = source.partition("://")
     if not sep:
-        raise DataError(f"data source {source!r} has no scheme (sklearn://, file://, pvc://, https://)")
+        raise DataError(f"data source {source!r} has no scheme (sklearn://, file://, pvc://, s3://, https://)")
     if scheme == "sklearn":
         return _read_sklearn(rest, target)
     if scheme == "file":
@@ -119,11 +120,35 @@ def read_source(
         if not rel or not path.is_relative_to(root.resolve()):
             raise DataError(f"{source}: the path must stay inside the claim")
         return read_table_file(path, source)
+    if scheme == "s3":
+        return read_table_bytes(_read_s3_object(source, max_bytes), rest, source)
     if scheme == "https" or (scheme == "http" and _loopback_allowed(source)):
         data = download(source, max_bytes=max_bytes, timeout=timeout)
         name = urllib.parse.unquote(urllib.parse.urlparse(source).path)
         return read_table_bytes(data, name, source)
-    raise DataError(f"unsupported data source {source!r}: use sklearn://, file:///, pvc://<claim>/<path> or https://")
+    raise DataError(f"unsupported data source {source!r}: use sklearn://, file:///, pvc://<claim>/<path>, s3://<bucket>/<key> or https://")
+
+
+def _read_s3_object(source: str, max_bytes: int) -> bytes:
+    """One object's bytes; a missing object or bucket is a DataError, refused credentials a StoreError (its reason is kept)."""
+    from ..store.s3 import parse_s3_uri
+    from ..store.s3client import Bucket, StoreError
+
+    try:
+        bucket, key = parse_s3_uri(source)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    if not key:
+        raise DataError(f"{source}: name an object (s3://bucket/path/file.csv), not a bucket")
+    try:
+        data = Bucket(bucket).get(key, max_bytes=max_bytes)
+    except StoreError as exc:
+        if exc.reason in ("StoreBucketMissing", "StoreObjectTooLarge"):
+            raise DataError(str(exc)) from None
+        raise
+    if data is None:
+        raise DataError(f"{source}: no such object")
+    return data
 
 
 def _read_sklearn(name: str, target: str) -> pd.DataFrame:
@@ -189,8 +214,8 @@ def _is_parquet(name: str, head: bytes) -> bool:
 
 
 def _need_pyarrow(source: str) -> None:
-    if importlib.util.find_spec("pyarrow") is None:
-        raise DataError(f"{source} is Parquet, which needs pyarrow; install the 'parquet' extra (mlops-operator[parquet]) or use CSV")
+    if importlib.util.find_spec("pyarrow") is None:  # a dependency of the package: only a broken install lacks it
+        raise DataError(f"{source} is Parquet, which needs pyarrow, and pyarrow is not installed")
 
 
 def read_table_file(path: Path, source: str) -> pd.DataFrame:
@@ -435,30 +460,63 @@ def _label_key(v: Any) -> str:
     return str(v)
 
 
-def read_feedback(directory: str | os.PathLike[str], namespace: str, model: str, features: Sequence[str] | None, target: str) -> tuple[pd.DataFrame | None, list[str]]:
-    """Concatenate ``<dir>/<namespace>/<model>/*.csv``; files lacking a needed column are skipped."""
-    base = Path(directory) / namespace / model
+MAX_FEEDBACK_OBJECTS = 100_000
+"""Feedback objects read for one run at most (one per server flush): bounded, and months of flushes."""
+
+
+def read_feedback(location: str | os.PathLike[str], namespace: str, model: str, features: Sequence[str] | None, target: str,
+                  *, max_bytes: int = 10 * DEFAULT_MAX_DOWNLOAD_BYTES) -> tuple[pd.DataFrame | None, list[str]]:
+    """Concatenate ``<location>/<namespace>/<model>/*.csv`` (a directory, or every object under that prefix
+    of an ``s3://`` location, in key order); files lacking a needed column are skipped."""
     warnings: list[str] = []
-    if not base.is_dir():
-        return None, [f"no feedback for {namespace}/{model}"]
+    if str(location).startswith("s3://"):
+        files = _s3_feedback(str(location), namespace, model, max_bytes, warnings)
+    else:
+        base = Path(location) / namespace / model
+        if not base.is_dir():
+            return None, [f"no feedback for {namespace}/{model}"]
+        files = ((path.name, path) for path in sorted(base.glob("*.csv")))
     parts = []
-    for path in sorted(base.glob("*.csv")):
+    for name, source in files:
         try:
-            part = pd.read_csv(path, dtype=object, keep_default_na=True)
+            part = pd.read_csv(source, dtype=object, keep_default_na=True)
         except pd.errors.EmptyDataError:
             continue
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
-            warnings.append(f"feedback file {path.name} skipped: {exc}")
+            warnings.append(f"feedback file {name} skipped: {exc}")
             continue
         needed = [target, *(features or [])]
         missing = [c for c in needed if c not in part.columns]
         if missing:
-            warnings.append(f"feedback file {path.name} skipped: no column(s) {_list(missing)}")
+            warnings.append(f"feedback file {name} skipped: no column(s) {_list(missing)}")
             continue
         parts.append(part)
     if not parts:
         return None, warnings
     return pd.concat(parts, ignore_index=True), warnings
+
+
+def _s3_feedback(location: str, namespace: str, model: str, max_bytes: int, warnings: list[str]):  # type: ignore[no-untyped-def]
+    """``(name, file-like)`` of each feedback object, at most ``max_bytes`` in all (the newest beyond it are left out)."""
+    from ..store.s3 import parse_s3_uri
+    from ..store.s3client import Bucket
+
+    bucket_name, prefix = parse_s3_uri(location)
+    bucket = Bucket(bucket_name)
+    base = "/".join(p for p in (prefix, namespace, model) if p) + "/"
+    objects = sorted((o for o in bucket.list(base) if o.key.endswith(".csv")), key=lambda o: o.key)
+    if len(objects) > MAX_FEEDBACK_OBJECTS:
+        warnings.append(f"{len(objects)} feedback objects; only the first {MAX_FEEDBACK_OBJECTS} are read")
+        objects = objects[:MAX_FEEDBACK_OBJECTS]
+    total = 0
+    for obj in objects:
+        total += obj.size
+        if total > max_bytes:
+            warnings.append(f"feedback beyond {max_bytes} bytes left out (from {obj.key} on)")
+            return
+        data = bucket.get(obj.key)
+        if data is not None:  # deleted since the listing
+            yield obj.key[len(base):], io.BytesIO(data)
 
 
 def data_digest(ds: Dataset) -> str:

@@ -5,8 +5,9 @@ remembers each request's rows and predictions (one entry per request, so
 remembering costs O(1) per request) for ``keep_seconds``, holding at most
 ``max_pending`` rows: the oldest requests are forgotten first.  A label sent
 to ``POST /v1/models/{name}/feedback`` is matched to its row, moves the error
-counters and, with a feedback directory, appends the row and its label to
-``<dir>/<namespace>/<model>/feedback-<hostname>-<pid>.csv``.
+counters and, with a feedback location, appends the row and its label to
+``<dir>/<namespace>/<model>/feedback-<hostname>-<pid>.csv`` or, on object
+storage, to a new time-partitioned object per flush (:mod:`.feedback_s3`).
 """
 
 from __future__ import annotations
@@ -109,25 +110,50 @@ def _plain(v: Any) -> Any:
 
 
 class FeedbackWriter:
-    """Appends labelled rows to this process's CSV file (header: features then target)."""
+    """Where labelled rows go (header: features then target): a CSV file, or immutable objects on S3.
 
-    def __init__(self, directory: str | os.PathLike[str], namespace: str, model: str, columns: Sequence[str]) -> None:
-        self.path = Path(directory) / namespace / model / f"feedback-{socket.gethostname()}-{os.getpid()}.csv"
+    ``location`` is a directory (rows appended to this process's file) or an
+    ``s3://bucket/prefix`` (see :mod:`.feedback_s3`).
+    """
+
+    def __init__(self, location: str | os.PathLike[str], namespace: str, model: str, columns: Sequence[str]) -> None:
         self.columns = list(columns)
+        if str(location).startswith("s3://"):
+            from .feedback_s3 import S3FeedbackSink
+
+            self.sink: Any = S3FeedbackSink(str(location), namespace, model, self.columns)
+        else:
+            self.sink = FileFeedbackSink(Path(location) / namespace / model / f"feedback-{socket.gethostname()}-{os.getpid()}.csv",
+                                         self.columns)
+
+    @property
+    def path(self) -> Any:
+        return getattr(self.sink, "path", None)
+
+    def write(self, rows: list[list[Any]]) -> None:
+        if rows:
+            self.sink.write([["" if isinstance(v, float) and math.isnan(v) else v for v in r] for r in rows])
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class FileFeedbackSink:
+    """Appends to one CSV file of this process."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.columns = columns
         self._fh: Any = None
 
     def write(self, rows: list[list[Any]]) -> None:
-        if not rows:
-            return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.path.exists() or self.path.stat().st_size == 0
             self._fh = open(self.path, "a", newline="", encoding="utf-8")
             if new:
                 csv.writer(self._fh).writerow(self.columns)
-        w = csv.writer(self._fh)
-        for r in rows:
-            w.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in r])
+        csv.writer(self._fh).writerows(rows)
         self._fh.flush()
 
     def close(self) -> None:

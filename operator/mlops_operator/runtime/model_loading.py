@@ -9,7 +9,9 @@ by another scikit-learn) is logged and exported, so the operator can say so.
 from __future__ import annotations
 
 import math
+import os
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -73,6 +75,14 @@ def _mismatches(caught: Sequence[warnings.WarningMessage]) -> tuple[VersionMisma
     return tuple(out)
 
 
+MODEL_CACHE_ENV = "MLOPS_MODEL_CACHE"
+
+
+def model_cache_dir() -> str:
+    """Where a server keeps its copy of an object-store version (``$MLOPS_MODEL_CACHE``, else under the temp dir)."""
+    return os.environ.get(MODEL_CACHE_ENV) or os.path.join(tempfile.gettempdir(), "mlops-models")
+
+
 def load_model(
     store_root: str,
     namespace: str,
@@ -86,10 +96,13 @@ def load_model(
     ``allow_modules`` are the operator's extra trusted module prefixes (the
     same list ``train --allow-module`` gets), added to the store's own.
     """
-    from ..store import ArtifactError, ModelStore
+    from ..store import ArtifactError, S3ModelStore, open_store
     from .pipeline import normalize_prefixes  # imports scikit-learn: not before the server listens
 
-    store = ModelStore(store_root)
+    try:
+        store: Any = open_store(store_root)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     trusted = (*store.trusted_modules, *normalize_prefixes(allow_modules))  # "pkg" means the package pkg., as for train
     try:
         if not version or version == "latest":
@@ -97,6 +110,8 @@ def load_model(
             if not versions:
                 raise StartupError(f"no version of model {namespace}/{name} in the store {store_root}")
             version = versions[-1]
+        if isinstance(store, S3ModelStore):  # serve from a verified copy on the pod's own disk
+            store = store.download_version(namespace, name, version, model_cache_dir(), expected_sha256=sha256)
         meta = store.read_metadata(namespace, name, version)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -30,7 +30,8 @@ EXIT_OK, EXIT_START = 0, 2
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlops-operator serve", description="Serve one model version (KServe V1 and Open Inference Protocol V2).")
-    p.add_argument("--store", required=True, help="model store root")
+    p.add_argument("--store", required=True, help="model store: a directory, file:///path or s3://bucket/prefix "
+                   "(an s3:// version is copied, verified, under $MLOPS_MODEL_CACHE first)")
     p.add_argument("--model", required=True, help="model name")
     p.add_argument("--namespace", default="default", help="namespace in the store (default: default)")
     p.add_argument("--version", default=None, help="version to serve (default: the newest in the store)")
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"most open client connections; more are answered 503 and closed (default {Limits.max_connections})")
     p.add_argument("--no-drift-sensor", action="store_true", help="do not count inputs in the reference bins")
     p.add_argument("--no-feedback", action="store_true", help="disable the feedback endpoint and prediction memory")
-    p.add_argument("--feedback-dir", default=None, help="append labelled rows as CSV under this folder")
+    p.add_argument("--feedback-dir", default=None, help="append labelled rows as CSV under this folder, "
+                   "or write them to s3://bucket/prefix (one new object per flush)")
     p.add_argument("--feedback-keep-seconds", type=float, default=3600.0, help="how long a prediction id takes a label (default 3600)")
     p.add_argument("--feedback-max-pending", type=int, default=100_000, help="most predicted rows remembered (default 100000)")
     p.add_argument("--grace-seconds", type=float, default=20.0, help="longest wait for in-flight requests on SIGTERM (default 20)")

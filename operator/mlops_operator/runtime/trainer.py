@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..api.trainingjob import Task, TrainingJob, metric_task
-from ..store import MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
+from ..store import MODEL_FILE, ArtifactError, ModelStore, S3ModelStore, StoreError, VersionNotFound, load_skops_bytes, open_store
 from . import data as data_mod
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
@@ -203,7 +203,7 @@ def train(
     """
     log = log or json_log()
     job = job if isinstance(job, TrainingJob) else validate_manifest(job)
-    store = store if isinstance(store, ModelStore) else ModelStore(store)
+    store = store if isinstance(store, (ModelStore, S3ModelStore)) else open_store(store)
     spec = job.spec
     target = target_of(job, store, version)
     if store.exists(target.namespace, target.model, target.version):
@@ -691,6 +691,10 @@ def write_termination_log(path: str | None, summary: dict[str, Any], log: Log) -
         log("termination_log", level="warning", path=path, message=f"cannot write the termination log: {exc}")
 
 
+PERMANENT_STORE_REASONS = frozenset({"StoreAccessDenied", "StoreBucketMissing", "InvalidStoreSettings", "StoreTLSError"})
+"""Object-store failures a retried pod would meet again (an unreachable endpoint may come back)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops-operator train",
@@ -698,10 +702,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 stored (or already stored), 2 invalid spec or data, 3 quality gate failed, 1 unexpected error.",
     )
     p.add_argument("--spec", required=True, help="TrainingJob manifest (YAML or JSON); '-' reads stdin")
-    p.add_argument("--store", required=True, help="root directory of the model store")
+    p.add_argument("--store", required=True, help="the model store: a directory, file:///path or s3://bucket/prefix")
     p.add_argument("--version", help="version id (default: <metadata.name>-g<metadata.generation or 1>)")
     p.add_argument("--champion", help="serving version to beat when qualityGate.mustBeat is current")
-    p.add_argument("--feedback", help="directory of labelled feedback rows: DIR/<namespace>/<model>/*.csv")
+    p.add_argument("--feedback", help="labelled feedback rows: DIR/<namespace>/<model>/*.csv, or s3://bucket/prefix (objects under <namespace>/<model>/)")
     p.add_argument("--termination-log", default=DEFAULT_TERMINATION_LOG, help="where the one-line JSON summary goes (default: %(default)s)")
     p.add_argument("--allow-module", action="append", default=[], metavar="PREFIX",
                    help="also allow estimator classes (and stored types) from this module prefix; repeatable (sklearn. is always allowed)")
@@ -727,9 +731,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         return failed("InvalidSpec", f"cannot read {args.spec}: {exc}", EXIT_INVALID)
     try:
+        store = open_store(args.store)
+    except ValueError as exc:
+        return failed("InvalidSpec", f"--store: {exc}", EXIT_INVALID)
+    try:
         result = train(
             job,
-            ModelStore(args.store),
+            store,
             version=args.version,
             champion=args.champion,
             feedback_dir=args.feedback,
@@ -744,6 +752,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return failed("DataError", str(exc), EXIT_INVALID)
     except GateFailed as exc:
         return failed("GateFailed", str(exc), EXIT_GATE, gate=exc.gate.to_dict(), metrics=exc.metrics)
+    except StoreError as exc:  # refused credentials or a missing bucket: a retry with the same Secret cannot help
+        permanent = exc.reason in PERMANENT_STORE_REASONS
+        return failed(exc.reason, str(exc), EXIT_INVALID if permanent else EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - the summary must say something
         import traceback
 

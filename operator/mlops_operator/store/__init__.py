@@ -14,6 +14,9 @@ from .filesystem import (
     load_skops_bytes,
     sha256_hex,
 )
+from .location import StoreURI, open_store, parse_store_uri
+from .s3 import S3ModelStore
+from .s3client import StoreError
 from .trusted_types import TRUSTED_TYPES
 
 __all__ = [
@@ -25,9 +28,14 @@ __all__ = [
     "TRUSTED_TYPES",
     "ArtifactError",
     "ModelStore",
+    "S3ModelStore",
+    "StoreError",
+    "StoreURI",
     "VersionNotFound",
     "WriteResult",
     "is_trusted_type",
     "load_skops_bytes",
+    "open_store",
+    "parse_store_uri",
     "sha256_hex",
 ]

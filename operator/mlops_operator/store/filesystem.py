@@ -118,7 +118,8 @@ def _fsync_dir(path: Path) -> None:
 class WriteResult:
     """Where a version is and whether this call created it."""
 
-    path: Path
+    path: Path | str
+    """A folder, or an s3:// URI."""
     created: bool
     metadata: dict[str, Any]
 
@@ -211,18 +212,7 @@ class ModelStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise ArtifactError(f"{namespace}/{model}/{version}: {MODEL_FILE} is missing") from None
-        actual = sha256_hex(data)
-        recorded = (meta.get("sha256") or {}).get(MODEL_FILE)
-        if not recorded:
-            raise ArtifactError(f"{namespace}/{model}/{version}: metadata.json records no sha256 for {MODEL_FILE}")
-        if _normalize_digest(recorded) != actual:
-            raise ArtifactError(
-                f"{namespace}/{model}/{version}: {MODEL_FILE} has sha256 {actual}, metadata.json says {recorded}; refusing to load"
-            )
-        if expected_sha256 is not None and _normalize_digest(expected_sha256) != actual:
-            raise ArtifactError(
-                f"{namespace}/{model}/{version}: {MODEL_FILE} has sha256 {actual}, expected {expected_sha256}; refusing to load"
-            )
+        verify_digest(f"{namespace}/{model}/{version}", MODEL_FILE, data, meta, expected_sha256)
         modules = self.trusted_modules if trusted_modules is None else tuple(trusted_modules)
         try:
             return load_skops_bytes(data, modules)
@@ -291,6 +281,18 @@ class ModelStore:
                         shutil.rmtree(entry, ignore_errors=True)
                 except OSError:
                     pass
+
+
+def verify_digest(where: str, name: str, data: bytes, meta: Mapping[str, Any], expected_sha256: str | None = None) -> None:
+    """Raise :class:`ArtifactError` unless ``data`` has the sha256 ``metadata.json`` records for ``name`` (and ``expected_sha256``)."""
+    actual = sha256_hex(data)
+    recorded = (meta.get("sha256") or {}).get(name)
+    if not recorded:
+        raise ArtifactError(f"{where}: metadata.json records no sha256 for {name}")
+    if _normalize_digest(recorded) != actual:
+        raise ArtifactError(f"{where}: {name} has sha256 {actual}, metadata.json says {recorded}; refusing to load")
+    if expected_sha256 is not None and _normalize_digest(expected_sha256) != actual:
+        raise ArtifactError(f"{where}: {name} has sha256 {actual}, expected {expected_sha256}; refusing to load")
 
 
 def untrusted_types(data: bytes, modules: Sequence[str] = DEFAULT_TRUSTED_MODULES) -> tuple[list[str], list[str]]:

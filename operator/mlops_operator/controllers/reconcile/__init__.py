@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from ..cluster import Cluster, Obj, Refused, Resource, resource_of
 from ..conditions import get_condition, refused
 from ..decision import Event
 
 Clock = Callable[[], datetime]
+StoreCheck = Callable[[str], Awaitable[Any]]
+"""``namespace -> None, or a problem with .reason and .message``: can that namespace's pods reach the object store?"""
 log = logging.getLogger("mlops_operator")
 
 

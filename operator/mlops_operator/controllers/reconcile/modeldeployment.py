@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 
 from .. import labels, modeldeployment
 from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
-from . import Changes, Clock, Result, apply_decision, owner_name, utcnow
+from ..storage import STORE_RECHECK_SECONDS, blocked_by_store
+from . import Changes, Clock, Result, StoreCheck, apply_decision, owner_name, utcnow
 
 
 
@@ -21,9 +24,16 @@ async def observe(cluster: Cluster, namespace: str, name: str) -> modeldeploymen
 
 
 async def reconcile_model_deployment(
-    cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow
+    cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow,
+    store_check: StoreCheck | None = None,
 ) -> Result:
-    """Bring one ModelDeployment's children and status in line."""
+    """Bring one ModelDeployment's children and status in line.
+
+    With ``store_check``, a Deployment that would start pods of a new version
+    (the first one, or a rollout) is applied only once the namespace's pods
+    can reach the object store (a server that cannot load its model would
+    crash-loop); until then the status says why and what serves keeps serving.
+    """
     md = await cluster.get(MODEL_DEPLOYMENTS, namespace, name)
     if md is None or md["metadata"].get("deletionTimestamp"):
         return Result(None)  # owner references cascade; nothing to build for an object on its way out
@@ -32,8 +42,29 @@ async def reconcile_model_deployment(
     observed = await observe(cluster, namespace, name)
     now = clock()
     decision = modeldeployment.decide(md, training_jobs, observed, settings, now)
+    if store_check is not None and _starts_pods_of_a_new_version(observed.deployment, decision.apply):
+        problem = await store_check(namespace)
+        if problem is not None:
+            message = problem.message + ("; the serving version stays" if observed.deployment is not None else "")
+            status, events = blocked_by_store(md, problem.reason, message, now)
+            status = await apply_decision(cluster, MODEL_DEPLOYMENTS, md, status, Changes(events=events), now)
+            return Result(status, STORE_RECHECK_SECONDS)
     changes = Changes(apply=decision.apply, delete=decision.delete, events=decision.events)
     return Result(await apply_decision(cluster, MODEL_DEPLOYMENTS, md, decision.status, changes, now))
+
+
+def _starts_pods_of_a_new_version(current: Obj | None, apply: Sequence[Obj]) -> bool:
+    """Whether applying ``apply`` creates the Deployment or changes the version its pods serve."""
+    wanted = next((c for c in apply if c.get("kind") == "Deployment"), None)
+    if wanted is None:
+        return False
+    if current is None:
+        return True
+
+    def version(dep: Obj) -> str | None:
+        return ((dep.get("spec") or {}).get("template", {}).get("metadata", {}).get("annotations") or {}).get(labels.VERSION)
+
+    return version(current) != version(wanted)
 
 
 def model_deployment_of(obj: Obj) -> str | None:

@@ -6,13 +6,19 @@ from __future__ import annotations
 from .. import labels, trainingjob
 from ..cluster import JOBS, PODS, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
+from ..storage import STORE_RECHECK_SECONDS, blocked_by_store
 from ..versions import newest_promotable
-from . import Changes, Clock, Result, apply_decision, utcnow
+from . import Changes, Clock, Result, StoreCheck, apply_decision, utcnow
 
 
 
-async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow) -> Result:
-    """Bring one TrainingJob's Job and status in line."""
+async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow,
+                                 store_check: StoreCheck | None = None) -> Result:
+    """Bring one TrainingJob's Job and status in line.
+
+    With ``store_check``, a Job is created only once the namespace's pods can
+    reach the object store; until then the status says why.
+    """
     tj = await cluster.get(TRAINING_JOBS, namespace, name)
     if tj is None:
         return Result(None)
@@ -29,6 +35,12 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
         champion = (best or {}).get("status", {}).get("modelVersion")
     now = clock()
     decision = trainingjob.decide(tj, job, pods, settings, now, champion=champion)
+    if decision.job is not None and store_check is not None:
+        problem = await store_check(namespace)
+        if problem is not None:
+            status, events = blocked_by_store(tj, problem.reason, problem.message, now, phase="Pending")
+            status = await apply_decision(cluster, TRAINING_JOBS, tj, status, Changes(events=events), now)
+            return Result(status, STORE_RECHECK_SECONDS)
     changes = Changes(create=[decision.job] if decision.job is not None else (), events=decision.events)
     status = await apply_decision(cluster, TRAINING_JOBS, tj, decision.status, changes, now)
     return Result(status, decision.requeue_after)
