@@ -1,0 +1,391 @@
+"""The compiled inference path: the fitted pipeline as ONNX, run by onnxruntime.
+
+Why: for one row, scikit-learn spends almost all of a ``predict`` call on
+per-call work (input validation, a joblib task per tree, warning filters),
+not on the model; onnxruntime runs the same imputer, scaler and estimator
+in microseconds.  Why ONNX and not compiled trees (treelite/tl2cgen): it
+covers the whole pipeline and most estimators, not only tree ensembles, and
+loading it runs no generated native code (a compiled tree library is a
+shared object that must be ``dlopen``-ed).
+
+The trainer converts the pipeline (:func:`compile_pipeline`), runs both on
+the held-out rows and keeps the ONNX file only when it **verifies**: the
+same class on every row, probabilities within :data:`PROBA_ATOL`, values
+within :data:`VALUE_RTOL` (relative).  The measured maximum deviations go
+into ``metadata.json`` (``compiled``); the server serves the ONNX model by
+default when it verified and falls back to the skops model otherwise, saying
+why.  Before loading, :func:`check_onnx` refuses a file that names an
+operator outside the standard ONNX domains (a custom operator is native
+code) or keeps tensors in external files (a path to read).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import numpy as np
+
+COMPILED_FILE = "model.onnx"
+FORMAT = "onnx"
+PROBA_ATOL = 1e-4
+"""Largest absolute difference of a class probability that still verifies."""
+VALUE_RTOL = 1e-4
+"""Largest difference of a regression value, relative to max(1, |value|), that still verifies."""
+ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+"""Operator sets onnxruntime implements itself; anything else would be a custom (native) operator."""
+VERIFIED, FAILED, UNSUPPORTED = "Verified", "Failed", "Unsupported"
+
+
+class CompiledError(Exception):
+    """The ONNX bytes cannot be (safely) loaded."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How the compiled predictor compares with the pipeline on some rows."""
+
+    ok: bool
+    rows: int
+    reason: str | None
+    deviation: dict[str, float]
+    """``probabilities`` (absolute) for classifiers with probabilities; ``values`` (absolute) and
+    ``relative`` for regressors."""
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """The outcome of :func:`compile_pipeline`: the bytes to store (only when verified) and the metadata."""
+
+    data: bytes | None
+    info: dict[str, Any]
+
+    @property
+    def verified(self) -> bool:
+        return self.data is not None
+
+
+def tolerance() -> dict[str, Any]:
+    return {"classes": "exact", "probabilities": PROBA_ATOL, "valuesRelative": VALUE_RTOL}
+
+
+def libraries() -> dict[str, str]:
+    out = {}
+    for dist in ("skl2onnx", "onnx", "onnxruntime"):
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# -- loading -------------------------------------------------------------------
+
+
+def check_onnx(data: bytes) -> None:
+    """Refuse ONNX bytes that would run or read anything beyond the standard operators."""
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - onnx comes with the project
+        raise CompiledError(f"onnx is not installed: {exc}") from None
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:
+        raise CompiledError(f"{COMPILED_FILE} is not a readable ONNX model: {exc}") from None
+    domains = {op.domain for op in model.opset_import} | _node_domains(model.graph)
+    domains |= {n.domain for f in model.functions for n in f.node} | {f.domain for f in model.functions}
+    bad = sorted(d for d in domains if d not in ALLOWED_DOMAINS)
+    if bad:
+        raise CompiledError(f"{COMPILED_FILE} uses operator domain(s) {', '.join(map(repr, bad))}; only the standard ONNX ones load")
+    if _has_external_data(model.graph):
+        raise CompiledError(f"{COMPILED_FILE} keeps tensors in external files; only self-contained models load")
+
+
+def _node_domains(graph: Any) -> set[str]:
+    out = set()
+    for node in graph.node:
+        out.add(node.domain)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                out |= _node_domains(sub)
+    return out
+
+
+def _has_external_data(graph: Any) -> bool:
+    tensors = list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
+    if any(t.data_location == 1 or len(t.external_data) for t in tensors):  # 1 = TensorProto.EXTERNAL
+        return True
+    return any(
+        _has_external_data(sub)
+        for n in graph.node for a in n.attribute for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs)
+    )
+
+
+class CompiledPredictor:
+    """An onnxruntime session behind the interface the server uses of a pipeline.
+
+    ``predict``, ``predict_proba`` (only when the pipeline has it), ``classes_``
+    and :meth:`predict_with_proba`, which gets both from one run.  Labels come
+    back as the pipeline's own ``classes_`` values (same dtype), so the
+    responses do not change with the path.
+    """
+
+    def __init__(self, data: bytes, task: str, classes: Any = None, has_proba: bool = False) -> None:
+        check_onnx(data)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1  # the server runs one predict at a time; more threads only contend
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 4  # failures surface as exceptions; no stderr noise
+        try:
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise CompiledError(f"onnxruntime cannot load {COMPILED_FILE}: {type(exc).__name__}: {exc}") from None
+        self.task = task
+        self.input_name = self.session.get_inputs()[0].name
+        self.n_features_in_ = int(self.session.get_inputs()[0].shape[1])
+        self.input_dtype = np.float64 if self.session.get_inputs()[0].type == "tensor(double)" else np.float32
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.classes_ = None if classes is None else np.asarray(classes)
+        self._has_proba = bool(has_proba and task == "classification" and len(self.outputs) > 1)
+        self._order = None if self.classes_ is None else np.argsort(self.classes_, kind="stable")
+
+    def _run(self, X: Any, names: list[str]) -> list[np.ndarray]:
+        x = np.asarray(X, dtype=self.input_dtype)
+        return self.session.run(names, {self.input_name: x})
+
+    def _labels(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw).reshape(-1)
+        if self.classes_ is None:
+            return raw
+        assert self._order is not None
+        sorted_classes = self.classes_[self._order]
+        pos = np.searchsorted(sorted_classes, raw)
+        pos = np.clip(pos, 0, len(sorted_classes) - 1)
+        if not np.all(sorted_classes[pos] == raw):
+            raise RuntimeError("the compiled model returned a label outside the model's classes")
+        return self.classes_[self._order[pos]]
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.task == "classification":
+            return self._labels(self._run(X, self.outputs[:1])[0])
+        return np.asarray(self._run(X, self.outputs[:1])[0], dtype=np.float64).reshape(-1)
+
+    def _proba(self, X: Any) -> np.ndarray:
+        return np.asarray(self._run(X, self.outputs[1:2])[0], dtype=np.float64)
+
+    @property
+    def predict_proba(self) -> Any:
+        if not self._has_proba:
+            raise AttributeError("this model has no predict_proba")
+        return self._proba
+
+    def predict_with_proba(self, X: Any, want_proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and probabilities when asked and available) from one run."""
+        if not (want_proba and self._has_proba):
+            return self.predict(X), None
+        label, proba = self._run(X, self.outputs[:2])
+        return self._labels(label), np.asarray(proba, dtype=np.float64)
+
+
+# -- training time -------------------------------------------------------------
+
+
+def compile_pipeline(pipeline: Any, X_check: np.ndarray, task: str) -> Compilation:
+    """Convert ``pipeline`` to ONNX and verify it on ``X_check`` (the held-out rows).
+
+    Never raises: a pipeline that cannot be converted or does not verify
+    gives ``data=None`` and the reason in ``info``.
+    """
+    info: dict[str, Any] = {"format": FORMAT, "tolerance": tolerance(), "libraries": libraries()}
+    X = np.asarray(X_check)
+    if X.dtype == object:
+        return Compilation(None, {**info, "status": UNSUPPORTED, "reason":
+                                  "categorical features: the pipeline takes one mixed-type matrix, which ONNX cannot hold"})
+    started = time.monotonic()
+    try:
+        data = convert(pipeline, X.shape[1], task)
+    except Exception as exc:  # the converter covers most, not all, estimators and options
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        return Compilation(None, {**info, "status": UNSUPPORTED, "reason": f"skl2onnx cannot convert it: {type(exc).__name__}: {first}"})
+    info["seconds"] = round(time.monotonic() - started, 3)
+    try:
+        predictor = CompiledPredictor(data, task, getattr(pipeline, "classes_", None), hasattr(pipeline, "predict_proba"))
+    except CompiledError as exc:
+        return Compilation(None, {**info, "status": FAILED, "reason": str(exc)})
+    rows = verification_rows(pipeline, X)
+    check = verify(predictor, pipeline, rows, task)
+    info.update(rows=check.rows, maxDeviation=check.deviation)
+    if not check.ok:
+        return Compilation(None, {**info, "status": FAILED, "reason": check.reason})
+    return Compilation(data, {**info, "status": VERIFIED, "file": COMPILED_FILE, "bytes": len(data)})
+
+
+def convert(pipeline: Any, n_features: int, task: str) -> bytes:
+    """The ONNX bytes of ``pipeline`` for a float64 matrix of ``n_features`` columns.
+
+    The trainer's numeric preprocessing (imputer, scaler) is written out in
+    float64 and cast to float32 only in front of the estimator, as
+    scikit-learn's trees do themselves: a float32 scaler would move a value
+    across a split threshold now and then.  Any other pipeline is converted
+    whole by skl2onnx in float32.
+    """
+    front = _numeric_front(pipeline, n_features)
+    if front is None:
+        return _skl2onnx(pipeline, n_features, task)
+    graph_front, width = front
+    estimator = pipeline.steps[-1][1]
+    est = _skl2onnx_model(estimator, width, task)
+    import onnx
+    from onnx import compose, helper
+
+    opsets = {o.domain: o.version for o in est.opset_import}
+    front_model = helper.make_model(graph_front, opset_imports=[helper.make_opsetid("", opsets.get("", 15))])
+    front_model.ir_version = est.ir_version
+    merged = compose.merge_models(front_model, est, io_map=[("prepared", est.graph.input[0].name)], prefix1="prepare_")
+    onnx.checker.check_model(merged)
+    return bytes(merged.SerializeToString())
+
+
+def _skl2onnx_model(model: Any, n_features: int, task: str) -> Any:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options = {"zipmap": False} if task == "classification" and hasattr(model, "predict_proba") else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_sklearn(model, initial_types=[("X", FloatTensorType([None, n_features]))], options=options)
+
+
+def _skl2onnx(model: Any, n_features: int, task: str) -> bytes:
+    return bytes(_skl2onnx_model(model, n_features, task).SerializeToString())
+
+
+def _numeric_front(pipeline: Any, n_features: int) -> tuple[Any, int] | None:
+    """The ``prepare`` step of a numeric-only trainer pipeline as a float64 ONNX graph, and its width.
+
+    None when the pipeline is not one whose steps are known here (then skl2onnx converts it all).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    steps = getattr(pipeline, "steps", None)
+    if not steps or len(steps) != 2 or not isinstance(steps[0][1], ColumnTransformer):
+        return None
+    ct = steps[0][1]
+    live = [(name, t, cols) for name, t, cols in ct.transformers_ if name != "remainder" and t != "drop"]
+    if len(live) != 1 or not isinstance(live[0][1], Pipeline):
+        return None
+    cols = [int(c) for c in live[0][2]]
+    if not cols or any(c < 0 or c >= n_features for c in cols):
+        return None
+    nodes = [helper.make_node("Gather", ["X", "cols"], ["v0"], axis=1)]
+    inits = [numpy_helper.from_array(np.asarray(cols, dtype=np.int64), "cols")]
+
+    current = ["v0"]
+
+    def op(kind: str, value: Any) -> None:
+        """One of scikit-learn's in-place operations, in its order and in float64."""
+        n = len(inits)
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float64), f"c{n}"))
+        src, out = current[0], f"v{n}"
+        if kind == "fill":
+            nodes.append(helper.make_node("IsNaN", [src], [f"m{n}"]))
+            nodes.append(helper.make_node("Where", [f"m{n}", f"c{n}", src], [out]))
+        else:
+            nodes.append(helper.make_node(kind, [src, f"c{n}"], [out]))
+        current[0] = out
+
+    for _, step in live[0][1].steps:
+        if isinstance(step, SimpleImputer):
+            stats = np.asarray(step.statistics_, dtype=np.float64)
+            if step.add_indicator or stats.shape != (len(cols),) or not np.isfinite(stats).all():
+                return None
+            op("fill", stats)
+        elif isinstance(step, (StandardScaler, RobustScaler)):  # X -= mean/center; X /= scale
+            shift = step.mean_ if isinstance(step, StandardScaler) else step.center_
+            if shift is not None:
+                op("Sub", shift)
+            if step.scale_ is not None:
+                op("Div", step.scale_)
+        elif isinstance(step, MinMaxScaler) and not step.clip:  # X *= scale_; X += min_
+            op("Mul", step.scale_)
+            op("Add", step.min_)
+        else:
+            return None
+    nodes.append(helper.make_node("Cast", [current[0]], ["prepared"], to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes, "prepare",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n_features])],
+        [helper.make_tensor_value_info("prepared", TensorProto.FLOAT, [None, len(cols)])],
+        initializer=inits,
+    )
+    return graph, len(cols)
+
+
+def verification_rows(pipeline: Any, X: np.ndarray) -> np.ndarray:
+    """The held-out rows, plus copies with a missing value when the pipeline takes missing values.
+
+    The server accepts ``null`` exactly when the scikit-learn pipeline does, so
+    the compiled one must agree on those rows too.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return X
+    holes = X.copy()
+    holes[np.arange(X.shape[0]), np.arange(X.shape[0]) % X.shape[1]] = np.nan
+    holes = np.vstack([holes, np.full((1, X.shape[1]), np.nan)])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pred = np.asarray(pipeline.predict(holes))
+    except Exception:
+        return X  # the pipeline refuses missing values, and so will the server
+    if pred.dtype.kind == "f" and not np.isfinite(pred).all():
+        return X
+    return np.vstack([X, holes])
+
+
+def verify(predictor: CompiledPredictor, pipeline: Any, X: np.ndarray, task: str) -> Verification:
+    """Compare the compiled predictor with the pipeline on ``X`` within the stated tolerance."""
+    n = int(X.shape[0])
+    if n == 0:
+        return Verification(False, 0, "no rows to verify on", {})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = np.asarray(pipeline.predict(X))
+            want_proba = np.asarray(pipeline.predict_proba(X), dtype=np.float64) if predictor._has_proba else None
+        got, got_proba = predictor.predict_with_proba(X, want_proba is not None)
+    except Exception as exc:
+        return Verification(False, n, f"the compiled model failed on the verification rows: {type(exc).__name__}: {exc}", {})
+    if task == "classification":
+        differ = int(np.sum(got != want))
+        deviation: dict[str, float] = {}
+        if want_proba is not None and got_proba is not None:
+            if got_proba.shape != want_proba.shape:
+                return Verification(False, n, f"probabilities of shape {got_proba.shape}, expected {want_proba.shape}", {})
+            deviation["probabilities"] = float(np.max(np.abs(got_proba - want_proba)))
+        if differ:
+            return Verification(False, n, f"another class than scikit-learn's on {differ} of {n} rows", deviation)
+        if deviation.get("probabilities", 0.0) > PROBA_ATOL:
+            return Verification(False, n, f"probabilities differ by up to {deviation['probabilities']:.3g} (> {PROBA_ATOL:g})", deviation)
+        return Verification(True, n, None, deviation)
+    want_f = want.astype(np.float64).reshape(-1)
+    got_f = got.astype(np.float64).reshape(-1)
+    if got_f.shape != want_f.shape or not np.array_equal(np.isfinite(got_f), np.isfinite(want_f)):
+        return Verification(False, n, "values missing or non-finite where scikit-learn's are not", {})
+    fin = np.isfinite(want_f)
+    diff = np.abs(got_f[fin] - want_f[fin])
+    rel = diff / np.maximum(1.0, np.abs(want_f[fin]))
+    deviation = {"values": float(diff.max(initial=0.0)), "relative": float(rel.max(initial=0.0))}
+    if deviation["relative"] > VALUE_RTOL:
+        return Verification(False, n, f"values differ by up to {deviation['relative']:.3g} relative (> {VALUE_RTOL:g})", deviation)
+    return Verification(True, n, None, deviation)
