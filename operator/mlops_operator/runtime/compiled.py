@@ -195,8 +195,36 @@ class CompiledPredictor:
 # -- training time -------------------------------------------------------------
 
 
-def compile_pipeline(pipeline: Any, X_check: np.ndarray, task: str) -> Compilation:
-    """Convert ``pipeline`` to ONNX and verify it on ``X_check`` (the held-out rows).
+def _short(exc: Exception) -> str:
+    """An exception as one line of at most 300 characters (converter messages can hold whole arrays)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+def reference_rows(reference: Any, names: list[str], n: int = 64) -> np.ndarray:
+    """Rows drawn from a drift reference: the means first, then every bin's mean value, column by column.
+
+    The server compares the compiled model with model.skops on these rows at
+    start-up, and the trainer verifies on them too, so both judge the same rows.
+    """
+    features = getattr(reference, "features", None) or {}
+    columns = []
+    for name in names:
+        prof = features.get(name)
+        mean = getattr(prof, "mean", None)
+        values = np.asarray(getattr(prof, "values", ()), dtype=np.float64)
+        values = values[np.isfinite(values)]
+        columns.append((float(mean) if mean is not None and np.isfinite(mean) else 0.0, values))
+    rows = np.empty((n, len(names)), dtype=np.float64)
+    for j, (mean, values) in enumerate(columns):
+        rows[0, j] = mean
+        for k in range(1, n):
+            rows[k, j] = values[(k * (j + 1) + j) % values.size] if values.size else mean
+    return rows
+
+
+def compile_pipeline(pipeline: Any, X_check: np.ndarray, task: str, extra_rows: np.ndarray | None = None) -> Compilation:
+    """Convert ``pipeline`` to ONNX and verify it on ``X_check`` (the held-out rows) and ``extra_rows``.
 
     Never raises: a pipeline that cannot be converted or does not verify
     gives ``data=None`` and the reason in ``info``.
@@ -210,14 +238,13 @@ def compile_pipeline(pipeline: Any, X_check: np.ndarray, task: str) -> Compilati
     try:
         data = convert(pipeline, X.shape[1], task)
     except Exception as exc:  # the converter covers most, not all, estimators and options
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        return Compilation(None, {**info, "status": UNSUPPORTED, "reason": f"skl2onnx cannot convert it: {type(exc).__name__}: {first}"})
+        return Compilation(None, {**info, "status": UNSUPPORTED, "reason": f"skl2onnx cannot convert it: {_short(exc)}"})
     info["seconds"] = round(time.monotonic() - started, 3)
     try:
         predictor = CompiledPredictor(data, task, getattr(pipeline, "classes_", None), hasattr(pipeline, "predict_proba"))
     except CompiledError as exc:
         return Compilation(None, {**info, "status": FAILED, "reason": str(exc)})
-    rows = verification_rows(pipeline, X)
+    rows = verification_rows(pipeline, X if extra_rows is None else np.vstack([X, np.asarray(extra_rows, dtype=np.float64)]))
     check = verify(predictor, pipeline, rows, task)
     info.update(rows=check.rows, maxDeviation=check.deviation)
     if not check.ok:
@@ -365,7 +392,7 @@ def verify(predictor: CompiledPredictor, pipeline: Any, X: np.ndarray, task: str
             want_proba = np.asarray(pipeline.predict_proba(X), dtype=np.float64) if predictor._has_proba else None
         got, got_proba = predictor.predict_with_proba(X, want_proba is not None)
     except Exception as exc:
-        return Verification(False, n, f"the compiled model failed on the verification rows: {type(exc).__name__}: {exc}", {})
+        return Verification(False, n, f"the compiled model failed on the verification rows: {_short(exc)}", {})
     if task == "classification":
         differ = int(np.sum(got != want))
         deviation: dict[str, float] = {}

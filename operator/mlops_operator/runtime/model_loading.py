@@ -150,7 +150,7 @@ def load_model(
 def _compiled(store: Any, model: LoadedModel, wanted: bool) -> tuple[Any, str | None]:
     """The verified compiled predictor, or None and why the skops model serves instead."""
     from ..store import ArtifactError
-    from .compiled import COMPILED_FILE, VERIFIED, CompiledError, CompiledPredictor, verification_rows, verify
+    from .compiled import COMPILED_FILE, VERIFIED, CompiledError, CompiledPredictor, reference_rows, verification_rows, verify
 
     info = model.metadata.get("compiled")
     if not wanted:
@@ -167,32 +167,12 @@ def _compiled(store: Any, model: LoadedModel, wanted: bool) -> tuple[Any, str | 
     except (ArtifactError, CompiledError, ImportError, ValueError) as exc:
         print(f"warning: {where}: compiled model not used: {exc}", file=sys.stderr)
         return None, f"compiled model not loadable: {exc}"
-    check = verify(predictor, skops, verification_rows(skops, probe_rows(model)), model.task)
+    rows = reference_rows(model.reference, list(model.schema.names))
+    check = verify(predictor, skops, verification_rows(skops, rows), model.task)
     if not check.ok:
         print(f"warning: {where}: compiled model disagrees with model.skops at start-up: {check.reason}", file=sys.stderr)
         return None, f"compiled model disagrees with model.skops at start-up: {check.reason}"
     return predictor, None
-
-
-def probe_rows(model: LoadedModel, n: int = 64) -> np.ndarray:
-    """Rows for the start-up comparison: the reference's bin means, combined column by column.
-
-    Every bin of every numeric feature appears; the base row (the means) is the first.
-    """
-    base = _base_row(model)
-    rows = [list(base)]
-    ref_feats = model.reference.features if model.reference is not None else {}
-    for k in range(n - 1):
-        row = list(base)
-        for j, f in enumerate(model.schema.features):
-            values = getattr(ref_feats.get(f.name), "values", None)
-            if f.numeric and values is not None:
-                finite = np.asarray(values, dtype=np.float64)
-                finite = finite[np.isfinite(finite)]
-                if finite.size:
-                    row[j] = float(finite[(k * (j + 1) + j) % finite.size])
-        rows.append(row)
-    return np.array(rows, dtype=model.schema.dtype)
 
 
 def _reference(store: Any, namespace: str, name: str, version: str, schema: Schema) -> Any:

@@ -4,8 +4,8 @@ The library entry point is :func:`train`, a pipeline of named steps, each a
 small function: :func:`target_of` → :func:`choose_estimator` (before any data
 is read) → :func:`load_data` → :func:`split_data` → :func:`fit` →
 :func:`evaluate` → :func:`judge` (the gate) → :func:`serialise` →
-:func:`compile_model` (the verified ONNX twin, when it verifies) →
-:func:`profile` (the drift reference) → :func:`describe` (metadata.json) →
+:func:`profile` (the drift reference) → :func:`compile_model` (the ONNX
+twin, kept when it verifies) → :func:`describe` (metadata.json) →
 :func:`store_version`.  :func:`main` is the command line the training Job runs.  A run that fails (bad spec or data, gate missed, crash)
 writes no version.  Exit codes: 0 stored (or already stored), 2 invalid spec
 or data, 3 quality gate failed, 1 anything unexpected.  The pod's
@@ -33,7 +33,7 @@ from .. import __version__
 from ..api.trainingjob import Task, TrainingJob, metric_task
 from ..store import MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
 from . import data as data_mod
-from .compiled import COMPILED_FILE, Compilation, compile_pipeline
+from .compiled import COMPILED_FILE, Compilation, compile_pipeline, reference_rows
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
 from .pipeline import (
@@ -229,8 +229,8 @@ def train(
     metrics = evaluate(fitted, split, choice.task, log)
     gate = judge(spec.quality_gate, metrics, champion, store, target, ds, split, choice.task, trusted, log)
     model_bytes = serialise(fitted, split, choice.class_path, trusted)
-    compiled = compile_model(fitted, split, choice.task, log)
     reference = profile(fitted, ds, split, choice.task)
+    compiled = compile_model(fitted, split, choice.task, reference, ds.features, log)
     metadata = describe(job, target, choice, ds, split, fitted, metrics, gate, started)
     metadata["compiled"] = compiled.info
     return store_version(store, target, model_bytes, metadata, reference, fitted, split, log, compiled)
@@ -389,14 +389,20 @@ def serialise(fitted: Fitted, split: Split, class_path: str, trusted: Sequence[s
     return model_bytes
 
 
-def compile_model(fitted: Fitted, split: Split, task: Task, log: Log) -> Compilation:
-    """The pipeline as ONNX, kept only when it predicts like the fitted one on the held-out rows.
+def compile_model(fitted: Fitted, split: Split, task: Task, reference: dict[str, Any], features: Sequence[str], log: Log) -> Compilation:
+    """The pipeline as ONNX, kept only when it predicts like the fitted one on the held-out rows
+    and on the rows the server will check it on at start-up (drawn from the drift reference).
 
     The server serves it by default; a pipeline that cannot be converted or
     does not verify is served from model.skops, and ``metadata.json``'s
     ``compiled`` says why.  Never fails the run.
     """
-    compiled = compile_pipeline(fitted.pipeline, split.X_test, task)
+    from ..drift.profile import Reference
+
+    extra = None
+    if split.X_test.dtype != object:
+        extra = reference_rows(Reference.from_dict(reference), list(features))
+    compiled = compile_pipeline(fitted.pipeline, split.X_test, task, extra)
     info = compiled.info
     log("compiled", level="info" if compiled.verified else "warning", status=info.get("status"),
         reason=info.get("reason"), rows=info.get("rows"), maxDeviation=info.get("maxDeviation"))
