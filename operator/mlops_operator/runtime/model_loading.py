@@ -67,6 +67,11 @@ class LoadedModel:
     def task(self) -> str:
         return self.schema.task
 
+    def release_skops(self) -> None:
+        """Drop the skops model once the compiled one serves and the warm-up probes ran: it is memory nothing uses."""
+        if self.inference == "onnx":
+            self.skops_pipeline = None
+
     def predict(self, rows: np.ndarray, want_proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
         both = getattr(self.pipeline, "predict_with_proba", None)
         if both is not None:  # the compiled model gives labels and probabilities from one run
