@@ -223,12 +223,12 @@ def _drain_stderr(proc: subprocess.Popen[bytes]) -> None:
     """Keep reading a server's stderr in the background, so a chatty server never blocks on a full pipe."""
     import threading
 
-    def drain() -> None:
+    def read_all() -> None:
         assert proc.stderr is not None
         for _ in proc.stderr:
             pass
 
-    threading.Thread(target=drain, daemon=True).start()
+    threading.Thread(target=read_all, daemon=True).start()
 
 
 def _tree(pid: int) -> list[int]:
@@ -305,6 +305,20 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)] if m else float("nan")
 
 
+def drain(run: Running, X: Any) -> None:
+    """Wait until the requests a finished wrk run left behind are answered (a one-row request queues behind them).
+
+    Otherwise the next run's first requests meet that backlog and a server that
+    sheds load (ours) answers some with 503: an artefact of stopping wrk, not load.
+    """
+    req = urllib.request.Request(run.url(), data=body_for(run.protocol, X, 1), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            r.read()
+    except OSError as exc:
+        log(f"  {run.name}: drain request failed: {exc}")
+
+
 def wrk(url: str, body: bytes, clients: int, duration: float, tmp: Path) -> tuple[float, float, float, int]:
     """req/s, p50 ms, p99 ms and errors of one wrk run (one thread, keep-alive, CPU 1)."""
     bf = tmp / "body.json"
@@ -369,8 +383,10 @@ def measure(servers: list[Running], info: dict[str, dict[str, Any]], cases: list
                 body = body_for(r.protocol, info[r.name]["X"], rows)
                 if warmup > 0:
                     wrk(r.url(), body, clients, warmup, tmp)
+                    drain(r, info[r.name]["X"])
                 la = load()
                 rps, p50, p99, errs = wrk(r.url(), body, clients, duration, tmp)
+                drain(r, info[r.name]["X"])
                 out.append(Sample(r.name, r.model, rows, clients, rnd, rps, p50, p99, errs, la))
                 log(f"round {rnd} {r.model:5s} {rows:3d} rows x {clients:2d} clients {r.name:16s} {rps:9.1f} req/s "
                     f"p50 {p50:8.2f} ms p99 {p99:8.2f} ms errors {errs} load {la:.1f}")

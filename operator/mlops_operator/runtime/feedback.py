@@ -48,7 +48,7 @@ def row_ids(rid: str, n: int) -> list[str]:
 ENTRY_OVERHEAD_BYTES = 480
 """What one remembered request costs beyond its arrays' data (entry, two array headers, id, dict slot;
 measured with tracemalloc in tests/unit/test_server_feedback.py)."""
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
 
 class _Entry:

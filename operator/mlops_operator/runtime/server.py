@@ -121,7 +121,7 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
             not args.no_compiled,
         )
         schema = await asyncio.to_thread(warm_up, model)
-        model.release_skops()
+        model.trim_memory()
     except StartupError as exc:
         await http.close()
         print(f"error: {exc}", file=sys.stderr)
