@@ -38,7 +38,8 @@ def build(out: Path) -> None:
     from sklearn.preprocessing import StandardScaler
 
     from mlops_operator.drift.profile import Reference, build_reference
-    from mlops_operator.runtime.compiled import COMPILED_FILE, compile_pipeline, reference_rows
+    from mlops_operator.runtime.compiled import COMPILED_FILE, reference_rows
+    from mlops_operator.runtime.onnx_conversion import compile_pipeline
     from mlops_operator.store import ModelStore
 
     X, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)

@@ -196,7 +196,9 @@ def start_server(kind: str, model: str, info: dict[str, Any], cache: Path, venvs
         ready, proto = f"/v2/models/{model}/ready", "v2"
     else:
         raise ValueError(f"unknown server {kind!r}")
-    proc = subprocess.Popen(pin + cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # MLServer writes its metrics database into the working directory: its own temporary folder, not the checkout.
+    proc = subprocess.Popen(pin + cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            cwd=str(workdir) if workdir is not None else None)
     run = Running(kind, proc, port, proto, model, info["expected"], workdir)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

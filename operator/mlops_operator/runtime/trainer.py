@@ -33,7 +33,8 @@ from .. import __version__
 from ..api.trainingjob import Task, TrainingJob, metric_task
 from ..store import MODEL_FILE, ArtifactError, ModelStore, VersionNotFound, load_skops_bytes
 from . import data as data_mod
-from .compiled import COMPILED_FILE, Compilation, compile_pipeline, reference_rows
+from .compiled import COMPILED_FILE, reference_rows
+from .onnx_conversion import Compilation, compile_pipeline
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
 from .pipeline import (
