@@ -435,6 +435,32 @@ def report(samples: list[Sample], rss: dict[tuple[str, str], tuple[float, float]
     return "\n".join(lines)
 
 
+def predict_floor(ms: ModelSet, models: list[str], repeat: int = 200) -> str:
+    """In-process cost of one predict call, compiled model against scikit-learn, on this interpreter's models.
+
+    What the server's model call costs without HTTP, batching or JSON: the
+    part of a request the compiled path changes.
+    """
+    from mlops_operator.runtime.model_loading import load_model
+
+    lines = ["| model | rows | scikit-learn (model.skops) ms | compiled (model.onnx) ms | ratio |", "| --- | ---: | ---: | ---: | ---: |"]
+    for model in models:
+        paths = {c: load_model(str(ms.store), "bench", model, "v1", None, compiled=c) for c in (False, True)}
+        for rows in (1, 100):
+            x = ms.X[:rows]
+            med = {}
+            for compiled, loaded in paths.items():
+                loaded.predict(x, True)
+                times = []
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    loaded.predict(x, True)
+                    times.append(time.perf_counter() - t)
+                med[compiled] = statistics.median(times) * 1e3
+            lines.append(f"| {model} | {rows} | {med[False]:.3f} | {med[True]:.3f} | {med[False] / med[True]:.0f}× |")
+    return "\n".join(lines)
+
+
 def write_readme(text: str) -> None:
     doc = README.read_text()
     if BEGIN not in doc or END not in doc:
@@ -536,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{minutes:.1f} min. Versions: {'; '.join(versions)}."
     )
     text = report(samples, rss, header)
+    models = [m for m in args.models.split(",") if m]
+    text += (f"\n\nIn-process `predict` + `predict_proba` of one call, median of 200, scikit-learn {ours_set.sklearn} "
+             f"(load average {load():.1f}):\n\n" + predict_floor(ours_set, models))
     if skipped:
         text += "\n\nSkipped: " + ", ".join(f"{k} ({v})" for k, v in skipped.items())
     print("\n" + text)
