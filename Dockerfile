@@ -16,12 +16,14 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # The exact versions of every run-time dependency (hack/image/lock.py): the same image on every build.
+# onnxruntime, onnx and skl2onnx are among them: the trainer compiles models, the server runs them.
 COPY hack/image/constraints.txt ./
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/mlops \
  && /opt/mlops/bin/pip install --constraint constraints.txt /wheels/mlops_operator-*.whl \
  && /opt/mlops/bin/pip uninstall --yes pip \
- && /opt/mlops/bin/mlops-operator --help >/dev/null
+ && /opt/mlops/bin/mlops-operator --help >/dev/null \
+ && /opt/mlops/bin/python -c "import onnxruntime, skl2onnx"
 
 # --- runtime: the venv on the same base, as a fixed non-root uid
 FROM ${PYTHON_IMAGE}

@@ -42,11 +42,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "operator"))
 
+import envs  # noqa: E402
 import run  # noqa: E402
 
 import grpc  # noqa: E402
 
 from mlops_operator.runtime.v2grpc import grpc_predict_v2_pb2 as pb  # noqa: E402
+from mlops_operator.store import ModelStore  # noqa: E402
 from mlops_operator.runtime.v2grpc import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 
 LENGTH = "Inference-Header-Content-Length"
@@ -255,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cache = Path(args.cache).expanduser()
     info = run.prepare_models(cache)[args.model]
-    venvs = {k: v for k in ("kserve", "mlserver") if (v := run.ensure_venv(cache, k, not args.no_setup)) is not None}
+    venvs = {k: v for k in ("kserve", "mlserver") if (v := envs.ensure(cache, k, not args.no_setup)) is not None}
     if hasattr(os, "sched_setaffinity") and shutil.which("taskset"):
         os.sched_setaffinity(0, {int(run.CLIENT_CPU)})  # the load generator stays off the servers' CPU
     x = info["X"][: args.rows]
-    want = info["pipe"].predict(x).tolist()
+    want = ModelStore(info["store"]).load_model("bench", args.model, "v1").predict(x).tolist()
     servers: list[Server] = []
     pairs: list[tuple[Server, str]] = []
     try:

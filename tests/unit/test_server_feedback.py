@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mlops_operator.runtime.feedback import FeedbackProcessor, PredictionMemory
@@ -35,6 +37,44 @@ def test_memory_evicts_oldest_by_rows_and_expires_by_age() -> None:
     assert mem.lookup("c:0")[0] == "ok"
     mem.remember("d", np.zeros((1, 2)), np.array([0]))
     assert len(mem) == 2  # b aged out on insert; c (t=2) and d remain
+
+
+def test_memory_holds_at_most_its_byte_bound() -> None:
+    """What the memory holds, measured by tracemalloc, stays within max_bytes however many requests come.
+
+    Unbounded in bytes, 100,000 one-row requests (the row bound) held about 60 MB: the server's growth under load.
+    """
+    import tracemalloc
+
+    from mlops_operator.runtime.feedback import ENTRY_OVERHEAD_BYTES, IdFactory
+
+    bound = 1 << 20
+    mem = PredictionMemory(keep_seconds=3600, max_pending=100_000, max_bytes=bound)
+    ids = IdFactory()
+    batch_predictions = np.zeros(16, dtype=np.int64)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):  # ~12 MiB if nothing were forgotten
+            mem.remember(ids(), np.full((1, 20), float(i)), batch_predictions[i % 16 : i % 16 + 1])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert mem.bytes <= bound and held <= 1.15 * bound, (mem.bytes, held)
+    assert len(mem) == mem.pending and 1000 < len(mem) < 20_000  # a bound, not an empty memory
+    assert held >= 0.7 * mem.bytes  # the estimate (ENTRY_OVERHEAD_BYTES) is close to what is really held
+    assert mem.lookup(f"{ids.prefix}-20000:0")[0] == "ok" and mem.lookup(f"{ids.prefix}-1:0")[0] == "unknown"
+    assert ENTRY_OVERHEAD_BYTES > 0
+
+
+def test_memory_forgets_aged_entries_without_new_traffic() -> None:
+    clock = Clock()
+    mem = PredictionMemory(keep_seconds=10, max_pending=1000, clock=clock)
+    mem.remember("a", np.zeros((2, 3)), np.array([0, 1]))
+    assert mem.pending == 2 and mem.bytes > 0
+    clock.t = 10.5
+    mem.expire()  # what a scrape of /metrics does
+    assert len(mem) == 0 and mem.pending == 0 and mem.bytes == 0
 
 
 class Recorder:
@@ -75,3 +115,24 @@ def test_snapshot_delta_merge_and_restart() -> None:
     assert m.rows == 25 and m.bins["x"].tolist() == [10, 14, 1] and m.feedback.error_rate == 2 / 5
     w = d.window_dict()
     assert w["features"]["x"] == [2, 2, 1] and w["rows"] == 5
+
+
+def test_server_exposes_the_memory_and_keeps_it_within_its_bound(tmp_path: Path) -> None:
+    """Over real HTTP: 150 predictions against a 20 kB bound; the gauges show the memory full, not over."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .test_server_support import Server, make_store
+
+    models = make_store(tmp_path)
+    _, X, _ = models["iris"]
+    s = Server("--store", str(tmp_path), "--model", "iris", "--feedback-max-bytes", "20000")
+    try:
+        for i in range(150):
+            status, _, _ = s.request("POST", "/v1/models/iris:predict", {"instances": [X[i % len(X)].tolist()]})
+            assert status == 200
+        samples = {m.name: m.value for f in text_string_to_metric_families(s.metrics()) for m in f.samples}
+    finally:
+        assert s.stop() == 0
+    assert 0 < samples["mlops_prediction_memory_bytes"] <= 20000
+    assert 0 < samples["mlops_prediction_memory_requests"] < 150
+    assert samples["mlops_prediction_memory_rows"] == samples["mlops_prediction_memory_requests"]

@@ -49,14 +49,15 @@ def test_success_writes_summary_and_prints_the_path(tmp_path: Path, capsys: pyte
     code, summary = run(tmp_path, write_spec(tmp_path / "tj.yaml"))
     out, err = capsys.readouterr()
     assert code == 0
-    assert set(summary) == {"version", "uri", "sha256", "metrics", "gate", "dataDigest", "rows", "task", "scikitLearn"}
+    assert set(summary) == {"version", "uri", "sha256", "metrics", "gate", "dataDigest", "rows", "task", "scikitLearn", "inference"}
+    assert summary["inference"] == "onnx"  # the iris forest compiles and verifies
     assert summary["scikitLearn"] == importlib.metadata.version("scikit-learn")
     assert summary["version"] == "iris-v1-g2" and summary["task"] == "classification"
     assert summary["gate"]["result"] == "Passed" and len(summary["sha256"]) == 64
     version_dir = tmp_path / "store" / "ml" / "iris" / "iris-v1-g2"
     assert out.strip() == str(version_dir)
     assert summary["uri"] == version_dir.as_uri()
-    assert events(err) == ["start", "loaded_data", "split", "fitted", "evaluated", "gate", "stored"]
+    assert events(err) == ["start", "loaded_data", "split", "fitted", "evaluated", "gate", "compiled", "stored"]
     for line in err.splitlines():
         rec = json.loads(line)
         assert {"ts", "level", "event"} <= set(rec)

@@ -135,7 +135,7 @@ def test_pending_says_why(tj) -> None:
 
 SUMMARY = {
     "version": "iris-v1-g1", "uri": "store://ml/iris/iris-v1-g1", "sha256": "ab" * 32, "task": "classification",
-    "metrics": {"accuracy": 0.973, "f1_macro": 0.97}, "dataDigest": "sha256:00", "scikitLearn": "1.5.2",
+    "metrics": {"accuracy": 0.973, "f1_macro": 0.97}, "dataDigest": "sha256:00", "scikitLearn": "1.5.2", "inference": "onnx",
     "gate": {"result": "Passed", "metric": "accuracy", "value": 0.973, "bound": 0.9},
 }
 
@@ -147,6 +147,7 @@ def test_succeeded_reads_the_termination_summary(tj) -> None:
     assert s["phase"] == "Succeeded" and s["artifact"] == {"uri": SUMMARY["uri"], "sha256": SUMMARY["sha256"]}
     assert s["metrics"]["accuracy"] == pytest.approx(0.973) and s["gate"]["result"] == "Passed"
     assert s["completionTime"] == "2026-01-02T03:10:01Z" and s["lineage"]["scikitLearn"] == "1.5.2"
+    assert s["lineage"]["inference"] == "onnx"
     assert _cond(s, "Ready")["status"] == "True" and "accuracy 0.973" in _cond(s, "Ready")["message"]
     assert _cond(s, "Reconciling")["status"] == "False" and _cond(s, "Stalled")["status"] == "False"
     assert [e.reason for e in d.events] == ["Succeeded"]

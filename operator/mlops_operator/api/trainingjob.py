@@ -202,6 +202,11 @@ class Lineage(ApiModel):
     parent: str | None = Doc("Version this run was retrained from.", None)
     triggered_by: str | None = Doc("DriftPolicy that asked for this run.", None)
     scikit_learn: str | None = Doc("scikit-learn version that trained the model; serving on another one is reported.", None)
+    inference: str | None = Doc(
+        "What serves the version: onnx (its compiled model verified at training) or skops "
+        "(metadata.json's compiled.reason says why).",
+        None,
+    )
 
 
 class TrainingJobStatus(ApiModel):

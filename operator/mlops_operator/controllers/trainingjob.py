@@ -329,6 +329,7 @@ def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, se
             "parent": (meta.get("labels") or {}).get(labels.PARENT_VERSION),
             "triggeredBy": (meta.get("labels") or {}).get(labels.TRIGGERED_BY),
             "scikitLearn": summary.get("scikitLearn"),
+            "inference": summary.get("inference") if summary.get("inference") in ("onnx", "skops") else None,
         }.items()
         if v
     }

@@ -3,7 +3,10 @@
 Every predicted row gets the id ``"<request id>:<row>"``.  The server
 remembers each request's rows and predictions (one entry per request, so
 remembering costs O(1) per request) for ``keep_seconds``, holding at most
-``max_pending`` rows: the oldest requests are forgotten first.  A label sent
+``max_pending`` rows and at most ``max_bytes`` of memory (the arrays plus
+:data:`ENTRY_OVERHEAD_BYTES` per request): the oldest requests are forgotten
+first.  Without the byte bound 100,000 remembered one-row requests held about
+60 MB, which is how a server's memory grew under load.  A label sent
 to ``POST /v1/models/{name}/feedback`` is matched to its row, moves the error
 counters and, with a feedback location, appends the row and its label to
 ``<dir>/<namespace>/<model>/feedback-<hostname>-<pid>.csv`` or, on object
@@ -19,7 +22,6 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,45 +46,74 @@ def row_ids(rid: str, n: int) -> list[str]:
     return [f"{rid}:{i}" for i in range(n)]
 
 
-@dataclass
+ENTRY_OVERHEAD_BYTES = 480
+"""What one remembered request costs beyond its arrays' data (entry, two array headers, id, dict slot;
+measured with tracemalloc in tests/unit/test_server_feedback.py)."""
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+
+
 class _Entry:
-    t: float
-    rows: np.ndarray
-    predictions: np.ndarray
-    labelled: set[int] = field(default_factory=set)
+    __slots__ = ("t", "rows", "predictions", "labelled", "size")
+
+    def __init__(self, t: float, rows: np.ndarray, predictions: np.ndarray) -> None:
+        self.t = t
+        self.rows = rows
+        self.predictions = predictions
+        self.labelled: set[int] | None = None  # made on the first label: most predictions never get one
+        self.size = rows.nbytes + predictions.nbytes + ENTRY_OVERHEAD_BYTES
 
 
 class PredictionMemory:
-    """Recent predictions by request id, bounded in age and in rows."""
+    """Recent predictions by request id, bounded in age, in rows and in bytes."""
 
-    def __init__(self, keep_seconds: float, max_pending: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        keep_seconds: float,
+        max_pending: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.keep_seconds = keep_seconds
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
         self.clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.pending = 0
+        """Rows remembered."""
+        self.bytes = 0
+        """Estimated bytes held (arrays plus :data:`ENTRY_OVERHEAD_BYTES` per request)."""
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def remember(self, rid: str, rows: np.ndarray, predictions: np.ndarray) -> None:
-        if self.max_pending <= 0:
+        if self.max_pending <= 0 or self.max_bytes <= 0 or rows.shape[0] == 0:
             return
         old = self._entries.pop(rid, None)
         if old is not None:  # a client reused its request id: the newest wins
-            self.pending -= old.rows.shape[0]
-        self._entries[rid] = _Entry(self.clock(), rows, predictions)
+            self._forget(old)
+        # A copy: a slice of the batch's predictions would keep the whole batch alive.
+        entry = _Entry(self.clock(), rows, np.array(predictions, copy=True))
+        self._entries[rid] = entry
         self.pending += rows.shape[0]
-        self._evict()
+        self.bytes += entry.size
+        self._evict(self.clock() - self.keep_seconds)
 
-    def _evict(self) -> None:
+    def expire(self) -> None:
+        """Forget what aged out (also done on every ``remember``; a scrape calls it so an idle server shrinks)."""
+        self._evict(self.clock() - self.keep_seconds)
+
+    def _forget(self, entry: _Entry) -> None:
+        self.pending -= entry.rows.shape[0]
+        self.bytes -= entry.size
+
+    def _evict(self, horizon: float) -> None:
         entries = self._entries
-        horizon = self.clock() - self.keep_seconds
         while entries:
-            rid, first = next(iter(entries.items()))
-            if self.pending > self.max_pending or first.t < horizon:
+            first = next(iter(entries.values()))
+            if self.pending > self.max_pending or self.bytes > self.max_bytes or first.t < horizon:
                 entries.popitem(last=False)
-                self.pending -= first.rows.shape[0]
+                self._forget(first)
             else:
                 break
 
@@ -99,7 +130,9 @@ class PredictionMemory:
             return "unknown", None, None
         if entry.t < self.clock() - self.keep_seconds:
             return "expired", None, None
-        if i in entry.labelled:
+        if entry.labelled is None:
+            entry.labelled = set()
+        elif i in entry.labelled:
             return "duplicate", None, None
         entry.labelled.add(i)
         return "ok", entry.rows[i], entry.predictions[i]

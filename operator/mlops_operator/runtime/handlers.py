@@ -119,13 +119,14 @@ class ServerApp:
             model=model.name, namespace=model.namespace, version=model.version, sha256=model.sha256,
             task=schema.task, classes=classes or schema.classes, reference=model.reference,
             drift_sensor=drift_sensor, feature_names=schema.names,
-            version_mismatches=[m.to_dict() for m in model.version_mismatches],
+            version_mismatches=[m.to_dict() for m in model.version_mismatches], inference=model.inference,
         )
         self.batcher = Batcher(model.predict, max_batch_size, max_batch_delay, after=self.metrics.observe_batch,
                                max_queue_rows=max_queue_rows)
         self.batcher.start()
         if feedback:
             self.memory = PredictionMemory(feedback_keep_seconds, feedback_max_pending)
+            self.metrics.prediction_memory = self.memory
             if feedback_dir:
                 self.writer = FeedbackWriter(feedback_dir, model.namespace, model.name, list(schema.names) + [schema.target])
             self.feedback = FeedbackProcessor(schema, self.memory, self.metrics, self.writer)
@@ -186,6 +187,8 @@ class ServerApp:
             "allow_missing": s.allow_missing,
             "allow_unseen_categories": s.allow_unseen,
             "sklearn_version_mismatch": [m.to_dict() for m in self.model.version_mismatches],
+            "inference": self.model.inference,
+            "inference_reason": self.model.inference_reason,
         }
         if s.task == "classification":
             params["classes"] = plain_list(getattr(self.model.pipeline, "classes_", []))

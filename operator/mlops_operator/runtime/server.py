@@ -22,6 +22,7 @@ import sys
 from typing import Callable
 
 from .handlers import ServerApp
+from .feedback import DEFAULT_MAX_BYTES
 from .http_engine import HttpServer, Limits
 from .model_loading import StartupError, load_model, warm_up
 
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "or write them to s3://bucket/prefix (one new object per flush)")
     p.add_argument("--feedback-keep-seconds", type=float, default=3600.0, help="how long a prediction id takes a label (default 3600)")
     p.add_argument("--feedback-max-pending", type=int, default=100_000, help="most predicted rows remembered (default 100000)")
+    p.add_argument("--feedback-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                   help=f"most memory the remembered predictions hold (default {DEFAULT_MAX_BYTES // 2**20} MiB)")
+    p.add_argument("--no-compiled", action="store_true",
+                   help="serve model.skops even when the version holds a verified compiled model (model.onnx)")
     p.add_argument("--grace-seconds", type=float, default=20.0, help="longest wait for in-flight requests on SIGTERM (default 20)")
     return p
 
@@ -92,8 +97,8 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--grpc-port must be between 0 and 65535")
     if a.grpc_port is not None and a.grpc_port == a.port != 0:
         p.error("--grpc-port must differ from --port")
-    if a.feedback_keep_seconds <= 0 or a.feedback_max_pending < 0:
-        p.error("--feedback-keep-seconds must be positive and --feedback-max-pending not negative")
+    if a.feedback_keep_seconds <= 0 or a.feedback_max_pending < 0 or a.feedback_max_bytes < 0:
+        p.error("--feedback-keep-seconds must be positive, --feedback-max-pending and --feedback-max-bytes not negative")
 
 
 def _limits(a: argparse.Namespace) -> Limits:
@@ -133,9 +138,11 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
             pass
     try:
         model = await asyncio.to_thread(
-            load_model, args.store, args.namespace, args.model, args.version, args.sha256, args.allow_module
+            load_model, args.store, args.namespace, args.model, args.version, args.sha256, args.allow_module,
+            not args.no_compiled,
         )
         schema = await asyncio.to_thread(warm_up, model)
+        model.trim_memory()
     except StartupError as exc:
         await http.close()
         if grpc_server is not None:
@@ -148,10 +155,13 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
         feedback_keep_seconds=args.feedback_keep_seconds, feedback_max_pending=args.feedback_max_pending,
         feedback_dir=args.feedback_dir,
     )
+    if app.memory is not None:
+        app.memory.max_bytes = args.feedback_max_bytes
     print(
         f"serving {model.namespace}/{model.name} version {model.version} on http://{args.host}:{port} "
         f"(missing values {'allowed' if schema.allow_missing else 'rejected'}, "
-        f"drift sensor {'on' if app.metrics.drift_sensor else 'off'})",
+        f"drift sensor {'on' if app.metrics.drift_sensor else 'off'}, "
+        f"inference {model.inference}{'' if model.inference_reason is None else ': ' + model.inference_reason})",
         file=sys.stderr, flush=True,
     )
     if started is not None:

@@ -70,8 +70,12 @@ class ServingMetrics:
         drift_sensor: bool,
         feature_names: Sequence[str] = (),
         version_mismatches: Sequence[Mapping[str, str]] = (),
+        inference: str = "skops",
     ) -> None:
-        self.info = {"namespace": namespace, "model": model, "version": version, "sha256": sha256, "task": task}
+        self.info = {"namespace": namespace, "model": model, "version": version, "sha256": sha256, "task": task,
+                     "inference": inference}
+        self.prediction_memory: Any = None
+        """The feedback prediction memory (``len()`` requests, ``.pending`` rows), when feedback is on."""
         self.task = task
         self.version_mismatches = [dict(m) for m in version_mismatches]
         self.ready = False
@@ -215,6 +219,15 @@ class ServingMetrics:
             iv.add_metric([m["estimator"], m["trained_with"], m["serving_with"]], 1)
         yield iv
         yield GaugeMetricFamily(f"{p}drift_sensor_enabled", "1 when the drift sensor counts inputs.", value=int(self.drift_sensor))
+        memory = self.prediction_memory
+        if memory is not None:
+            memory.expire()
+            yield GaugeMetricFamily(f"{p}prediction_memory_rows", "Predicted rows remembered for feedback (bounded by count and age).",
+                                    value=memory.pending)
+            yield GaugeMetricFamily(f"{p}prediction_memory_requests", "Requests whose predictions are remembered for feedback.",
+                                    value=len(memory))
+            yield GaugeMetricFamily(f"{p}prediction_memory_bytes", "Estimated bytes the remembered predictions hold (bounded).",
+                                    value=memory.bytes)
 
         c = CounterMetricFamily(f"{p}requests", "HTTP requests by protocol and status code.", labels=["protocol", "code"])
         e = CounterMetricFamily(f"{p}request_errors", "HTTP requests answered with a 4xx/5xx code.", labels=["protocol", "code"])

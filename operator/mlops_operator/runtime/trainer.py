@@ -4,7 +4,8 @@ The library entry point is :func:`train`, a pipeline of named steps, each a
 small function: :func:`target_of` → :func:`choose_estimator` (before any data
 is read) → :func:`load_data` → :func:`split_data` → :func:`fit` →
 :func:`evaluate` → :func:`judge` (the gate) → :func:`serialise` →
-:func:`profile` (the drift reference) → :func:`describe` (metadata.json) →
+:func:`profile` (the drift reference) → :func:`compile_model` (the ONNX
+twin, kept when it verifies) → :func:`describe` (metadata.json) →
 :func:`store_version`.  :func:`main` is the command line the training Job runs.  A run that fails (bad spec or data, gate missed, crash)
 writes no version.  Exit codes: 0 stored (or already stored), 2 invalid spec
 or data, 3 quality gate failed, 1 anything unexpected.  The pod's
@@ -32,6 +33,8 @@ from .. import __version__
 from ..api.trainingjob import Task, TrainingJob, metric_task
 from ..store import MODEL_FILE, ArtifactError, ModelStore, S3ModelStore, StoreError, VersionNotFound, load_skops_bytes, open_store
 from . import data as data_mod
+from .compiled import COMPILED_FILE, reference_rows
+from .onnx_conversion import Compilation, compile_pipeline
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
 from .pipeline import (
@@ -112,7 +115,13 @@ class TrainResult:
             "rows": self.rows,
             "task": self.task,
             "scikitLearn": (self.metadata.get("libraries") or {}).get("scikit-learn"),
+            "inference": inference_path(self.metadata),
         }
+
+
+def inference_path(metadata: dict[str, Any]) -> str:
+    """``onnx`` when the version holds a verified compiled model, else ``skops``."""
+    return "onnx" if (metadata.get("compiled") or {}).get("status") == "Verified" else "skops"
 
 
 def model_version(name: str, generation: int | None) -> str:
@@ -222,8 +231,10 @@ def train(
     gate = judge(spec.quality_gate, metrics, champion, store, target, ds, split, choice.task, trusted, log)
     model_bytes = serialise(fitted, split, choice.class_path, trusted)
     reference = profile(fitted, ds, split, choice.task)
+    compiled = compile_model(fitted, split, choice.task, reference, ds.features, log)
     metadata = describe(job, target, choice, ds, split, fitted, metrics, gate, started)
-    return store_version(store, target, model_bytes, metadata, reference, fitted, split, log)
+    metadata["compiled"] = compiled.info
+    return store_version(store, target, model_bytes, metadata, reference, fitted, split, log, compiled)
 
 
 def target_of(job: TrainingJob, store: ModelStore, version: str | None) -> Target:
@@ -379,6 +390,26 @@ def serialise(fitted: Fitted, split: Split, class_path: str, trusted: Sequence[s
     return model_bytes
 
 
+def compile_model(fitted: Fitted, split: Split, task: Task, reference: dict[str, Any], features: Sequence[str], log: Log) -> Compilation:
+    """The pipeline as ONNX, kept only when it predicts like the fitted one on the held-out rows
+    and on the rows the server will check it on at start-up (drawn from the drift reference).
+
+    The server serves it by default; a pipeline that cannot be converted or
+    does not verify is served from model.skops, and ``metadata.json``'s
+    ``compiled`` says why.  Never fails the run.
+    """
+    from ..drift.profile import Reference
+
+    extra = None
+    if split.X_test.dtype != object:
+        extra = reference_rows(Reference.from_dict(reference), list(features))
+    compiled = compile_pipeline(fitted.pipeline, split.X_test, task, extra)
+    info = compiled.info
+    log("compiled", level="info" if compiled.verified else "warning", status=info.get("status"),
+        reason=info.get("reason"), rows=info.get("rows"), maxDeviation=info.get("maxDeviation"))
+    return compiled
+
+
 def profile(fitted: Fitted, ds: Dataset, split: Split, task: Task) -> dict[str, Any]:
     """The drift reference: the training rows' features and predictions, binned."""
     from ..drift.profile import build_reference
@@ -447,9 +478,11 @@ def store_version(
     fitted: Fitted,
     split: Split,
     log: Log,
+    compiled: Compilation | None = None,
 ) -> TrainResult:
     """Write the version atomically; when a concurrent run stored it first, keep theirs."""
-    written = store.write_version(target.namespace, target.model, target.version, model_bytes, metadata, reference)
+    extra = {COMPILED_FILE: compiled.data} if compiled is not None and compiled.data is not None else None
+    written = store.write_version(target.namespace, target.model, target.version, model_bytes, metadata, reference, extra)
     if not written.created:
         log("exists", version=target.version, path=str(written.path), message="another run stored this version first; left as it is")
         return _result_from_metadata(store, target, written.metadata, created=False)

@@ -1,7 +1,8 @@
 """The model store on a filesystem (a PVC in the cluster, a folder locally).
 
 Layout: ``<root>/<namespace>/<model>/<version>/`` holding ``model.skops``,
-``metadata.json`` and ``reference.json``.  A version appears in one
+``metadata.json``, ``reference.json`` and, when the trainer compiled and
+verified the model, ``model.onnx`` (its sha256 in metadata.json too).  A version appears in one
 ``os.rename`` of a fully written temporary directory in the same parent, so a
 reader sees a complete version or none; a version is never rewritten.
 
@@ -219,6 +220,25 @@ class ModelStore:
         except ArtifactError as exc:
             raise ArtifactError(f"{namespace}/{model}/{version}: {exc}") from None
 
+    def read_artifact(self, namespace: str, model: str, version: str, name: str) -> bytes:
+        """The bytes of another file of a version (e.g. ``model.onnx``), checked against its sha256 in metadata.json.
+
+        Raises :class:`ArtifactError` when the file is missing, unrecorded or altered.
+        """
+        _check_component("file", name)
+        meta = self.read_metadata(namespace, model, version)
+        recorded = (meta.get("sha256") or {}).get(name)
+        if not recorded:
+            raise ArtifactError(f"{namespace}/{model}/{version}: metadata.json records no sha256 for {name}")
+        try:
+            data = (self.version_dir(namespace, model, version) / name).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"{namespace}/{model}/{version}: {name} is missing") from None
+        actual = sha256_hex(data)
+        if _normalize_digest(recorded) != actual:
+            raise ArtifactError(f"{namespace}/{model}/{version}: {name} has sha256 {actual}, metadata.json says {recorded}; refusing to load")
+        return data
+
     # -- writing -------------------------------------------------------------
 
     def write_version(
@@ -229,10 +249,13 @@ class ModelStore:
         model_bytes: bytes,
         metadata: Mapping[str, Any],
         reference: Mapping[str, Any],
+        extra_files: Mapping[str, bytes] | None = None,
     ) -> WriteResult:
         """Write a version atomically; an existing version is left as it is.
 
-        ``metadata`` gets ``format`` and ``sha256`` filled in.  Returns the
+        ``metadata`` gets ``format`` and ``sha256`` filled in; ``extra_files``
+        (e.g. the compiled ``model.onnx``) are written beside the model and
+        hashed the same way (read them back with :meth:`read_artifact`).  Returns the
         version's path, whether this call created it and the metadata now on
         disk (the existing one when the version was already there).
         """
@@ -245,11 +268,18 @@ class ModelStore:
         meta = dict(metadata)
         meta["format"] = METADATA_FORMAT
         ref_bytes = (json.dumps(reference, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        extra = dict(extra_files or {})
+        for name in extra:
+            if name in (MODEL_FILE, REFERENCE_FILE, METADATA_FILE) or "/" in name:
+                raise ValueError(f"extra file name {name!r} is reserved or not a plain file name")
+            _check_component("file", name)
         meta["sha256"] = {MODEL_FILE: sha256_hex(model_bytes), REFERENCE_FILE: sha256_hex(ref_bytes)}
+        meta["sha256"].update({name: sha256_hex(data) for name, data in extra.items()})
         meta_bytes = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode()
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=parent))
         try:
-            for name, data in ((MODEL_FILE, model_bytes), (REFERENCE_FILE, ref_bytes), (METADATA_FILE, meta_bytes)):
+            files = ((MODEL_FILE, model_bytes), *extra.items(), (REFERENCE_FILE, ref_bytes), (METADATA_FILE, meta_bytes))
+            for name, data in files:
                 with open(tmp / name, "wb") as fh:
                     fh.write(data)
                     fh.flush()
