@@ -125,12 +125,15 @@ def test_pods_answer_from_the_host_and_through_the_service(cluster, images, name
              "an EndpointSlice with both pods ready")
     # kube-proxy spreads connections at random over the endpoints it has programmed so far:
     # every pod must answer, and nothing but these pods.
+    # kube-proxy may program the second endpoint a while after the first (a loaded node syncs
+    # slowly): keep asking for the whole minute, a tenth of a second apart.
     answered: set[str | None] = set()
     deadline = time.monotonic() + 60
-    for _ in range(300):
+    for _ in range(600):
         answered.add(_answers(f"http://{cluster_ip}/"))
         if answered >= names or time.monotonic() > deadline:
             break
+        time.sleep(0.1)
     answered.discard(None)  # connections refused before kube-proxy's first sync
     assert answered == names
 
