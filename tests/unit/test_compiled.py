@@ -105,7 +105,7 @@ def test_the_common_estimators_compile(trained: tuple[Path, dict[str, TrainResul
 
 def test_a_model_the_converter_cannot_take_names_the_reason(trained: tuple[Path, dict[str, TrainResult | Exception]]) -> None:
     _, results = trained
-    result = results["HistGradientBoostingClassifier"]
+    result = results["KernelRidge"]
     assert not isinstance(result, Exception)
     info = result.metadata["compiled"]
     assert info["status"] == "Unsupported" and info["reason"].startswith("skl2onnx cannot convert it")
@@ -177,7 +177,7 @@ def test_only_standard_self_contained_onnx_loads() -> None:
 
 def test_the_server_says_which_path_serves(trained: tuple[Path, dict[str, TrainResult | Exception]]) -> None:
     root, results = trained
-    forest, boosted = results["RandomForestClassifier"], results["HistGradientBoostingClassifier"]
+    forest, boosted = results["RandomForestClassifier"], results["KernelRidge"]
     assert not isinstance(forest, Exception) and not isinstance(boosted, Exception)
     for result, path in ((forest, "onnx"), (boosted, "skops")):
         s = Server("--store", str(root), "--namespace", result.namespace, "--model", result.model, "--version", result.version)
