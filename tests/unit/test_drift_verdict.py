@@ -127,7 +127,9 @@ def test_verdict_numbers_equal_the_public_statistics(reference: Reference) -> No
         if isinstance(prof, NumericProfile):
             ref, cur = prof.full_counts(), window.features[name]
             d, p = ks_binned(ref, cur)
-            assert (f.statistic, f.pvalue) == pytest.approx((d, p), rel=1e-12)
+            assert f.statistic == pytest.approx(d, rel=1e-12)
+            # KS and the W1 test, Bonferroni over the two: never above twice the KS p-value.
+            assert f.pvalue <= min(1.0, 2 * p) * (1 + 1e-12)
             w = wasserstein_binned(ref[:-1], cur[:-1], prof.values, prof.std)
             miss = js_distance([ref[-1], ref[:-1].sum()], [cur[-1], cur[:-1].sum()])
             expected_effect = max(w, miss) if cur[-1] else w
@@ -142,7 +144,8 @@ def test_missing_values_shift_is_drift(reference: Reference) -> None:
     cols = _sample(rng, 1_000)
     cols["x4"][:150] = np.nan
     result = evaluate_window(reference, reference.count_window(cols))
-    assert result.drifted_features == ["x4"]
+    # x4 leads the ranking (BH may let a by-chance feature through once x4 is rejected: FDR, not FWER).
+    assert result.drifted_features[0] == "x4" and result.features[0].reason == "drift"
     assert result.features[0].missing_rate == pytest.approx(0.15)
 
 

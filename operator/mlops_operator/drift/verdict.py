@@ -24,7 +24,7 @@ import numpy as np
 from scipy import special
 
 from .profile import CategoricalProfile, Counts, NumericProfile, Reference, WindowCounts
-from .null import NULL_DRAWS, bridge_w1, categorical_null, excess, two_level_quantile
+from .null import NULL_DRAWS, bridge_w1, w1_pvalue, categorical_null, excess, two_level_quantile
 from .stats import MIN_EXPECTED, PSI_EPS, _js, _psi, benjamini_hochberg, bonferroni, chi2_pooled, js_distance
 
 Status = Literal["drift", "no_drift", "insufficient_data"]
@@ -33,9 +33,9 @@ Status = Literal["drift", "no_drift", "insufficient_data"]
 Sensitivity = Literal["strict", "default", "lenient"]
 
 PRESETS: dict[str, dict[str, float]] = {
-    "strict": {"q": 0.05, "numeric_effect": 0.03, "categorical_effect": 0.03, "unseen_share": 0.005},
-    "default": {"q": 0.05, "numeric_effect": 0.05, "categorical_effect": 0.05, "unseen_share": 0.01},
-    "lenient": {"q": 0.01, "numeric_effect": 0.1, "categorical_effect": 0.1, "unseen_share": 0.05},
+    "strict": {"q": 0.05, "numeric_effect": 0.02, "categorical_effect": 0.02, "unseen_share": 0.005},
+    "default": {"q": 0.05, "numeric_effect": 0.04, "categorical_effect": 0.04, "unseen_share": 0.01},
+    "lenient": {"q": 0.01, "numeric_effect": 0.08, "categorical_effect": 0.08, "unseen_share": 0.05},
 }
 """The sensitivity presets; their measured false-alarm and detection rates are in docs/drift.md."""
 
@@ -61,7 +61,7 @@ class DriftConfig:
     rule: Literal["default", "psi"] = "default"
     psi_threshold: float = 0.25
     psi_eps: float = PSI_EPS
-    effect_null_level: float = 0.95
+    effect_null_level: float = 0.9
     min_expected: float = MIN_EXPECTED
     unseen_share: float = PRESETS["default"]["unseen_share"]
     unseen_min_rows: int = 5
@@ -230,6 +230,7 @@ class _NumericStack:
         self.psi_ref = self._psi_matrix(np.concatenate([p.full_counts() for p in profiles]), self.n)
         # Null W1/std at scale 1 (see null.py): W1 * sqrt(1/(1/n + 1/m)) / std when nothing changed.
         self.null_w1 = np.vstack([self._null_draws(p) for p in profiles])
+        self.lipschitz = np.array([_w1_lipschitz(p) for p in profiles])
 
     @staticmethod
     def _null_draws(p: NumericProfile) -> np.ndarray:
@@ -249,7 +250,7 @@ class _NumericStack:
         with np.errstate(invalid="ignore", divide="ignore"):
             return grouped.reshape(self.k, self.groups) / totals[:, None]
 
-    def compare(self, names: list[str], flat: np.ndarray, eps: float, level: float = 0.95) -> list[FeatureResult]:
+    def compare(self, names: list[str], flat: np.ndarray, eps: float, level: float = 0.9) -> list[FeatureResult]:
         cur = np.asarray(flat, dtype=np.float64)
         if cur.shape != self.rows.shape:
             raise ValueError(f"expected {self.rows.size} numeric counts, got {cur.shape}")
@@ -278,6 +279,14 @@ class _NumericStack:
             null_q = np.quantile(self.null_w1, level, axis=1) * scale
             corrected = np.sqrt(np.maximum(effect**2 - null_q**2, 0.0))
             corrected = np.where(self.std > 0, corrected, effect)
+            w1_p = np.array([
+                w1_pvalue(self.null_w1[j], self.lipschitz[j], float(w1[j] / scale[j]))
+                if self.std[j] > 0 and present[j] > 0 and self.present[j] > 0 else 1.0
+                for j in range(self.k)
+            ])
+            # Two tests of one feature: KS (shape, missing rate) and W1 (location, scale, tails);
+            # the smaller p-value, doubled (Bonferroni over the two).
+            pvalue = np.minimum(1.0, 2.0 * np.minimum(pvalue, w1_p))
             ends = c[np.arange(self.k), self.sizes - 2] + c[:, 0]
             out_of_range = np.where(present > 0, ends / present, 0.0)
         results = []
@@ -307,6 +316,15 @@ class _NumericStack:
                 )
             )
         return results
+
+
+def _w1_lipschitz(p: NumericProfile) -> float:
+    """``sum_i gap_i sd(B(F_i)) / std``: the Lipschitz constant of the null W1 at scale 1."""
+    present = p.counts.sum()
+    if present == 0 or not p.std > 0:
+        return 0.0
+    cdf = np.cumsum(p.counts)[:-1] / present
+    return float(np.dot(np.sqrt(cdf * (1 - cdf)), np.diff(p.values)) / p.std)
 
 
 _STACKS: WeakKeyDictionary[object, _NumericStack] = WeakKeyDictionary()
