@@ -1,15 +1,19 @@
 """The drift verdict for a window of counts against a reference profile.
 
-Default rule: a feature drifts when its test is significant after
-Benjamini–Hochberg correction across all features (q = 0.05) **and** its
-effect size is practically large (Wasserstein-1 / std(reference) >= 0.1 for
-numeric features, Jensen–Shannon distance >= 0.1 for categorical ones); the
-window drifts when any feature does.  The correction keeps the window-level
-false-alarm rate near q however many features there are; the effect size
-keeps large windows from alarming on differences too small to matter; "any
-feature" (not "half of the columns") catches drift confined to a few
-features.  Below ``min_samples`` rows the answer is "insufficient_data",
-never "no_drift".
+Rule per feature: its test is significant after Benjamini–Hochberg
+correction across all features (weighted when the policy weights features)
+**and** its effect, beyond what unchanged data shows at this window size and
+level count, reaches the feature's floor; or, for a categorical feature,
+categories never seen in training make up at least ``unseen_share`` of the
+rows.  The window drifts when any feature does.  Tests: numeric, the smaller
+of the KS and the W1 p-values, doubled; categorical, chi-square of
+homogeneity with rare levels pooled (Cochran's rule).  The correction keeps
+the false-alarm rate near q however many features there are; the corrected
+effect keeps large windows from alarming on differences too small to matter
+*and* keeps small windows of many-level features from looking drifted by
+noise alone (see :mod:`.null`).  The presets ``strict`` / ``default`` /
+``lenient`` set q and the floors.  Below ``min_samples`` rows the answer is
+"insufficient_data", never "no_drift".
 """
 
 from __future__ import annotations
@@ -231,6 +235,13 @@ class _NumericStack:
         # Null W1/std at scale 1 (see null.py): W1 * sqrt(1/(1/n + 1/m)) / std when nothing changed.
         self.null_w1 = np.vstack([self._null_draws(p) for p in profiles])
         self.lipschitz = np.array([_w1_lipschitz(p) for p in profiles])
+        self._quantiles: dict[float, np.ndarray] = {}
+
+    def _null_quantile(self, level: float) -> np.ndarray:
+        cached = self._quantiles.get(level)
+        if cached is None:
+            cached = self._quantiles[level] = np.quantile(self.null_w1, level, axis=1)
+        return cached
 
     @staticmethod
     def _null_draws(p: NumericProfile) -> np.ndarray:
@@ -276,7 +287,7 @@ class _NumericStack:
             psi_ = np.sum((q - r) * np.log(q / r), axis=1)
             missing_rate = c[:, -1] / m
             scale = np.sqrt(1.0 / self.present + 1.0 / present)
-            null_q = np.quantile(self.null_w1, level, axis=1) * scale
+            null_q = self._null_quantile(level) * scale
             corrected = np.sqrt(np.maximum(effect**2 - null_q**2, 0.0))
             corrected = np.where(self.std > 0, corrected, effect)
             w1_p = np.array([
