@@ -253,3 +253,29 @@ def test_performance() -> None:
     assert (rmse.metric, rmse.value, rmse.status) == ("rmse", 2.0, "degraded")
     assert math.isnan(rmse.low)
     json.dumps(rmse.to_dict(), allow_nan=False)
+
+
+def test_presets_floors_and_weights(reference: Reference) -> None:
+    rng = np.random.default_rng(31)
+    cols = _sample(rng, 3_000, shift=0.12)
+    window = reference.count_window(cols)
+    x0 = {p: next(f for f in evaluate_window(reference, window, DriftConfig.preset(p)).features if f.name == "x0")
+          for p in ("strict", "default", "lenient")}
+    assert [x0[p].floor for p in ("strict", "default", "lenient")] == [0.02, 0.04, 0.08]
+    assert x0["default"].drifted and x0["default"].reason == "drift"
+    # One feature's own floor wins over the preset's.
+    high = evaluate_window(reference, window, DriftConfig(feature_effects={"x0": 0.5}))
+    f = next(f for f in high.features if f.name == "x0")
+    assert (f.floor, f.drifted, f.reason) == (0.5, False, "below_floor")
+    # Weighted BH: weight 0 excludes a feature; weights are normalised to mean 1.
+    muted = evaluate_window(reference, window, DriftConfig(weights={"x0": 0.0}))
+    f = next(f for f in muted.features if f.name == "x0")
+    assert (f.weight, f.drifted, f.reason) == (0.0, False, "excluded")
+    heavy = evaluate_window(reference, window, DriftConfig(weights={"x0": 7.0}))
+    f = next(f for f in heavy.features if f.name == "x0")
+    n = len(heavy.features)
+    assert f.weight == pytest.approx(7.0 * n / (n - 1 + 7.0))
+    with pytest.raises(ValueError, match="sensitivity"):
+        DriftConfig.preset("paranoid")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="weights"):
+        DriftConfig(weights={"x0": -1.0})

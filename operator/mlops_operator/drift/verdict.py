@@ -436,10 +436,10 @@ def evaluate_window(
 
 
 def _weights(results: list[FeatureResult], config: DriftConfig) -> np.ndarray:
-    """Per-feature weights normalised to mean 1 (all 1 when none is given or all are 0)."""
+    """Per-feature weights normalised to mean 1 (features without one weigh 1; all 0 stays all 0)."""
     w = np.array([float(config.weights.get(r.name, 1.0)) for r in results])
     total = w.sum()
-    return w * (w.size / total) if w.size and total > 0 else np.ones(w.size)
+    return w * (w.size / total) if total > 0 else w
 
 
 def _decide(results: list[FeatureResult], samples: int, config: DriftConfig) -> WindowResult:
