@@ -200,7 +200,7 @@ def run_alibi(data: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- windows of a real table
 
 
-def load_windows(path: str) -> dict[str, Any]:
+def load_windows(path: str, limit: int | None = None) -> dict[str, Any]:
     z = np.load(path)
     cols = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("col/")}
     windows: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = {}
@@ -212,7 +212,7 @@ def load_windows(path: str) -> dict[str, Any]:
     return {
         "cols": cols,
         "ref": z["ref"],
-        "windows": {k: [idx for _, idx in sorted(v, key=lambda t: t[0])] for k, v in windows.items()},
+        "windows": {k: [idx for _, idx in sorted(v, key=lambda t: t[0])][:limit] for k, v in windows.items()},
         "numeric": [n for n in cols if n not in categorical],
         "categorical": categorical,
     }
@@ -295,7 +295,11 @@ def main() -> None:
     tool, path = sys.argv[1], sys.argv[2]
     if "--windows" in sys.argv[3:]:
         runner = {"evidently": windows_evidently, "nannyml": windows_nannyml, "alibi-detect": windows_alibi}[tool]
-        print(json.dumps(runner(load_windows(path))))
+        limit = int(sys.argv[sys.argv.index("--limit") + 1]) if "--limit" in sys.argv else None
+        data = load_windows(path, limit)
+        out = runner(data)
+        out["windows"] = min(len(v) for v in data["windows"].values())
+        print(json.dumps(out))
         return
     data = load(path)
     runner = {"evidently": run_evidently, "nannyml": run_nannyml, "alibi-detect": run_alibi}[tool]

