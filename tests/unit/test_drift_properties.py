@@ -255,3 +255,21 @@ def test_numeric_pvalues_keep_their_level_at_every_window_size(numeric_reference
                 rejected[f.name] = rejected.get(f.name, 0) + (f.pvalue <= 0.05)
         for name, count in rejected.items():
             assert count / reps <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / reps), (m, name, count)
+
+
+def test_w1_pvalue_tail_bound_is_conservative(numeric_reference: Reference) -> None:
+    """Beyond the 4,000 draws the W1 p-value is a Gaussian concentration bound: never below the true tail."""
+    from mlops_operator.drift import bridge_w1, w1_pvalue
+
+    prof = numeric_reference.numeric["skewed"]
+    shares, gaps = prof.counts / prof.counts.sum(), np.diff(prof.values)
+    cdf = np.cumsum(shares)[:-1]
+    lipschitz = float(np.dot(np.sqrt(cdf * (1 - cdf)), gaps))
+    few, many = bridge_w1(shares, gaps), bridge_w1(shares, gaps, draws=200_000, seed=7)
+    for level in (0.99, 0.999, 0.99995):
+        x = float(np.quantile(many, level))
+        p = w1_pvalue(few, lipschitz, x)
+        assert p >= 0.5 * (1 - level), (level, p)  # valid: not (much) below the true tail
+        assert p <= 30 * (1 - level) + 2 / few.size, (level, p)  # and still informative
+    # Far beyond any draw: a small number from the bound, not 1/4,001.
+    assert w1_pvalue(few, lipschitz, 10 * lipschitz) < 1e-6
