@@ -1,6 +1,12 @@
 """Run one real peer drift tool on the benchmark data; prints one JSON line.
 
     <venv>/bin/python bench/drift/peers.py {evidently|nannyml|alibi-detect} drift_data.npz
+    <venv>/bin/python bench/drift/peers.py {evidently|nannyml|alibi-detect} flights_windows.npz --windows
+
+The second form (presets.py --peers) reads a table (``col/<f>``), the
+reference rows (``ref``) and the rows of each window
+(``win/<period>/<size>/<i>``) and prints, per period and size, the share of
+windows the tool calls drift.
 
 Runs inside the peer's own virtualenv (see README.md), so it imports nothing
 from this repository; run.py --peers calls it.  Each tool runs with its
@@ -191,8 +197,110 @@ def run_alibi(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- windows of a real table
+
+
+def load_windows(path: str, limit: int | None = None) -> dict[str, Any]:
+    z = np.load(path)
+    cols = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("col/")}
+    windows: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = {}
+    for key in z.files:
+        if key.startswith("win/"):
+            _, period, size, i = key.split("/")
+            windows.setdefault((period, int(size)), []).append((int(i), z[key]))
+    categorical = [n for n, c in cols.items() if c.dtype.kind in "US"]
+    return {
+        "cols": cols,
+        "ref": z["ref"],
+        "windows": {k: [idx for _, idx in sorted(v, key=lambda t: t[0])][:limit] for k, v in windows.items()},
+        "numeric": [n for n in cols if n not in categorical],
+        "categorical": categorical,
+    }
+
+
+def _frame(data: dict[str, Any], idx: np.ndarray) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({n: c[idx] for n, c in data["cols"].items()})
+
+
+def windows_nannyml(data: dict[str, Any]) -> dict[str, Any]:
+    import nannyml
+    import pandas as pd
+    from nannyml.drift.univariate import UnivariateDriftCalculator
+
+    names = data["numeric"] + data["categorical"]
+    reference = _frame(data, data["ref"])
+    calcs: dict[int, Any] = {}
+    rates: dict[str, dict[str, float]] = {}
+    for (period, size), idxs in data["windows"].items():
+        if size not in calcs:
+            calcs[size] = UnivariateDriftCalculator(
+                column_names=names, treat_as_categorical=data["categorical"], chunk_size=size
+            ).fit(reference)
+        frame = calcs[size].calculate(pd.concat([_frame(data, i) for i in idxs], ignore_index=True))
+        frame = frame.filter(period="analysis").to_df()
+        alerts = [
+            any(bool(row[(c, m, "alert")]) for c in names for m in _methods(frame, c)) for _, row in frame.iterrows()
+        ]
+        rates.setdefault(period, {})[str(size)] = sum(alerts) / len(alerts)
+    return {"version": nannyml.__version__, "rule": "univariate defaults, any column alerting", "rates": rates}
+
+
+def windows_alibi(data: dict[str, Any]) -> dict[str, Any]:
+    import alibi_detect
+    from alibi_detect.cd import TabularDrift
+
+    cols, ref = data["cols"], data["ref"]
+    codes = {c: {v: i for i, v in enumerate(sorted(set(cols[c][ref].tolist())))} for c in data["categorical"]}
+
+    def matrix(idx: np.ndarray) -> np.ndarray:
+        parts = [cols[n][idx].astype(np.float64) for n in data["numeric"]]
+        parts += [np.array([codes[c].get(v, -1) for v in cols[c][idx].tolist()], dtype=np.float64)
+                  for c in data["categorical"]]
+        return np.stack(parts, axis=1)
+
+    cat_idx = {len(data["numeric"]) + i: None for i in range(len(data["categorical"]))}
+    detector = TabularDrift(matrix(ref), p_val=0.05, categories_per_feature=cat_idx)
+    rates: dict[str, dict[str, float]] = {}
+    for (period, size), idxs in data["windows"].items():
+        hits = sum(bool(detector.predict(matrix(i))["data"]["is_drift"]) for i in idxs)
+        rates.setdefault(period, {})[str(size)] = hits / len(idxs)
+    return {"version": alibi_detect.__version__, "rule": "TabularDrift, Bonferroni p 0.05", "rates": rates}
+
+
+def windows_evidently(data: dict[str, Any]) -> dict[str, Any]:
+    import evidently
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(numerical_columns=data["numeric"], categorical_columns=data["categorical"])
+    reference = Dataset.from_pandas(_frame(data, data["ref"]), data_definition=definition)
+    rates: dict[str, dict[str, float]] = {}
+    for (period, size), idxs in data["windows"].items():
+        hits = 0
+        for i in idxs:
+            result = Report([DataDriftPreset()]).run(
+                Dataset.from_pandas(_frame(data, i), data_definition=definition), reference
+            ).dict()
+            for m in result["metrics"]:
+                cfg = m["config"]
+                if cfg["type"].endswith("DriftedColumnsCount"):
+                    hits += m["value"]["share"] >= cfg["drift_share"]
+        rates.setdefault(period, {})[str(size)] = hits / len(idxs)
+    return {"version": evidently.__version__, "rule": "DataDriftPreset, 50 % of columns", "rates": rates}
+
+
 def main() -> None:
     tool, path = sys.argv[1], sys.argv[2]
+    if "--windows" in sys.argv[3:]:
+        runner = {"evidently": windows_evidently, "nannyml": windows_nannyml, "alibi-detect": windows_alibi}[tool]
+        limit = int(sys.argv[sys.argv.index("--limit") + 1]) if "--limit" in sys.argv else None
+        data = load_windows(path, limit)
+        out = runner(data)
+        out["windows"] = min(len(v) for v in data["windows"].values())
+        print(json.dumps(out))
+        return
     data = load(path)
     runner = {"evidently": run_evidently, "nannyml": run_nannyml, "alibi-detect": run_alibi}[tool]
     print(json.dumps(runner(data)))

@@ -69,7 +69,8 @@ def test_drift_policy_defaults() -> None:
     assert dp["interval"] == "60s"
     assert dp["window"] == {"minSamples": 500}
     assert [c["type"] for c in dp["checks"]] == ["dataDrift"]
-    assert dp["checks"][0]["correction"] == "bh" and dp["checks"][0]["q"] == 0.05
+    assert dp["checks"][0]["correction"] == "bh" and dp["checks"][0]["sensitivity"] == "default"
+    assert "q" not in dp["checks"][0]  # from the sensitivity preset
     assert dp["trigger"] == {"consecutive": 2, "cooldown": "30m", "maxRetrainsPerDay": 4}
     assert dp["promotion"] == {"mode": "auto", "mustBeat": "current"}
     assert dp["retrain"] == {"from": "t", "includeFeedback": True}

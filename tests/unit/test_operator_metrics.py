@@ -93,3 +93,21 @@ def test_unreadable_sensors_are_counted_per_policy_for_the_alerts() -> None:
     assert value("mlops_operator_sensor_errors_total", **labels) == before + 3
     metrics.record_drift("ml", "iris-sensors", PolicyDecision(status={}, check=None))  # no check ran: nothing counted
     assert value("mlops_operator_sensor_errors_total", **labels) == before + 3
+
+
+def test_drift_metrics_explain_each_feature() -> None:
+    """p-value, drifted flag and effect floor per feature, from a check on a real reference; gone with the policy."""
+    from mlops_operator.controllers.driftpolicy import PolicyDecision, run_checks
+    from tests.unit.test_driftpolicy_controller import _counts, _spec, reference as reference_fixture
+
+    ref = reference_fixture.__wrapped__()  # the module fixture's body: a real reference profile
+    check = run_checks(_spec(), ref, {}, _counts(ref, 0.8, 1000))
+    metrics.record_drift("ml", "iris-explain", PolicyDecision(status={}, check=check))
+    get = REGISTRY.get_sample_value
+    a = {"namespace": "ml", "policy": "iris-explain", "check": "dataDrift", "feature": "a"}
+    b = dict(a, feature="b")
+    assert get("mlops_operator_drift_feature_drifted", a) == 1.0 and get("mlops_operator_drift_feature_drifted", b) == 0.0
+    assert get("mlops_operator_drift_pvalue", a) <= 0.05 < get("mlops_operator_drift_pvalue", b)
+    assert get("mlops_operator_drift_effect_floor", a) == 0.04
+    metrics.forget_drift("ml", "iris-explain")
+    assert get("mlops_operator_drift_pvalue", a) is None and get("mlops_operator_drift_feature_drifted", b) is None

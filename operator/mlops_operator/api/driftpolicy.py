@@ -22,6 +22,22 @@ class Window(ApiModel):
     max_age: str | None = Doc("Start a new window after this long (a duration such as 6h); never when left out.", None, max_length=32, pattern=DURATION)
 
 
+class FeatureSetting(ApiModel):
+    """How one feature is judged by a drift check: its own effect floor and weight."""
+
+    feature: Name = Doc("The feature ('prediction' for a predictionDrift check).")
+    effect: float | None = Doc(
+        "This feature's effect floor (Wasserstein/std or Jensen-Shannon distance, after the window-size correction); "
+        "the check's numericEffect/categoricalEffect when left out.",
+        None, ge=0, le=10,
+    )
+    weight: float | None = Doc(
+        "Share of the error budget of the correction relative to other features (weighted Benjamini-Hochberg, "
+        "p / weight with the weights normalised to mean 1): 2 tests this feature at twice the level, 0 never flags it. 1 when left out.",
+        None, ge=0, le=100,
+    )
+
+
 class Check(ApiModel):
     """One test; any breached check counts as a breach of the policy."""
 
@@ -30,10 +46,35 @@ class Check(ApiModel):
         "predictionDrift: the same on predictions; errorRate / rmse: from ground-truth feedback; "
         "psi: Population Stability Index per feature."
     )
+    sensitivity: Literal["strict", "default", "lenient"] = Doc(
+        "Preset of q, the effect floors and unseenShare (drift checks): strict (q 0.05, floors 0.02, unseen 0.5 %), "
+        "default (q 0.05, floors 0.04, unseen 1 %), lenient (q 0.01, floors 0.08, unseen 5 %). "
+        "Fields set explicitly override it; measured false-alarm and detection rates are in docs/drift.md.",
+        "default",
+    )
     correction: Literal["bh", "bonferroni"] = Doc("Multiple-testing correction across features (drift checks).", "bh")
-    q: float = Doc("False discovery rate (bh) or family-wise error rate (bonferroni).", 0.05, gt=0, le=0.5)
-    numeric_effect: float = Doc("Smallest Wasserstein distance / reference std that counts as drift.", 0.1, ge=0, le=10)
-    categorical_effect: float = Doc("Smallest Jensen-Shannon distance that counts as drift.", 0.1, ge=0, le=1)
+    q: float | None = Doc("False discovery rate (bh) or family-wise error rate (bonferroni); from sensitivity when left out.", None, gt=0, le=0.5)
+    numeric_effect: float | None = Doc(
+        "Smallest Wasserstein distance / reference std, beyond what unchanged data shows at the window's size, "
+        "that counts as drift; from sensitivity when left out.",
+        None, ge=0, le=10,
+    )
+    categorical_effect: float | None = Doc(
+        "Smallest Jensen-Shannon distance, beyond what unchanged data shows at the window's size and level count, "
+        "that counts as drift; from sensitivity when left out.",
+        None, ge=0, le=1,
+    )
+    unseen_share: float | None = Doc(
+        "Share of a window's rows in categories never seen in training that counts as drift on its own "
+        "(and at least 5 rows); from sensitivity when left out.",
+        None, ge=0, le=1,
+    )
+    per_feature: list[FeatureSetting] | None = Doc(
+        "Effect floors and weights of single features (drift checks).",
+        None,
+        max_length=1000,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["feature"]},
+    )
     threshold: float = Doc("PSI above which a feature breaches (psi checks; 0.1 moderate, 0.25 major).", 0.25, gt=0, le=10)
     maximum: float | None = Doc("Absolute limit of the error rate or RMSE.", None, ge=0)
     max_increase: float | None = Doc("Limit of the error rate or RMSE above its training baseline.", None, ge=0)
@@ -133,10 +174,19 @@ class FeatureScore(ApiModel):
     check: str = Doc("The check that scored it.")
     feature: str = Doc("Feature, or 'prediction'.")
     statistic: float | None = Doc("KS statistic, chi-square or PSI.", None)
-    p_value: float | None = Doc("Corrected p-value.", None)
-    effect: float | None = Doc("Wasserstein/std or Jensen-Shannon distance.", None)
+    p_value: float | None = Doc("Corrected (and weighted) p-value.", None)
+    raw_p_value: float | None = Doc("The test's own p-value, before the correction across features.", None)
+    effect: float | None = Doc("Effect beyond what unchanged data shows at this window size: what is compared with floor.", None)
+    raw_effect: float | None = Doc("Wasserstein/std or Jensen-Shannon distance as measured, before that correction.", None)
+    floor: float | None = Doc("The effect floor this feature was held to.", None)
+    weight: float | None = Doc("The feature's weight in the correction (normalised to mean 1).", None)
+    unseen_share: float | None = Doc("Share of rows in categories never seen in training.", None)
     psi: float | None = Doc("Population Stability Index.", None)
     drifted: bool = Doc("Whether it breached.", False)
+    reason: str | None = Doc(
+        "Why: drift (significant and effect >= floor), unseenLevels, notSignificant, belowFloor, psi, belowPsi, excluded (weight 0).",
+        None,
+    )
 
 
 class RetrainRecord(ApiModel):

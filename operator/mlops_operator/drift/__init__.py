@@ -14,10 +14,13 @@ and counts from many requests and replicas simply add up.
   ``evaluate_predictions`` for the prediction distribution and
   ``performance`` for feedback error.
 
-Default rule per feature: KS (numeric, on the binned CDF) or chi-square
-homogeneity (categorical), Benjamini–Hochberg across features at q = 0.05,
-AND an effect size of at least 0.1 (Wasserstein-1 / reference std, or
-Jensen–Shannon distance base 2); the window drifts if any feature does.
+Default rule per feature: KS and a Wasserstein test (numeric, on the binned
+CDF) or chi-square homogeneity with rare levels pooled (categorical),
+Benjamini–Hochberg across features at q = 0.05, AND an effect size beyond
+what unchanged data shows at this window size of at least 0.04
+(Wasserstein-1 / reference std, or Jensen–Shannon distance base 2), or new
+categories on at least 1 % of the rows; the window drifts if any feature
+does.  ``DriftConfig.preset("strict" | "default" | "lenient")``.
 
 Binning error of KS: bins are right-closed reference quantiles, so the binned
 CDFs equal the raw empirical CDFs at every edge and
@@ -29,6 +32,7 @@ value adds no error when current values share it (discrete data with at most
 conservative.  See docs/drift.md.
 """
 
+from .null import CategoricalNull, bridge_w1, w1_pvalue
 from .profile import (
     FORMAT,
     CategoricalProfile,
@@ -41,12 +45,15 @@ from .stats import (
     benjamini_hochberg,
     bonferroni,
     chi2_homogeneity,
+    chi2_pooled,
+    pool_rare_levels,
     js_distance,
     ks_binned,
     psi,
     wasserstein_binned,
 )
 from .verdict import (
+    PRESETS,
     DriftConfig,
     FeatureResult,
     PerformanceResult,
@@ -58,6 +65,12 @@ from .verdict import (
 
 __all__ = [
     "FORMAT",
+    "PRESETS",
+    "CategoricalNull",
+    "bridge_w1",
+    "chi2_pooled",
+    "pool_rare_levels",
+    "w1_pvalue",
     "CategoricalProfile",
     "DriftConfig",
     "FeatureResult",

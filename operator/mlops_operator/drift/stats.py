@@ -99,6 +99,54 @@ def _chi2(ref: np.ndarray, cur: np.ndarray, correction: bool = True) -> tuple[fl
     return stat, float(special.chdtrc(dof, stat)), dof
 
 
+MIN_EXPECTED = 5.0
+"""Cochran's rule: the chi-square approximation needs about five expected rows per cell."""
+
+
+def pool_rare_levels(
+    ref_counts: ArrayLike, cur_counts: ArrayLike, min_expected: float = MIN_EXPECTED
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pool levels a window of this size would rarely see, before a chi-square test.
+
+    A level is rare when its expected count in the window, ``m * r_i / n``
+    from the *reference* shares, is below ``min_expected``; levels absent
+    from the reference (the unseen slot) are always rare.  The rare levels
+    become one pooled level, which is merged with the next-rarest levels until
+    it reaches ``min_expected`` too.  The grouping depends on the reference
+    and the window size only, never on the window's counts, so the test stays
+    valid.  Returns the pooled ``(ref, cur)`` and how many levels were pooled.
+    """
+    ref, cur = _pair(ref_counts, cur_counts)
+    n, m = ref.sum(), cur.sum()
+    if n == 0 or m == 0:
+        return ref, cur, 0
+    expected = m * ref / n
+    order = np.argsort(expected, kind="stable")
+    rare = np.zeros(ref.size, dtype=bool)
+    rare[expected < min_expected] = True
+    total = expected[rare].sum()
+    for i in order:
+        if not rare.any() or total >= min_expected:
+            break
+        if not rare[i]:
+            rare[i] = True
+            total += expected[i]
+    pooled = int(rare.sum())
+    if pooled < 2:
+        return ref, cur, 0
+    keep = ~rare
+    return (np.append(ref[keep], ref[rare].sum()), np.append(cur[keep], cur[rare].sum()), pooled)
+
+
+def chi2_pooled(
+    ref_counts: ArrayLike, cur_counts: ArrayLike, min_expected: float = MIN_EXPECTED
+) -> tuple[float, float, int, int]:
+    """Chi-square homogeneity after :func:`pool_rare_levels`: ``(statistic, pvalue, dof, pooled)``."""
+    ref, cur, pooled = pool_rare_levels(ref_counts, cur_counts, min_expected)
+    stat, p, dof = _chi2(ref, cur)
+    return stat, p, dof, pooled
+
+
 def wasserstein_binned(
     ref_counts: ArrayLike,
     cur_counts: ArrayLike,

@@ -1,15 +1,19 @@
 """The drift verdict for a window of counts against a reference profile.
 
-Default rule: a feature drifts when its test is significant after
-Benjamini–Hochberg correction across all features (q = 0.05) **and** its
-effect size is practically large (Wasserstein-1 / std(reference) >= 0.1 for
-numeric features, Jensen–Shannon distance >= 0.1 for categorical ones); the
-window drifts when any feature does.  The correction keeps the window-level
-false-alarm rate near q however many features there are; the effect size
-keeps large windows from alarming on differences too small to matter; "any
-feature" (not "half of the columns") catches drift confined to a few
-features.  Below ``min_samples`` rows the answer is "insufficient_data",
-never "no_drift".
+Rule per feature: its test is significant after Benjamini–Hochberg
+correction across all features (weighted when the policy weights features)
+**and** its effect, beyond what unchanged data shows at this window size and
+level count, reaches the feature's floor; or, for a categorical feature,
+categories never seen in training make up at least ``unseen_share`` of the
+rows.  The window drifts when any feature does.  Tests: numeric, the smaller
+of the KS and the W1 p-values, doubled; categorical, chi-square of
+homogeneity with rare levels pooled (Cochran's rule).  The correction keeps
+the false-alarm rate near q however many features there are; the corrected
+effect keeps large windows from alarming on differences too small to matter
+*and* keeps small windows of many-level features from looking drifted by
+noise alone (see :mod:`.null`).  The presets ``strict`` / ``default`` /
+``lenient`` set q and the floors.  Below ``min_samples`` rows the answer is
+"insufficient_data", never "no_drift".
 """
 
 from __future__ import annotations
@@ -24,28 +28,58 @@ import numpy as np
 from scipy import special
 
 from .profile import CategoricalProfile, Counts, NumericProfile, Reference, WindowCounts
-from .stats import PSI_EPS, _chi2, _js, _psi, benjamini_hochberg, bonferroni, js_distance
+from .null import NULL_DRAWS, bridge_w1, w1_pvalue, categorical_null, excess, two_level_quantile
+from .stats import MIN_EXPECTED, PSI_EPS, _js, _psi, benjamini_hochberg, bonferroni, chi2_pooled, js_distance
 
 Status = Literal["drift", "no_drift", "insufficient_data"]
 
 
+Sensitivity = Literal["strict", "default", "lenient"]
+
+PRESETS: dict[str, dict[str, float]] = {
+    "strict": {"q": 0.05, "numeric_effect": 0.02, "categorical_effect": 0.02, "unseen_share": 0.005},
+    "default": {"q": 0.05, "numeric_effect": 0.04, "categorical_effect": 0.04, "unseen_share": 0.01},
+    "lenient": {"q": 0.01, "numeric_effect": 0.08, "categorical_effect": 0.08, "unseen_share": 0.05},
+}
+"""The sensitivity presets; their measured false-alarm and detection rates are in docs/drift.md."""
+
+
 @dataclass(frozen=True)
 class DriftConfig:
-    """Knobs of the verdict; the defaults are the measured-good rule (see docs/drift.md).
+    """Knobs of the verdict; the defaults are the ``default`` preset (see docs/drift.md).
 
-    ``rule="psi"`` replaces the test-and-effect rule by ``psi >= psi_threshold``
-    per feature (PSI on the reference deciles), for users who want the
-    classic banking-style check.
+    Effects are compared with their floor *after* subtracting what unchanged
+    data shows at this window size (``effect_null_level`` quantile, see
+    :mod:`.null`).  ``feature_effects`` overrides the floor of single
+    features, ``weights`` gives features more (> 1) or less (< 1, 0: never)
+    of the error budget of the correction (weighted Benjamini–Hochberg:
+    ``p / w`` with the weights normalised to mean 1).  ``rule="psi"``
+    replaces the rule by ``psi >= psi_threshold`` per feature.
     """
 
     min_samples: int = 500
     correction: Literal["bh", "bonferroni"] = "bh"
-    q: float = 0.05
-    numeric_effect: float = 0.1
-    categorical_effect: float = 0.1
+    q: float = PRESETS["default"]["q"]
+    numeric_effect: float = PRESETS["default"]["numeric_effect"]
+    categorical_effect: float = PRESETS["default"]["categorical_effect"]
     rule: Literal["default", "psi"] = "default"
     psi_threshold: float = 0.25
     psi_eps: float = PSI_EPS
+    effect_null_level: float = 0.9
+    min_expected: float = MIN_EXPECTED
+    unseen_share: float = PRESETS["default"]["unseen_share"]
+    unseen_min_rows: int = 5
+    feature_effects: Mapping[str, float] = field(default_factory=dict)
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def preset(cls, sensitivity: Sensitivity = "default", **overrides: Any) -> DriftConfig:
+        """A config from a sensitivity preset; keyword arguments that are not None override it."""
+        if sensitivity not in PRESETS:
+            raise ValueError(f"sensitivity must be one of {sorted(PRESETS)}, not {sensitivity!r}")
+        values: dict[str, Any] = dict(PRESETS[sensitivity])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if self.correction not in ("bh", "bonferroni"):
@@ -58,6 +92,20 @@ class DriftConfig:
             raise ValueError("min_samples must be positive")
         if self.numeric_effect < 0 or self.categorical_effect < 0 or self.psi_threshold < 0:
             raise ValueError("thresholds must be non-negative")
+        if not 0 < self.effect_null_level < 1:
+            raise ValueError("effect_null_level must be in (0, 1)")
+        if self.min_expected < 0 or not 0 <= self.unseen_share <= 1 or self.unseen_min_rows < 1:
+            raise ValueError("min_expected, unseen_share and unseen_min_rows are out of range")
+        if any(not 0 <= v <= 10 for v in self.feature_effects.values()):
+            raise ValueError("feature_effects must lie in [0, 10]")
+        if any(not (0 <= v < math.inf) for v in self.weights.values()):
+            raise ValueError("weights must be finite and non-negative")
+
+    def floor(self, name: str, kind: str) -> float:
+        """The effect floor of one feature: its own, else its kind's."""
+        if name in self.feature_effects:
+            return float(self.feature_effects[name])
+        return self.numeric_effect if kind == "numeric" else self.categorical_effect
 
 
 def _json_float(x: float | None) -> float | None:
@@ -67,14 +115,21 @@ def _json_float(x: float | None) -> float | None:
 
 @dataclass
 class FeatureResult:
-    """One feature's comparison.
+    """One feature's comparison, and why it drifts or not (``reason``).
 
-    ``effect`` is W1/std(reference) for numeric features (the share of values
-    that moved if the reference is constant; at least the JS distance of the
-    missing/present shares when values are missing) and the JS distance for
-    categorical ones.  ``unseen`` maps levels absent from training to their
-    counts; ``out_of_range`` is the share of present values outside the
-    training range.
+    ``raw_effect`` is W1/std(reference) for numeric features (the share of
+    values that moved if the reference is constant; at least the JS distance
+    of the missing/present shares when values are missing) and the JS
+    distance for categorical ones; ``effect`` is its excess over what
+    unchanged data shows at this window size (see :mod:`.null`), the number
+    compared with ``floor``.  ``unseen`` maps levels absent from training to
+    their counts and ``unseen_share`` is their share of the rows;
+    ``out_of_range`` is the share of present values outside the training
+    range; ``pooled_levels`` how many rare levels the chi-square test pooled.
+    ``reason``: ``drift`` (significant and effect >= floor),
+    ``unseen_levels`` (new categories on at least ``unseen_share`` of the
+    rows), ``not_significant``, ``below_floor``, ``psi`` / ``below_psi``
+    (PSI rule) or ``excluded`` (weight 0).
     """
 
     name: str
@@ -90,10 +145,17 @@ class FeatureResult:
     unseen: dict[str, int] = field(default_factory=dict)
     missing_rate: float = 0.0
     out_of_range: float = 0.0
+    raw_effect: float = math.nan
+    floor: float = math.nan
+    weight: float = 1.0
+    unseen_share: float = 0.0
+    pooled_levels: int = 0
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("statistic", "pvalue", "effect", "psi", "adjusted_pvalue", "missing_rate", "out_of_range"):
+        for k in ("statistic", "pvalue", "effect", "psi", "adjusted_pvalue", "missing_rate", "out_of_range",
+                  "raw_effect", "floor", "weight", "unseen_share"):
             d[k] = _json_float(d[k])
         return d
 
@@ -170,6 +232,24 @@ class _NumericStack:
             self.cdf = np.cumsum(ref, axis=1) / self.n[:, None]
             self.pcdf = np.cumsum(ref[:, :-2], axis=1) / self.present[:, None]
         self.psi_ref = self._psi_matrix(np.concatenate([p.full_counts() for p in profiles]), self.n)
+        # Null W1/std at scale 1 (see null.py): W1 * sqrt(1/(1/n + 1/m)) / std when nothing changed.
+        self.null_w1 = np.vstack([self._null_draws(p) for p in profiles])
+        self.lipschitz = np.array([_w1_lipschitz(p) for p in profiles])
+        self._quantiles: dict[float, np.ndarray] = {}
+
+    def _null_quantile(self, level: float) -> np.ndarray:
+        cached = self._quantiles.get(level)
+        if cached is None:
+            cached = self._quantiles[level] = np.quantile(self.null_w1, level, axis=1)
+        return cached
+
+    @staticmethod
+    def _null_draws(p: NumericProfile) -> np.ndarray:
+        present = p.counts.sum()
+        if present == 0 or not p.std > 0:
+            return np.zeros(NULL_DRAWS)
+        draws = bridge_w1(p.counts / present, np.diff(p.values))
+        return np.resize(draws, NULL_DRAWS) / p.std
 
     def _matrix(self, flat: np.ndarray) -> np.ndarray:
         out = np.zeros((self.k, self.width))
@@ -181,7 +261,7 @@ class _NumericStack:
         with np.errstate(invalid="ignore", divide="ignore"):
             return grouped.reshape(self.k, self.groups) / totals[:, None]
 
-    def compare(self, names: list[str], flat: np.ndarray, eps: float) -> list[FeatureResult]:
+    def compare(self, names: list[str], flat: np.ndarray, eps: float, level: float = 0.9) -> list[FeatureResult]:
         cur = np.asarray(flat, dtype=np.float64)
         if cur.shape != self.rows.shape:
             raise ValueError(f"expected {self.rows.size} numeric counts, got {cur.shape}")
@@ -206,14 +286,28 @@ class _NumericStack:
             q = np.where(shares == 0, eps, shares)
             psi_ = np.sum((q - r) * np.log(q / r), axis=1)
             missing_rate = c[:, -1] / m
+            scale = np.sqrt(1.0 / self.present + 1.0 / present)
+            null_q = self._null_quantile(level) * scale
+            corrected = np.sqrt(np.maximum(effect**2 - null_q**2, 0.0))
+            corrected = np.where(self.std > 0, corrected, effect)
+            w1_p = np.array([
+                w1_pvalue(self.null_w1[j], self.lipschitz[j], float(w1[j] / scale[j]))
+                if self.std[j] > 0 and present[j] > 0 and self.present[j] > 0 else 1.0
+                for j in range(self.k)
+            ])
+            # Two tests of one feature: KS (shape, missing rate) and W1 (location, scale, tails);
+            # the smaller p-value, doubled (Bonferroni over the two).
+            pvalue = np.minimum(1.0, 2.0 * np.minimum(pvalue, w1_p))
             ends = c[np.arange(self.k), self.sizes - 2] + c[:, 0]
             out_of_range = np.where(present > 0, ends / present, 0.0)
         results = []
         for j, name in enumerate(names):
-            e = float(effect[j])
+            e, raw = float(corrected[j]), float(effect[j])
             if c[j, -1] or self.missing[j]:
                 miss = js_distance([self.missing[j], self.present[j]], [c[j, -1], present[j]])
-                e = max(e, 0.0 if math.isnan(miss) else miss)
+                miss = 0.0 if math.isnan(miss) else miss
+                raw = max(raw, miss)
+                e = max(e, excess(miss, two_level_quantile(self.n[j], m[j], level)))
             if m[j] == 0:
                 results.append(FeatureResult(name, "numeric", "ks", math.nan, 1.0, 0.0, math.nan, 0))
                 continue
@@ -229,9 +323,19 @@ class _NumericStack:
                     samples=int(m[j]),
                     missing_rate=float(missing_rate[j]),
                     out_of_range=float(out_of_range[j]),
+                    raw_effect=raw,
                 )
             )
         return results
+
+
+def _w1_lipschitz(p: NumericProfile) -> float:
+    """``sum_i gap_i sd(B(F_i)) / std``: the Lipschitz constant of the null W1 at scale 1."""
+    present = p.counts.sum()
+    if present == 0 or not p.std > 0:
+        return 0.0
+    cdf = np.cumsum(p.counts)[:-1] / present
+    return float(np.dot(np.sqrt(cdf * (1 - cdf)), np.diff(p.values)) / p.std)
 
 
 _STACKS: WeakKeyDictionary[object, _NumericStack] = WeakKeyDictionary()
@@ -244,8 +348,8 @@ def _stack(owner: object, profiles: list[NumericProfile]) -> _NumericStack:
     return stack
 
 
-def _categorical(name: str, prof: CategoricalProfile, counts: Counts, eps: float) -> FeatureResult:
-    """Chi-square homogeneity, JS distance and PSI over levels + the unseen slot."""
+def _categorical(name: str, prof: CategoricalProfile, counts: Counts, config: DriftConfig) -> FeatureResult:
+    """Chi-square homogeneity (rare levels pooled), JS distance and PSI over levels + the unseen slot."""
     if not isinstance(counts, Mapping):
         raise ValueError(f"{name}: categorical counts must be a {{level: count}} mapping")
     vec, unseen = prof.vector(counts)
@@ -253,18 +357,25 @@ def _categorical(name: str, prof: CategoricalProfile, counts: Counts, eps: float
     if cur.size and not cur.min() >= 0:
         raise ValueError(f"{name}: counts must be non-negative")
     ref = prof.full_counts().astype(np.float64)
-    stat, p, _ = _chi2(ref, cur)
-    effect = _js(ref, cur)
+    m = int(cur.sum())
+    stat, p, _, pooled = chi2_pooled(ref, cur, config.min_expected)
+    raw = _js(ref, cur)
+    raw = 0.0 if math.isnan(raw) else raw
+    effect = excess(raw, categorical_null(prof, ref).quantile(m, config.effect_null_level)) if m else 0.0
+    ref_unseen = ref[-1] / ref.sum() if ref.sum() else 0.0
     return FeatureResult(
         name=name,
         kind="categorical",
         test="chi2",
         statistic=stat,
         pvalue=p,
-        effect=0.0 if math.isnan(effect) else effect,
-        psi=_psi(ref, cur, eps),
-        samples=int(vec.sum()),
+        effect=effect,
+        psi=_psi(ref, cur, config.psi_eps),
+        samples=m,
         unseen=unseen,
+        raw_effect=raw,
+        unseen_share=float(max(cur[-1] / m - ref_unseen, 0.0)) if m else 0.0,
+        pooled_levels=pooled,
     )
 
 
@@ -314,25 +425,52 @@ def evaluate_window(
     results: list[FeatureResult] = []
     if numeric:
         stack = _stack(reference, list(reference.numeric.values()))
-        results = [r for r in stack.compare(numeric, flat, config.psi_eps) if r.name in present]
+        results = [
+            r for r in stack.compare(numeric, flat, config.psi_eps, config.effect_null_level) if r.name in present
+        ]
     for name, counts in categorical.items():
-        results.append(_categorical(name, reference.categorical[name], counts, config.psi_eps))
+        results.append(_categorical(name, reference.categorical[name], counts, config))
     result = _decide(results, samples, config)
     result.unseen_counts = unseen
     return result
 
 
+def _weights(results: list[FeatureResult], config: DriftConfig) -> np.ndarray:
+    """Per-feature weights normalised to mean 1 (features without one weigh 1; all 0 stays all 0)."""
+    w = np.array([float(config.weights.get(r.name, 1.0)) for r in results])
+    total = w.sum()
+    return w * (w.size / total) if total > 0 else w
+
+
 def _decide(results: list[FeatureResult], samples: int, config: DriftConfig) -> WindowResult:
     correct = benjamini_hochberg if config.correction == "bh" else bonferroni
-    significant, adjusted = correct([r.pvalue for r in results], config.q)
-    for r, sig, adj in zip(results, significant, adjusted):
+    weights = _weights(results, config)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weighted = np.where(weights > 0, np.array([r.pvalue for r in results]) / weights, 1.0)
+    significant, adjusted = correct(np.minimum(weighted, 1.0), config.q)
+    for r, sig, adj, w in zip(results, significant, adjusted, weights):
         r.adjusted_pvalue = float(adj)
+        r.weight = float(w)
+        r.floor = config.floor(r.name, r.kind)
         if config.rule == "psi":
             r.drifted = bool(r.psi >= config.psi_threshold)
+            r.reason = "psi" if r.drifted else "below_psi"
+            continue
+        new_levels = (
+            r.unseen_share >= config.unseen_share
+            and r.unseen_share * r.samples >= config.unseen_min_rows
+            and w > 0
+        )
+        if w == 0:
+            r.reason = "excluded"
+        elif sig and r.effect >= r.floor:
+            r.reason = "drift"
+        elif new_levels:
+            r.reason = "unseen_levels"
         else:
-            limit = config.numeric_effect if r.kind == "numeric" else config.categorical_effect
-            r.drifted = bool(sig) and r.effect >= limit
-    results.sort(key=lambda r: (not r.drifted, -r.effect, r.pvalue))
+            r.reason = "not_significant" if not sig else "below_floor"
+        r.drifted = r.reason in ("drift", "unseen_levels")
+    results.sort(key=lambda r: (not r.drifted, -r.effect, r.adjusted_pvalue, -r.raw_effect))
     status: Status = "drift" if any(r.drifted for r in results) else "no_drift"
     return WindowResult(status, samples, results, config)
 
@@ -359,9 +497,11 @@ def evaluate_predictions(
     if samples < config.min_samples:
         return WindowResult("insufficient_data", samples, [], config)
     if isinstance(pred, NumericProfile):
-        result = _stack(pred, [pred]).compare(["prediction"], np.asarray(counts), config.psi_eps)[0]
+        result = _stack(pred, [pred]).compare(
+            ["prediction"], np.asarray(counts), config.psi_eps, config.effect_null_level
+        )[0]
     else:
-        result = _categorical("prediction", pred, counts, config.psi_eps)
+        result = _categorical("prediction", pred, counts, config)
     return _decide([result], samples, config)
 
 

@@ -80,6 +80,22 @@ DRIFT_SCORE = Gauge(
     "Per check and feature: effect size (drift checks), PSI (psi) or the live metric (errorRate, rmse) of the last check.",
     ["namespace", "policy", "check", "feature"],
 )
+DRIFT_PVALUE = Gauge(
+    "mlops_operator_drift_pvalue",
+    "Per drift check and feature: the corrected p-value of the last check (with mlops_operator_drift_score, why a feature did or did not drift).",
+    ["namespace", "policy", "check", "feature"],
+)
+DRIFT_FEATURE_DRIFTED = Gauge(
+    "mlops_operator_drift_feature_drifted",
+    "Per drift check and feature: 1 when the last check found it drifted, else 0.",
+    ["namespace", "policy", "check", "feature"],
+)
+DRIFT_EFFECT_FLOOR = Gauge(
+    "mlops_operator_drift_effect_floor",
+    "Per drift check and feature: the effect floor mlops_operator_drift_score was compared with.",
+    ["namespace", "policy", "check", "feature"],
+)
+_PER_FEATURE = (DRIFT_PVALUE, DRIFT_FEATURE_DRIFTED, DRIFT_EFFECT_FLOOR)
 DRIFT_CHECKS = Counter("mlops_operator_drift_checks", "DriftPolicy checks by verdict.", ["namespace", "policy", "verdict"])
 DRIFT_BREACHES = Counter("mlops_operator_drift_breaches", "DriftPolicy checks that found drift.", ["namespace", "policy"])
 DRIFT_RETRAINS = Counter(
@@ -130,13 +146,25 @@ def record_drift(namespace: str, name: str, decision: PolicyDecision | None) -> 
         value = next((s[k] for k in ("effect", "psi", "statistic") if s.get(k) is not None), None)
         if value is None:
             continue
-        DRIFT_SCORE.labels(namespace, name, s["check"], s["feature"]).set(value)
+        labels = (namespace, name, s["check"], s["feature"])
+        DRIFT_SCORE.labels(*labels).set(value)
+        DRIFT_FEATURE_DRIFTED.labels(*labels).set(1.0 if s.get("drifted") else 0.0)
+        for metric, field in ((DRIFT_PVALUE, "pValue"), (DRIFT_EFFECT_FLOOR, "floor")):
+            if s.get(field) is not None:
+                metric.labels(*labels).set(s[field])
+            else:
+                remove_series(metric, *labels)
         seen.add((s["check"], s["feature"]))
     for check_name, feature in _score_labels.get(key, set()) - seen:
-        remove_series(DRIFT_SCORE, namespace, name, check_name, feature)
+        _remove_feature(namespace, name, check_name, feature)
     _score_labels[key] = seen
+
+
+def _remove_feature(namespace: str, name: str, check_name: str, feature: str) -> None:
+    for metric in (DRIFT_SCORE, *_PER_FEATURE):
+        remove_series(metric, namespace, name, check_name, feature)
 
 
 def forget_drift(namespace: str, name: str) -> None:
     for check_name, feature in _score_labels.pop((namespace, name), set()):
-        remove_series(DRIFT_SCORE, namespace, name, check_name, feature)
+        _remove_feature(namespace, name, check_name, feature)

@@ -76,17 +76,48 @@ def _finite(x: Any) -> float | None:
     return round(f, 6) if math.isfinite(f) else None
 
 
+_REASONS = {
+    "drift": "drift", "unseen_levels": "unseenLevels", "not_significant": "notSignificant",
+    "below_floor": "belowFloor", "psi": "psi", "below_psi": "belowPsi", "excluded": "excluded",
+}
+
+
 def _score(check: str, f: Any) -> Obj:
+    """One feature's line in status: every number its verdict rests on, and the verdict's reason."""
     out = {
         "check": check,
         "feature": f.name,
         "statistic": _finite(f.statistic),
         "pValue": _finite(f.adjusted_pvalue if not math.isnan(f.adjusted_pvalue) else f.pvalue),
+        "rawPValue": _finite(f.pvalue),
         "effect": _finite(f.effect),
+        "rawEffect": _finite(f.raw_effect),
+        "floor": _finite(f.floor),
+        "weight": _finite(f.weight),
+        "unseenShare": _finite(f.unseen_share) if f.unseen_share else None,
         "psi": _finite(f.psi),
         "drifted": bool(f.drifted),
+        "reason": _REASONS.get(f.reason),
     }
     return {k: v for k, v in out.items() if v is not None}
+
+
+def drift_config(check: Check, min_samples: int) -> DriftConfig:
+    """The statistics' configuration of one check: its sensitivity preset, then the fields it sets."""
+    settings = check.per_feature or []
+    return DriftConfig.preset(
+        check.sensitivity,
+        min_samples=min_samples,
+        correction=check.correction,
+        q=min(check.q, 0.5) if check.q is not None else None,
+        numeric_effect=check.numeric_effect,
+        categorical_effect=check.categorical_effect,
+        unseen_share=check.unseen_share,
+        rule="psi" if check.type == "psi" else "default",
+        psi_threshold=check.threshold,
+        feature_effects={s.feature: s.effect for s in settings if s.effect is not None},
+        weights={s.feature: s.weight for s in settings if s.weight is not None},
+    )
 
 
 def _feature_list(names: list[str], limit: int = 5) -> str:
@@ -94,16 +125,7 @@ def _feature_list(names: list[str], limit: int = 5) -> str:
 
 
 def _drift_check(check: Check, reference: Reference, counts: Obj, min_samples: int) -> CheckOutcome:
-    psi_rule = check.type == "psi"
-    config = DriftConfig(
-        min_samples=min_samples,
-        correction=check.correction,
-        q=min(check.q, 0.5),
-        numeric_effect=check.numeric_effect,
-        categorical_effect=check.categorical_effect,
-        rule="psi" if psi_rule else "default",
-        psi_threshold=check.threshold,
-    )
+    config = drift_config(check, min_samples)
     rows = int(counts.get("rows") or 0)
     if rows < min_samples:
         return CheckOutcome(check.type, "insufficient", f"{check.type}: {rows} of {min_samples} rows")
@@ -119,10 +141,26 @@ def _drift_check(check: Check, reference: Reference, counts: Obj, min_samples: i
     if result.status == "insufficient_data":
         return CheckOutcome(check.type, "insufficient", f"{check.type}: {result.samples} of {min_samples} rows")
     scores = [_score(check.type, f) for f in result.features]
-    drifted = result.drifted_features
+    drifted = [f.name + (" (new categories)" if f.reason == "unseen_levels" else "") for f in result.features if f.drifted]
     if drifted:
         return CheckOutcome(check.type, "breach", f"{check.type} on {_feature_list(drifted)}", scores)
-    return CheckOutcome(check.type, "ok", f"{check.type}: no drift in {len(result.features)} features", scores)
+    return CheckOutcome(
+        check.type, "ok", f"{check.type}: no drift in {len(result.features)} features{_closest(result.features)}", scores
+    )
+
+
+def _closest(features: list[Any]) -> str:
+    """Why the feature nearest to drifting did not: the explanation of a "no drift"."""
+    if not features:
+        return ""
+    f = features[0]  # ranked by effect, then p-value
+    if f.reason == "below_floor":
+        return f"; closest: {f.name}, significant but effect {f.effect:.3g} < floor {f.floor:.3g}"
+    if f.reason == "not_significant":
+        return f"; closest: {f.name}, effect {f.effect:.3g} (floor {f.floor:.3g}) but corrected p {f.adjusted_pvalue:.3g} > q"
+    if f.reason == "below_psi":
+        return f"; closest: {f.name}, psi {f.psi:.3g}"
+    return ""
 
 
 def _prediction_check(check: Check, reference: Reference, counts: Obj, min_samples: int) -> CheckOutcome:
@@ -133,7 +171,7 @@ def _prediction_check(check: Check, reference: Reference, counts: Obj, min_sampl
         if rows < min_samples:  # an empty window has no prediction counts yet
             return CheckOutcome(check.type, "insufficient", f"predictionDrift: {rows} of {min_samples} predictions")
         return CheckOutcome(check.type, "unavailable", "predictionDrift: the sensor reports no prediction counts")
-    config = DriftConfig(min_samples=min_samples, numeric_effect=check.numeric_effect, categorical_effect=check.categorical_effect)
+    config = drift_config(check, min_samples)
     result = evaluate_predictions(reference, counts["predictions"], config)
     if result.status == "insufficient_data":
         return CheckOutcome(check.type, "insufficient", f"predictionDrift: {result.samples} of {min_samples} predictions")
