@@ -17,21 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.test_server_support import Server, make_store
+from tests.unit.test_server_support import GrpcServer, make_store, serving
 
 from .client_env import client_python
 
 HERE = Path(__file__).resolve().parent
 CLIENT_SECONDS = 300
 
-
-class GrpcServer(Server):
-    @property
-    def grpc_url(self) -> str:
-        for line in self.lines:
-            if "GRPCInferenceService) on " in line:
-                return "127.0.0.1:" + line.rsplit(":", 1)[1].strip()
-        raise AssertionError("no gRPC port in the log: " + "".join(self.lines))
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +34,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 
 @pytest.fixture(scope="module")
 def servers(models: tuple[Path, dict[str, Any]]):  # type: ignore[no-untyped-def]
-    root, _ = models
-    started = {n: GrpcServer("--store", str(root), "--model", n, "--grpc-port", "0", wait=False)
-               for n in ("iris", "shop", "diabetes")}
-    try:
-        for s in started.values():
-            s.wait()
+    with serving(GrpcServer, models[0], ("iris", "shop", "diabetes"), "--grpc-port", "0") as started:
         yield started
-    finally:
-        for s in started.values():
-            assert s.stop() == 0
 
 
 def _rows(models: tuple[Path, dict[str, Any]], model: str) -> np.ndarray:

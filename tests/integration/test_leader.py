@@ -42,7 +42,7 @@ SLACK = 1.5
 # retry × (1 + JITTER): one read to see the last renewal, the lease duration on its own clock, one
 # read to take it.
 TAKEOVER_BOUND = TIMINGS.lease_duration + 2 * TIMINGS.retry_period * (1 + JITTER) + SLACK
-BATCH = 40
+BATCH = 200  # enough that the kill lands mid-way: the operator reconciles 40 runs faster than a poll notices the first Job
 
 
 class Replica:
@@ -151,7 +151,7 @@ def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, 
     assert wait_until(lambda: leader.healthz() is not None, 30, 0.1, "the leader's liveness endpoint")
     assert wait_until(lambda: leader.leader_gauge() == 1, 30, 0.1, "the leader's gauge") and standby.leader_gauge() == 0
 
-    names = [f"tj-{i:02d}" for i in range(BATCH)]
+    names = [f"tj-{i:03d}" for i in range(BATCH)]
     crds.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=_training_jobs(names))
     wait_until(jobs, 60, 0.02, "the leader's first Job")
     leader.proc.send_signal(signal.SIGKILL)

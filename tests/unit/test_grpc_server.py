@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from mlops_operator.runtime.tensors import decode, encode
 from mlops_operator.runtime.v2grpc import grpc_predict_v2_pb2 as pb
 from mlops_operator.runtime.v2grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from .test_server_support import ROOT, Server, make_store, run_serve
+from .test_server_support import ROOT, GrpcServer, make_store, run_serve, serving
 
 PROTO = "mlops_operator/runtime/v2grpc/grpc_predict_v2.proto"
 
@@ -29,28 +28,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
     return root, make_store(root)
 
 
-class GrpcServer(Server):
-    @property
-    def grpc_port(self) -> int:
-        for line in self.lines:
-            m = re.search(r"GRPCInferenceService\) on [^:]+:(\d+)", line)
-            if m:
-                return int(m.group(1))
-        raise AssertionError("no gRPC port in the log: " + "".join(self.lines))
 
 
 @pytest.fixture(scope="module")
 def servers(models: tuple[Path, dict[str, Any]]):  # type: ignore[no-untyped-def]
-    root, _ = models
-    started = {n: GrpcServer("--store", str(root), "--model", n, "--grpc-port", "0", "--max-body-bytes", "100000", wait=False)
-               for n in ("iris", "shop")}
-    try:
-        for s in started.values():
-            s.wait()
+    with serving(GrpcServer, models[0], ("iris", "shop"), "--grpc-port", "0", "--max-body-bytes", "100000") as started:
         yield started
-    finally:
-        for s in started.values():
-            assert s.stop() == 0
 
 
 @pytest.fixture(scope="module")

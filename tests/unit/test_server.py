@@ -19,7 +19,7 @@ from mlops_operator.drift.profile import Reference
 from mlops_operator.runtime.sensor import parse_metrics
 from mlops_operator.store import ModelStore
 
-from .test_server_support import NS, Server, make_store, run_serve
+from .test_server_support import NS, Server, make_store, run_serve, serving
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +35,9 @@ def feedback_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def servers(store: tuple[Path, dict[str, Any]], feedback_dir: Path):  # type: ignore[no-untyped-def]
-    root, _ = store
-    started = {}
-    try:
-        for name in ("iris", "diabetes", "shop"):
-            started[name] = Server(
-                "--store", str(root), "--model", name, "--feedback-dir", str(feedback_dir), "--max-body-bytes", "200000",
-                wait=False,
-            )
-        for s in started.values():
-            s.wait()
+    with serving(Server, store[0], ("iris", "diabetes", "shop"), "--feedback-dir", str(feedback_dir),
+                 "--max-body-bytes", "200000") as started:
         yield started
-    finally:
-        for s in started.values():
-            assert s.stop() == 0
 
 
 def _col(x: np.ndarray) -> list[list[Any]]:

@@ -17,7 +17,6 @@ import gzip
 import http.client
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,8 +28,7 @@ from hypothesis import strategies as st
 from mlops_operator.runtime.v2grpc import grpc_predict_v2_pb2 as pb
 from mlops_operator.runtime.v2grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from .test_grpc_server import GrpcServer
-from .test_server_support import make_store
+from .test_server_support import GrpcServer, make_store, serving
 
 DATATYPES = ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64", "BYTES", "FP8"]
 ITEMSIZE = {"BOOL": 1, "INT8": 1, "UINT8": 1, "INT16": 2, "UINT16": 2, "FP16": 2, "INT32": 4, "UINT32": 4, "FP32": 4,
@@ -43,15 +41,8 @@ CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, gr
 def servers(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("store")
     make_store(root)
-    started = {n: GrpcServer("--store", str(root), "--model", n, "--grpc-port", "0", "--max-body-bytes", "20000", wait=False)
-               for n in ("iris", "shop")}
-    try:
-        for s in started.values():
-            s.wait()
+    with serving(GrpcServer, root, ("iris", "shop"), "--grpc-port", "0", "--max-body-bytes", "20000") as started:
         yield started
-    finally:
-        for s in started.values():
-            assert s.stop() == 0
 
 
 @st.composite

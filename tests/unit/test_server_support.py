@@ -7,6 +7,7 @@ with the feature schema and ``reference.json`` from ``build_reference``.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import skops.io as sio
@@ -179,3 +180,32 @@ def run_serve(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "mlops_operator.runtime.server", "--port", "0", *args],
         capture_output=True, text=True, env=env, timeout=timeout,
     )
+
+
+class GrpcServer(Server):
+    """A server started with ``--grpc-port``: the port it bound, from its log line."""
+
+    @property
+    def grpc_port(self) -> int:
+        for line in self.lines:
+            m = re.search(r"GRPCInferenceService\) on [^:]+:(\d+)", line)
+            if m:
+                return int(m.group(1))
+        raise AssertionError("no gRPC port in the log: " + "".join(self.lines))
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@contextlib.contextmanager
+def serving(kind: type[Server], root: Path, models: tuple[str, ...], *args: str) -> Iterator[dict[str, Any]]:
+    """One server per model of the store at ``root``, started together (they load in parallel), stopped cleanly after."""
+    started = {n: kind("--store", str(root), "--model", n, *args, wait=False) for n in models}
+    try:
+        for s in started.values():
+            s.wait()
+        yield started
+    finally:
+        for s in started.values():
+            assert s.stop() == 0

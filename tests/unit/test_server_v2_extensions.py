@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .test_server_support import Server, make_store
+from .test_server_support import Server, make_store, serving
 
 LENGTH = "Inference-Header-Content-Length"
 
@@ -25,16 +25,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 
 @pytest.fixture(scope="module")
 def servers(models: tuple[Path, dict[str, Any]]):  # type: ignore[no-untyped-def]
-    root, _ = models
-    started = {n: Server("--store", str(root), "--model", n, "--max-body-bytes", "100000", wait=False)
-               for n in ("iris", "shop", "diabetes")}
-    try:
-        for s in started.values():
-            s.wait()
+    with serving(Server, models[0], ("iris", "shop", "diabetes"), "--max-body-bytes", "100000") as started:
         yield started
-    finally:
-        for s in started.values():
-            assert s.stop() == 0
 
 
 def post(s: Server, path: str, body: bytes, headers: dict[str, str] | None = None,
