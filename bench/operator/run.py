@@ -153,6 +153,20 @@ class SilentServer:
             c.close()
 
 
+def start_operator(plane: ControlPlane, log: Path, *extra: str) -> subprocess.Popen:
+    """``mlops-operator run`` in its own process, as in its pod (no GIL shared with the bench), once it is live."""
+    health_port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "mlops_operator.cli", "run", "--kubeconfig", str(plane.kubeconfig), "--namespace", NS,
+         "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--metrics-port", "0", *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )
+    wait_for(lambda: _healthy(f"http://127.0.0.1:{health_port}/healthz"), timeout=60, step=0.2)
+    time.sleep(1.0)
+    return operator
+
+
 def stall(client: KubeCluster, k: int, port: int) -> None:
     """K ModelDeployments serving a finished run, each with one ready pod at the silent server, and a DriftPolicy each."""
     from mlops_operator.controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS
@@ -232,16 +246,7 @@ def main() -> int:
         install_crds(plane.kubeconfig, ROOT / "crds")
         client = KubeCluster(plane.api_client())
         asyncio.run(client._call("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}}))
-        health_port = free_port()
-        # The operator as it runs in its pod: its own process (no GIL shared with this loop).
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "mlops_operator.cli", "run", "--kubeconfig", str(plane.kubeconfig), "--namespace", NS,
-             "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--metrics-port", "0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=operator_log.open("wb"),
-        )
-        wait_for(lambda: _healthy(f"http://127.0.0.1:{health_port}/healthz"), timeout=60, step=0.2)
-        time.sleep(1.0)
+        operator = start_operator(plane, operator_log)
         rss_before = rss_mib(operator.pid)
         arrivals = Arrivals(plane.api_client())
         time.sleep(1.0)

@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT), str(HERE)]
 
-from run import NS, Arrivals, _healthy, free_port, rss_mib, summary, training_job, wait_for  # noqa: E402
+from run import NS, Arrivals, _healthy, free_port, rss_mib, start_operator, summary, training_job, wait_for  # noqa: E402
 from tests.envtest.controlplane import DEFAULT_CONTROLLERS, ControlPlane, ensure_binaries, install_crds  # noqa: E402
 
 from mlops_operator.controllers.cluster import (  # noqa: E402
@@ -218,17 +218,9 @@ def main() -> int:
         install_crds(plane.kubeconfig, ROOT / "crds")
         client = KubeCluster(plane.api_client())
         asyncio.run(client._call("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}}))
-        health_port, metrics_port = free_port(), free_port()
+        metrics_port = free_port()
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "mlops_operator.cli", "run", "--kubeconfig", str(plane.kubeconfig), "--namespace", NS,
-             "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--metrics-port", str(metrics_port),
-             "--metrics-address", "127.0.0.1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=operator_log.open("wb"),
-        )
-        wait_for(lambda: _healthy(f"http://127.0.0.1:{health_port}/healthz"), timeout=60, step=0.2)
-        time.sleep(1.0)
+        operator = start_operator(plane, operator_log, "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1")
         rss_empty = rss_mib(operator.pid)
         arrivals = Arrivals(plane.api_client())
         time.sleep(1.0)
