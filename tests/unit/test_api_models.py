@@ -116,3 +116,19 @@ def test_a_fractional_exponent_is_a_field_error_not_a_crash() -> None:
     tj["spec"]["resources"]["limits"] = {"cpu": "2"}
     errors = [str(e) for e in validate_object(tj)]
     assert errors and all("spec.resources.requests.cpu" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("source", ["s3://training-data/iris/2026-11.parquet", "s3://my.bucket-1/a.csv"])
+def test_an_s3_training_source_is_accepted(source: str) -> None:
+    """Training data on the store's object storage (the same endpoint and credentials) passes the schema."""
+    spec = {"model": "m", "data": {"source": source}, "estimator": {"class": "sklearn.svm.SVC"}}
+    tj = TrainingJob.model_validate({"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
+                                     "metadata": {"name": "t"}, "spec": spec})
+    assert tj.to_dict()["spec"]["data"]["source"] == source
+
+
+@pytest.mark.parametrize("source", ["s3://bucket", "s3://bucket/", "s3://ab/key", "s3://Upper/key"])
+def test_an_s3_source_without_a_key_or_with_a_bad_bucket_names_the_field(source: str) -> None:
+    errors = validate_object({"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "t"},
+                              "spec": {"model": "m", "data": {"source": source}, "estimator": {"class": "sklearn.svm.SVC"}}})
+    assert any("spec.data.source" in str(e) for e in errors), errors

@@ -16,7 +16,9 @@ LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 UNIT_INTERVAL_METRICS = frozenset({"accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr"})
 Metric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "rmse", "mae", "r2"]
 
-SOURCE_PATTERN = r"^(sklearn://[a-z_0-9]+|file:///.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|https://.+)$"
+# s3://: a bucket name by S3's rules (3-63 lower-case letters, digits, '.' and '-'), then a key.
+SOURCE_PATTERN = (r"^(sklearn://[a-z_0-9]+|file:///.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+"
+                  r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https://.+)$")
 
 
 def metric_task(metric: str) -> Task:
@@ -36,7 +38,8 @@ class Data(ApiModel):
 
     source: str = Doc(
         "sklearn://<dataset> (iris, wine, breast_cancer, digits, diabetes, ...), "
-        "file:///path, pvc://<claim>/<path> or https://... to a CSV or Parquet file.",
+        "file:///path, pvc://<claim>/<path>, s3://<bucket>/<key> (the store's endpoint and credentials) "
+        "or https://... to a CSV or Parquet file.",
         max_length=2048,
         pattern=SOURCE_PATTERN,
     )
