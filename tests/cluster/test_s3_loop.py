@@ -1,0 +1,132 @@
+"""The loop on the cluster with everything on ``s3://`` (issue 17): data, models and feedback in a real S3 server.
+
+A second release of the chart, in a namespace of its own and watching only
+that namespace, is installed with ``store.uri`` and ``feedback.uri`` on a
+bucket of SeaweedFS (tests/s3server.py) listening on the cluster bridge's
+address, so that pods reach it as they would reach MinIO in a cluster. The
+credentials are a Secret of that namespace (SeaweedFS' ``writer`` identity:
+read, write, list, no bucket administration), referenced by name in the
+chart's values. No claim exists in the namespace: the trainer reads its
+Parquet data from the bucket, writes the version there, the server downloads
+and verifies it, feedback goes back as objects, the retrain reads it, and the
+operator reads reference profiles from the bucket for its drift checks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import obstore
+import pytest
+
+from mlops_operator.local.demo import Timeline, Traffic
+from mlops_operator.runtime.data import read_source
+from tests.cluster.node import BRIDGE_IP
+from tests.cluster.test_install import CLEANUP_TIMEOUT, OPERATOR_READY_TIMEOUT, ROOT, explained, get_json
+from tests.cluster.test_loop import assert_recovered, delete_loop, demo_objects, drive_loop
+from tests.cluster.test_smoke import kubectl
+from tests.s3server import REGION, S3Server, running_s3
+
+NAMESPACE = "mlops-s3"
+RELEASE = "mlops-s3"
+OPERATOR = f"deployment/{RELEASE}-mlops-operator"
+SECRET = "mlops-s3-credentials"
+MODEL = "cancer-s3"
+DATA_KEY = "data/breast-cancer.parquet"
+
+
+@pytest.fixture(scope="module")
+def s3_on_bridge(cluster, tmp_path_factory) -> S3Server:
+    """SeaweedFS on the bridge's address: pods reach it, and so does the host (it is a local address)."""
+    with running_s3(tmp_path_factory.mktemp("seaweedfs-bridge"), host=BRIDGE_IP) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def s3_release(cluster, images, helm, s3_on_bridge) -> str:
+    """The chart installed on ``s3://<bucket>`` in its own namespace; the bucket's name. Removed afterwards."""
+    server = s3_on_bridge
+    bucket = server.new_bucket("cluster")
+    repository, _, tag = images["operator"].ref.rpartition(":")
+    kubeconfig = f"--kubeconfig={cluster.kubeconfig}"
+    # Alone (``-k s3``) this release brings the CRDs; after the session's first release it leaves them to that one.
+    crds_exist = "trainingjobs.mlops.dev" in kubectl(cluster, "get", "crds", "-o", "name")
+    kubectl(cluster, "create", "namespace", NAMESPACE)
+    try:
+        with explained(cluster, NAMESPACE):
+            kubectl(cluster, "create", "secret", "generic", SECRET, "-n", NAMESPACE,
+                    f"--from-literal=AWS_ACCESS_KEY_ID={server.access_key}",
+                    f"--from-literal=AWS_SECRET_ACCESS_KEY={server.secret_key}")
+            helm("install", RELEASE, str(ROOT / "charts" / "mlops-operator"), kubeconfig, "--namespace", NAMESPACE,
+                 "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                 "--set", "image.pullPolicy=Never",
+                 "--set", f"watchNamespaces={{{NAMESPACE}}}", "--set", f"crds.enabled={str(not crds_exist).lower()}",
+                 "--set", f"store.uri=s3://{bucket}/models", "--set", f"feedback.uri=s3://{bucket}/feedback",
+                 "--set", f"store.s3.endpoint={server.endpoint}", "--set", f"store.s3.region={REGION}",
+                 "--set", "store.s3.addressingStyle=path", "--set", f"store.s3.secretName={SECRET}")
+            kubectl(cluster, "-n", NAMESPACE, "rollout", "status", OPERATOR, f"--timeout={OPERATOR_READY_TIMEOUT}s",
+                    timeout=OPERATOR_READY_TIMEOUT + 30)
+        yield bucket
+    finally:
+        try:
+            delete_loop(cluster, MODEL, NAMESPACE)  # while the operator still runs
+        except AssertionError:
+            pass
+        helm("uninstall", RELEASE, kubeconfig, "-n", NAMESPACE, "--wait", f"--timeout={CLEANUP_TIMEOUT}s",
+             check=False, timeout=CLEANUP_TIMEOUT + 30)
+        kubectl(cluster, "delete", "namespace", NAMESPACE, "--ignore-not-found", f"--timeout={CLEANUP_TIMEOUT}s",
+                timeout=CLEANUP_TIMEOUT + 30)
+
+
+def upload_training_data(server: S3Server, bucket: str) -> str:
+    """The demo's breast-cancer table as Parquet in the bucket (what a user's pipeline would have put there)."""
+    frame = read_source("sklearn://breast_cancer", target="diagnosis")
+    data = io.BytesIO()
+    frame.to_parquet(data, index=False)
+    obstore.put(server.store(bucket), DATA_KEY, data.getvalue())
+    return f"s3://{bucket}/{DATA_KEY}"
+
+
+def test_s3_loop_on_the_cluster_trains_serves_and_retrains_from_the_bucket(cluster, s3_on_bridge, s3_release,
+                                                                            tmp_path: Path, capsys) -> None:
+    server, bucket = s3_on_bridge, s3_release
+    objects = demo_objects(MODEL, NAMESPACE)
+    source = upload_training_data(server, bucket)
+    for obj in objects:
+        if obj["kind"] == "TrainingJob":
+            obj["spec"]["data"]["source"] = source
+    timeline = Timeline()
+    with explained(cluster, NAMESPACE):
+        kubectl(cluster, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        result = drive_loop(cluster, timeline, Traffic(seed=2), model=MODEL, namespace=NAMESPACE)
+
+        # Nothing of the loop touched a volume: no claim in the namespace, no claim in any pod of it.
+        assert get_json(cluster, "pvc", namespace=NAMESPACE)["items"] == []
+        pods = get_json(cluster, "pods", namespace=NAMESPACE)["items"]
+        claims = [(p["metadata"]["name"], v["name"]) for p in pods for v in p["spec"].get("volumes", [])
+                  if "persistentVolumeClaim" in v]
+        assert claims == [], claims
+        # ... and the credentials reached the pods from the Secret, never as literal values in a spec.
+        for pod in pods:
+            for container in pod["spec"]["containers"]:
+                for env in container.get("env", []):
+                    assert server.secret_key not in json.dumps(env), (pod["metadata"]["name"], env["name"])
+
+        # Both versions are complete in the bucket (manifest written last), and the feedback that fed the
+        # retrain is there as objects of their own.
+        keys = server.keys(bucket)
+        for version in (result["first_version"], result["promoted_version"]):
+            assert f"models/{NAMESPACE}/{MODEL}/{version}/metadata.json" in keys, (version, keys)
+        feedback = [k for k in keys if k.startswith(f"feedback/{NAMESPACE}/{MODEL}/")]
+        assert feedback, keys
+        retrain = get_json(cluster, "trainingjob", result["retrain"], namespace=NAMESPACE)
+        assert retrain["spec"]["data"]["source"] == source  # the retrain read the same bucket, plus the feedback
+
+    with capsys.disabled():
+        steps = ", ".join(f"{e['event']} {e['t']}s" for e in timeline.events)
+        print(f"\ncluster loop on s3://: {steps}; {len(feedback)} feedback objects; error rate "
+              f"{result['error_rate_before_drift']} -> {result['error_rate_after_drift']} -> "
+              f"{result['error_rate_after_promotion']}")
+    assert_recovered(result)
