@@ -153,6 +153,10 @@ def test_label_counts_stay_bounded_and_round_trip_through_metrics() -> None:
     assert snap.labels["yes"] == 2 and snap.labels["no"] == 1
     assert len(snap.labels) == 2 + MAX_UNSEEN_NAMES + 1 and snap.labels[OTHER_UNSEEN] == 5
     assert sum(snap.labels.values()) == snap.feedback.labels
+    numbered = ServingMetrics(model="m", namespace="ns", version="v1", sha256="0" * 64, task="classification",
+                              classes=[0.0, 1.0], reference=None, drift_sensor=False)
+    numbered.observe_feedback(labels=2, label_values=[1, 1.0])  # JSON 1 is the class 1.0
+    assert parse_metrics(numbered.render().decode()).labels == {"0.0": 0, "1.0": 2}
 
 
 def test_snapshot_delta_and_merge_carry_labels_and_projections() -> None:

@@ -421,7 +421,7 @@ class MultivariateProfile:
             return None
         try:
             x = np.column_stack([np.asarray(columns[f], dtype=np.float64).reshape(-1) for f in self.features])
-        except ValueError:  # ragged columns or values that are not numbers: not counted
+        except (ValueError, TypeError):  # ragged columns or values that are not numbers: not counted
             return None
         return self.binner.count_matrix(self.project(x))
 

@@ -8,7 +8,8 @@ remembering costs O(1) per request) for ``keep_seconds``, holding at most
 first.  Without the byte bound 100,000 remembered one-row requests held about
 60 MB, which is how a server's memory grew under load.  A label sent
 to ``POST /v1/models/{name}/feedback`` is matched to its row, moves the error
-counters and the label counts (label drift) and, with a feedback location, appends the row and its label to
+counters and the label counts (label drift) and, with a feedback location,
+appends the row and its label to
 ``<dir>/<namespace>/<model>/feedback-<hostname>-<pid>.csv`` or, on object
 storage, to a new time-partitioned object per flush (:mod:`.feedback_s3`).
 """

@@ -104,6 +104,13 @@ class ServingMetrics:
         if isinstance(label, CategoricalProfile):
             known += [lv for lv in label.levels if lv not in known]
         self.label_classes = frozenset(known)
+        # A label equal to a class is counted under that class's name (1 and 1.0 are one class).
+        self.class_names: dict[Any, str] = {}
+        for c in classes or ():
+            try:
+                self.class_names[c] = str(c)
+            except TypeError:  # an unhashable class: counted by str() only
+                pass
         self.label_counts: dict[str, int] = {k: 0 for k in known} if task == "classification" else {}
         # Feedback.
         self.fb_labels = 0
@@ -207,7 +214,10 @@ class ServingMetrics:
         if self.task == "classification":
             counts = self.label_counts
             for v in values:
-                k = str(v)
+                try:
+                    k = self.class_names.get(v) or str(v)
+                except TypeError:
+                    k = str(v)
                 if k in counts:
                     counts[k] += 1
                 elif k in self.label_classes or len(counts) - len(self.label_classes) < MAX_UNSEEN_NAMES:
