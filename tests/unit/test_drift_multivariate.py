@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mlops_operator.drift import (
     DriftConfig,
     Reference,
@@ -219,3 +221,34 @@ def test_regression_labels_are_binned_and_tested_like_a_numeric_feature() -> Non
     assert same.count("drift") <= 7, same.count("drift")  # nominal 5 %: 7 of 60 has probability < 1 %
     assert all(r.status == "drift" for r in moved)
     assert moved[0].features[0].name == "label" and moved[0].features[0].test == "ks"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.integers(1, 300),
+    cuts=st.lists(st.integers(0, 300), max_size=6),
+    holes=st.lists(st.tuples(st.integers(0, 299), st.sampled_from(["a", "b", "c", "d"]),
+                             st.sampled_from([math.nan, math.inf, -math.inf, 1e300])), max_size=8),
+    seed=st.integers(0, 2**16),
+)
+def test_projection_counts_add_up_over_any_split_of_any_rows(
+    reference: Reference, rows: int, cuts: list[int], holes: list[tuple[int, str, float]], seed: int
+) -> None:
+    """However the server batches the rows (broadcast or searchsorted path), the counts are the whole's,
+    every row lands in exactly one bin of every projection, and a non-finite value only in its projections' NaN slot."""
+    cols = _gaussian(np.random.default_rng(seed), rows, 0.6)
+    for i, f, v in holes:
+        if i < rows:
+            cols[f][i] = v
+    whole = reference.count_window(cols)
+    split = reference.new_window()
+    bounds = sorted({0, rows, *(c for c in cuts if c < rows)})
+    for lo, hi in zip(bounds, bounds[1:]):
+        split.add({k: v[lo:hi] for k, v in cols.items()})
+    mv = reference.multivariate
+    assert mv is not None
+    for p in mv.projections:
+        np.testing.assert_array_equal(split.projections[p.name], whole.projections[p.name])
+        assert whole.projections[p.name].sum() == rows
+        bad = ~np.isfinite(cols[p.features[0]]) | ~np.isfinite(cols[p.features[1]])
+        assert whole.projections[p.name][-1] == bad.sum()
