@@ -93,22 +93,28 @@ def to_snapshot(parsed: Any, started: str | float | None = None) -> Snapshot:
     """The server's parsed ``/metrics`` (``runtime.sensor.SensorSnapshot``) as the controller's plain data."""
     features: dict[str, Any] = {name: [int(v) for v in vec] for name, vec in parsed.bins.items()}
     features.update({name: {str(k): int(v) for k, v in c.items()} for name, c in parsed.categories.items()})
-    preds = parsed.predictions
-    if preds is not None:
-        preds = {str(k): int(v) for k, v in preds.items()} if isinstance(preds, dict) else [int(v) for v in preds]
     fb = parsed.feedback
     labelled = fb.correct + fb.errors if parsed.task == "classification" else fb.labels
     return Snapshot(
         version=parsed.version,
         rows=int(parsed.rows),
         features=features,
-        predictions=preds,
+        predictions=_counts(parsed.predictions),
         prediction_rows=int(parsed.prediction_rows),
+        labels=_counts(parsed.labels),
+        projections={name: [int(v) for v in vec] for name, vec in parsed.projections.items()},
         feedback_rows=int(labelled or fb.labels),
         feedback_errors=int(fb.errors),
         feedback_squared_error=float(fb.squared_error),
         started=started,
     )
+
+
+def _counts(c: Any) -> Any:
+    """Class counts or a bin vector as plain JSON-ready data (None stays None)."""
+    if c is None:
+        return None
+    return {str(k): int(v) for k, v in c.items()} if isinstance(c, dict) else [int(v) for v in c]
 
 
 class HttpSensors:

@@ -46,11 +46,11 @@ VERSION = "iris-v1-g1"
 class Server:
     """``mlops-operator serve`` on a free port of 127.0.0.1."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, feedback: bool = False) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "operator"), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlops_operator.runtime.server", "--host", "127.0.0.1", "--port", "0", "--store", str(store),
-             "--namespace", STORE_NS, "--model", "iris", "--version", VERSION, "--no-feedback"],
+             "--namespace", STORE_NS, "--model", "iris", "--version", VERSION, *(() if feedback else ("--no-feedback",))],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.port: int | None = None
@@ -74,8 +74,11 @@ class Server:
             raise RuntimeError("the model server did not start: " + "".join(self.lines))
 
     def predict(self, rows: list[list[float]]) -> None:
-        body = json.dumps({"instances": rows}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/models/iris:predict", data=body,
+        self.post("/v1/models/iris:predict", {"instances": rows})
+
+    def post(self, path: str, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body,
                                      headers={"Content-Type": "application/json"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(req, timeout=30) as resp:

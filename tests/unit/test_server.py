@@ -188,15 +188,23 @@ def test_feedback_moves_counters_and_writes_csv(servers: dict[str, Server], feed
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
     _, _, body = s.request("POST", "/v1/models/iris:predict", {"instances": rows})
     ids, preds = body["ids"], body["predictions"]
-    before = parse_metrics(s.metrics()).feedback
+    before_snap = parse_metrics(s.metrics())
+    before = before_snap.feedback
     labels = [preds[0], (preds[1] + 1) % 3]
     fb = {"feedback": [{"id": ids[0], "label": labels[0]}, {"id": ids[1], "label": labels[1]}, {"id": "nope:0", "label": 1}]}
     status, _, resp = s.request("POST", "/v1/models/iris/feedback", fb)
     assert status == 200 and resp["accepted"] == 2 and resp["unknown"] == ["nope:0"]
     status, _, resp = s.request("POST", "/v1/models/iris/feedback", {"feedback": [{"id": ids[0], "label": 0}, {"id": ids[2], "label": 7}]})
     assert resp["accepted"] == 0 and resp["duplicate"] == [ids[0]] and resp["invalid"] == [ids[2]]
-    after = parse_metrics(s.metrics()).feedback
+    after_snap = parse_metrics(s.metrics())
+    after = after_snap.feedback
     assert after.labels - before.labels == 2
+    # Label drift counts the accepted labels themselves, by class; rejected ones never.
+    moved = {k: v - (before_snap.labels or {}).get(k, 0) for k, v in (after_snap.labels or {}).items()}
+    expected_labels: dict[str, int] = {}
+    for lab in labels:
+        expected_labels[str(lab)] = expected_labels.get(str(lab), 0) + 1
+    assert {k: v for k, v in moved.items() if v} == expected_labels
     assert after.correct - before.correct == 1 and after.errors - before.errors == 1
     assert after.rejected["unknown"] - before.rejected.get("unknown", 0) == 1
     assert after.rejected["duplicate"] >= 1 and after.rejected["invalid"] >= 1
@@ -220,6 +228,11 @@ def test_feedback_moves_counters_and_writes_csv(servers: dict[str, Server], feed
     assert resp["accepted"] == 1
     snap = parse_metrics(d.metrics())
     assert snap.feedback.labels == 1 and snap.feedback.squared_error == pytest.approx(9.0)
+    # A regression target's labels land in the reference's label bins.
+    ref = Reference.from_dict(ModelStore(store[0]).read_reference(NS, "diabetes", "v1"))
+    assert ref.label is not None
+    assert isinstance(snap.labels, np.ndarray)
+    assert snap.labels.tolist() == ref.label.count([body["predictions"][0] + 3.0]).tolist()
 
 
 def test_feedback_that_carries_its_row_needs_no_id(servers: dict[str, Server], feedback_dir: Path) -> None:
@@ -269,6 +282,10 @@ def test_parse_metrics_round_trip(servers: dict[str, Server], store: tuple[Path,
             else:
                 assert np.array_equal(got, want)
         assert {k: v for k, v in delta.predictions.items() if v} == {k: v for k, v in expected.predictions.items() if v}
+        # The pair projections of the numeric inputs, counted by the server as the trainer's code counts them.
+        assert set(window.projections) == set(expected.projections) == (set(ref.multivariate.names) if ref.multivariate else set())
+        for n, want in expected.projections.items():
+            assert np.array_equal(window.projections[n], want) and want.sum() == 25
         assert delta.requests[("v1", "200")] == 1
     snap = parse_metrics(servers["diabetes"].metrics())
     assert isinstance(snap.predictions, np.ndarray) and snap.predictions.sum() == snap.prediction_rows

@@ -136,3 +136,37 @@ def test_server_exposes_the_memory_and_keeps_it_within_its_bound(tmp_path: Path)
     assert 0 < samples["mlops_prediction_memory_bytes"] <= 20000
     assert 0 < samples["mlops_prediction_memory_requests"] < 150
     assert samples["mlops_prediction_memory_rows"] == samples["mlops_prediction_memory_requests"]
+
+
+def test_label_counts_stay_bounded_and_round_trip_through_metrics() -> None:
+    """Labels of a model without a class list are arbitrary strings: beyond 100 unknown ones they pool."""
+    from mlops_operator.drift.profile import MAX_UNSEEN_NAMES, OTHER_UNSEEN
+    from mlops_operator.runtime.sensor import parse_metrics
+    from mlops_operator.runtime.serving_metrics import ServingMetrics
+
+    m = ServingMetrics(model="m", namespace="ns", version="v1", sha256="0" * 64, task="classification",
+                       classes=["no", "yes"], reference=None, drift_sensor=False)
+    m.observe_feedback(labels=3, label_values=["yes", "yes", "no"])
+    m.observe_feedback(labels=MAX_UNSEEN_NAMES + 5, label_values=[f"junk{i}" for i in range(MAX_UNSEEN_NAMES + 5)])
+    snap = parse_metrics(m.render().decode())
+    assert isinstance(snap.labels, dict)
+    assert snap.labels["yes"] == 2 and snap.labels["no"] == 1
+    assert len(snap.labels) == 2 + MAX_UNSEEN_NAMES + 1 and snap.labels[OTHER_UNSEEN] == 5
+    assert sum(snap.labels.values()) == snap.feedback.labels
+    numbered = ServingMetrics(model="m", namespace="ns", version="v1", sha256="0" * 64, task="classification",
+                              classes=[0.0, 1.0], reference=None, drift_sensor=False)
+    numbered.observe_feedback(labels=2, label_values=[1, 1.0])  # JSON 1 is the class 1.0
+    assert parse_metrics(numbered.render().decode()).labels == {"0.0": 0, "1.0": 2}
+
+
+def test_snapshot_delta_and_merge_carry_labels_and_projections() -> None:
+    a = SensorSnapshot(version="v1", rows=10, labels={"no": 2, "yes": 1}, projections={"x~y": np.array([3, 7, 0])})
+    b = SensorSnapshot(version="v1", rows=14, labels={"no": 2, "yes": 4}, projections={"x~y": np.array([5, 8, 1])})
+    d = b.delta(a)
+    assert d.labels == {"no": 0, "yes": 3} and d.projections["x~y"].tolist() == [2, 1, 1]
+    assert d.window_dict()["projections"] == {"x~y": [2, 1, 1]}
+    assert a.merge(b).projections["x~y"].tolist() == [8, 15, 1] and a.merge(b).labels == {"no": 4, "yes": 5}
+    restarted = SensorSnapshot(version="v1", rows=20, labels={"no": 2, "yes": 4}, projections={"x~y": np.array([1, 1, 1])})
+    assert restarted.delta(b) is restarted, "a projection counter that went down means a restart"
+    bins = SensorSnapshot(version="v1", labels=np.array([1, 2, 0]))
+    assert bins.merge(SensorSnapshot(version="v1", labels=np.array([0, 1, 1]))).labels.tolist() == [1, 3, 1]

@@ -52,7 +52,7 @@ def _write(store: ModelStore, name: str, version: str, pipe: Pipeline, X: np.nda
     preds = pipe.predict(X)
     cols = {f["name"]: X[:, j] for j, f in enumerate(features)}
     categorical = {f["name"] for f in features if f["kind"] == "categorical"}
-    reference = build_reference(cols, categorical, preds, task)
+    reference = build_reference(cols, categorical, preds, task, labels=y)
     meta = {
         "model": name, "version": version, "namespace": NS, "task": task, "target": target,
         "features": features,

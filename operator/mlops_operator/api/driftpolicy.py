@@ -8,7 +8,7 @@ from pydantic import Field
 
 from .base import DNS_LABEL, Name, DURATION, ApiModel, Condition, Doc, ObjectMeta, Rule, parse_duration
 
-CheckType = Literal["dataDrift", "predictionDrift", "errorRate", "rmse", "psi"]
+CheckType = Literal["dataDrift", "predictionDrift", "labelDrift", "multivariateDrift", "errorRate", "rmse", "psi"]
 
 
 def _duration(description: str, default: str) -> object:
@@ -25,7 +25,10 @@ class Window(ApiModel):
 class FeatureSetting(ApiModel):
     """How one feature is judged by a drift check: its own effect floor and weight."""
 
-    feature: Name = Doc("The feature ('prediction' for a predictionDrift check).")
+    feature: Name = Doc(
+        "The feature ('prediction' for a predictionDrift check, 'label' for labelDrift, "
+        "a projection 'a~b' for multivariateDrift)."
+    )
     effect: float | None = Doc(
         "This feature's effect floor (Wasserstein/std or Jensen-Shannon distance, after the window-size correction); "
         "the check's numericEffect/categoricalEffect when left out.",
@@ -43,7 +46,10 @@ class Check(ApiModel):
 
     type: CheckType = Doc(
         "dataDrift: per-feature KS / chi-square with a multiple-testing correction and an effect size; "
-        "predictionDrift: the same on predictions; errorRate / rmse: from ground-truth feedback; "
+        "predictionDrift: the same on the predicted class / value distribution; "
+        "labelDrift: the same on feedback labels against the training labels; "
+        "multivariateDrift: the same on projections of pairs of numeric features (a change in how they move together), "
+        "corrected across projections; errorRate / rmse: from ground-truth feedback; "
         "psi: Population Stability Index per feature."
     )
     sensitivity: Literal["strict", "default", "lenient"] = Doc(
@@ -79,7 +85,7 @@ class Check(ApiModel):
     maximum: float | None = Doc("Absolute limit of the error rate or RMSE.", None, ge=0)
     max_increase: float | None = Doc("Limit of the error rate or RMSE above its training baseline.", None, ge=0)
     features: list[Name] | None = Doc(
-        "Features to test; all when left out.",
+        "Features to test (multivariateDrift: the projections that involve one of them); all when left out.",
         None,
         max_length=1000,
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -136,7 +142,7 @@ class DriftPolicySpec(ApiModel):
         "The tests; any breach counts. One per type.",
         default_factory=lambda: [Check(type="dataDrift")],
         min_length=1,
-        max_length=5,
+        max_length=7,
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
@@ -172,7 +178,7 @@ class DriftPolicySpec(ApiModel):
 
 class FeatureScore(ApiModel):
     check: str = Doc("The check that scored it.")
-    feature: str = Doc("Feature, or 'prediction'.")
+    feature: str = Doc("Feature, 'prediction', 'label' or a projection 'a~b'.")
     statistic: float | None = Doc("KS statistic, chi-square or PSI.", None)
     p_value: float | None = Doc("Corrected (and weighted) p-value.", None)
     raw_p_value: float | None = Doc("The test's own p-value, before the correction across features.", None)

@@ -11,8 +11,11 @@ and counts from many requests and replicas simply add up.
   ``prediction_counts``), merged into a ``WindowCounts``.
 * Checker: ``evaluate_window(reference, window, DriftConfig())`` ->
   ``WindowResult`` with status "drift" / "no_drift" / "insufficient_data";
-  ``evaluate_predictions`` for the prediction distribution and
-  ``performance`` for feedback error.
+  ``evaluate_predictions`` for the prediction distribution,
+  ``evaluate_labels`` for feedback labels against the training labels,
+  ``evaluate_multivariate`` for the projections of the numeric features
+  (a change in how features move together) and ``performance`` for
+  feedback error.
 
 Default rule per feature: KS and a Wasserstein test (numeric, on the binned
 CDF) or chi-square homogeneity with rare levels pooled (categorical),
@@ -36,6 +39,7 @@ from .null import CategoricalNull, bridge_w1, w1_pvalue
 from .profile import (
     FORMAT,
     CategoricalProfile,
+    MultivariateProfile,
     NumericProfile,
     Reference,
     WindowCounts,
@@ -58,6 +62,8 @@ from .verdict import (
     FeatureResult,
     PerformanceResult,
     WindowResult,
+    evaluate_labels,
+    evaluate_multivariate,
     evaluate_predictions,
     evaluate_window,
     performance,
@@ -74,6 +80,7 @@ __all__ = [
     "CategoricalProfile",
     "DriftConfig",
     "FeatureResult",
+    "MultivariateProfile",
     "NumericProfile",
     "PerformanceResult",
     "Reference",
@@ -83,6 +90,8 @@ __all__ = [
     "bonferroni",
     "build_reference",
     "chi2_homogeneity",
+    "evaluate_labels",
+    "evaluate_multivariate",
     "evaluate_predictions",
     "evaluate_window",
     "js_distance",

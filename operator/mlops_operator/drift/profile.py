@@ -21,6 +21,16 @@ are unions of fine bins (``psi_edges``) and need no second pass.
 Categorical features keep a count per level (compared as ``str(value)``) and
 an ``unseen`` slot; levels absent from training are kept by name in the
 window so they can be reported.
+
+Two optional sections (profiles written before them load and work; the
+checks that need them say "not available"):
+
+* ``label``: the training labels' distribution (class counts, or bins for a
+  regression target), compared with the labels sent to the feedback endpoint.
+* ``multivariate``: fixed linear projections of the standardized numeric
+  features (:class:`MultivariateProfile`), each binned like a numeric
+  feature, so a change in how two features move together shows in counts
+  without shipping rows.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -270,6 +280,221 @@ def _profile_from_dict(d: Mapping[str, Any]) -> Profile:
     raise ValueError(f"unknown profile kind {kind!r}")
 
 
+# Up to this many rows a batch is binned by one broadcast comparison against
+# all profiles' edges at once; larger batches use a searchsorted per profile.
+_SMALL_BATCH = 64
+
+
+class _Binner:
+    """Bins several numeric profiles' values into one flat count vector (each profile's bins, then NaN)."""
+
+    def __init__(self, profiles: list[NumericProfile]) -> None:
+        self.profiles = profiles
+        sizes = np.array([p.size for p in profiles], dtype=np.int64)
+        self.sizes = sizes
+        self.offsets = (np.cumsum(sizes) - sizes).astype(np.int64)  # empty when there are no profiles
+        self.flat_size = int(sizes.sum())
+        width = max((p.edges.size for p in profiles), default=0)
+        self.edges = np.full((len(profiles), width), np.inf)
+        for i, p in enumerate(profiles):
+            self.edges[i, : p.edges.size] = p.edges
+        self.nan_slot = sizes - 1
+
+    def count_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Counts of ``x`` (one row per profile, one column per value) as one flat vector."""
+        if x.shape[1] <= _SMALL_BATCH:
+            # Edges strictly below x == searchsorted(side="left"); the +inf padding never counts.
+            bins = (x[:, :, None] > self.edges[:, None, :]).sum(axis=2)
+            bins = np.where(np.isnan(x), self.nan_slot[:, None], bins) + self.offsets[:, None]
+            return np.bincount(bins.ravel(), minlength=self.flat_size)
+        flat = np.zeros(self.flat_size, dtype=np.int64)
+        for j, prof in enumerate(self.profiles):
+            off = int(self.offsets[j])
+            flat[off : off + prof.size] += prof.count(x[j])
+        return flat
+
+
+MAX_PROJECTIONS = 16
+"""Most projections a profile holds: a sensor's cost and a status' size grow with them."""
+PROJECTION_BINS = 16
+_PROJECTION_SEED = 20261
+_MIN_COMPLETE_ROWS = 30
+
+
+@dataclass(frozen=True, eq=False)
+class Projection:
+    """One fixed view of the numeric features: ``sum_k w_k (x_k - center_k) / scale_k``, binned in ``profile``."""
+
+    name: str
+    features: tuple[str, ...]
+    center: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    profile: NumericProfile
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "features": list(self.features),
+            "center": self.center.tolist(),
+            "scale": self.scale.tolist(),
+            "weights": self.weights.tolist(),
+            "profile": self.profile.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Projection:
+        features = tuple(str(f) for f in d["features"])
+        center, scale, weights = _floats(d["center"]), _floats(d["scale"]), _floats(d["weights"])
+        if not (len(features) == center.size == scale.size == weights.size) or not features:
+            raise ValueError(f"projection {d.get('name')!r}: features, center, scale and weights differ in length")
+        if not np.all(np.isfinite(center)) or not np.all(scale > 0) or not np.all(np.isfinite(weights)):
+            raise ValueError(f"projection {d.get('name')!r}: center, scale and weights must be finite, scale positive")
+        return cls(str(d["name"]), features, center, scale, weights, NumericProfile.from_dict(d["profile"]))
+
+
+@dataclass(frozen=True, eq=False)
+class MultivariateProfile:
+    """Projections fixed at training time; a row's projected values are counted like numeric features.
+
+    ``method`` ``"pairs"``: each projection is a pair of standardized numeric
+    features, ``z_a - sign(rho) z_b`` with ``rho`` their training
+    correlation, the direction whose variance moves most, relative to its
+    own, when their correlation changes (by ``|d rho| / (1 - |rho|)``) while
+    each marginal stays put.  See :func:`build_multivariate`.
+    """
+
+    method: str
+    projections: tuple[Projection, ...]
+    features: tuple[str, ...] = field(init=False)
+    index: np.ndarray = field(init=False, repr=False)
+    coef: np.ndarray = field(init=False, repr=False)
+    offset: np.ndarray = field(init=False, repr=False)
+    binner: _Binner = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        features = tuple(dict.fromkeys(f for p in self.projections for f in p.features))
+        position = {f: i for i, f in enumerate(features)}
+        width = max((len(p.features) for p in self.projections), default=0)
+        # Padding terms read column 0 with coefficient 0: they add an exact 0.
+        index = np.zeros((len(self.projections), width), dtype=np.int64)
+        coef = np.zeros((len(self.projections), width))
+        offset = np.zeros(len(self.projections))
+        for k, p in enumerate(self.projections):
+            for t, (f, c, s, w) in enumerate(zip(p.features, p.center, p.scale, p.weights)):
+                index[k, t] = position[f]
+                coef[k, t] = w / s
+                offset[k] -= w * c / s
+        setattr_ = object.__setattr__
+        setattr_(self, "features", features)
+        setattr_(self, "index", index)
+        setattr_(self, "coef", coef)
+        setattr_(self, "offset", offset)
+        setattr_(self, "binner", _Binner([p.profile for p in self.projections]))
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.projections]
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """Projected values of rows ``x`` (columns in ``features`` order): one row per projection.
+
+        Element-wise sums in a fixed order, so the trainer and the server get
+        the very same numbers (bin edges are observed training values).  A
+        projection of a row with a missing or infinite value in one of its
+        features is NaN (counted in its NaN slot).
+        """
+        finite = np.isfinite(x)
+        clean = np.where(finite, x, 0.0).T  # features x rows
+        values = np.zeros((self.index.shape[0], x.shape[0]))
+        bad = np.zeros(values.shape, dtype=bool)
+        for t in range(self.index.shape[1]):
+            cols = self.index[:, t]
+            values += clean[cols] * self.coef[:, t : t + 1]
+            bad |= ~finite.T[cols] & (self.coef[:, t : t + 1] != 0)
+        values += self.offset[:, None]
+        return np.where(bad, np.nan, values)
+
+    def count(self, columns: Mapping[str, Any]) -> np.ndarray | None:
+        """Flat counts of the projections of a batch, or None when a feature they need is absent."""
+        if not all(f in columns for f in self.features):
+            return None
+        try:
+            x = np.column_stack([np.asarray(columns[f], dtype=np.float64).reshape(-1) for f in self.features])
+        except (ValueError, TypeError):  # ragged columns or values that are not numbers: not counted
+            return None
+        return self.binner.count_matrix(self.project(x))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "projections": [p.to_dict() for p in self.projections]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MultivariateProfile:
+        projections = tuple(Projection.from_dict(p) for p in d["projections"])
+        if len({p.name for p in projections}) != len(projections):
+            raise ValueError("projection names must be unique")
+        return cls(method=str(d.get("method", "pairs")), projections=projections)
+
+
+def build_multivariate(
+    columns: Mapping[str, Any],
+    max_projections: int = MAX_PROJECTIONS,
+    bins: int = PROJECTION_BINS,
+    seed: int = _PROJECTION_SEED,
+) -> MultivariateProfile | None:
+    """Pair projections of the numeric training columns; None with fewer than two usable features.
+
+    A feature is usable when it has a finite, positive standard deviation.
+    With more pairs than ``max_projections``, half the budget goes to the
+    pairs most correlated in training (a learned relationship that breaks)
+    and the rest to pairs drawn at random with a fixed seed (a relationship
+    that appears), so the choice is the same for every run on the same data.
+    """
+    names, cols = [], []
+    for name, col in columns.items():
+        x = np.asarray(col, dtype=np.float64).reshape(-1)
+        finite = x[np.isfinite(x)]
+        if finite.size >= _MIN_COMPLETE_ROWS and finite.std() > 0:
+            names.append(name)
+            cols.append(x)
+    if len(names) < 2 or max_projections < 1:
+        return None
+    x = np.column_stack(cols)
+    complete = np.all(np.isfinite(x), axis=1)
+    if complete.sum() < _MIN_COMPLETE_ROWS:
+        return None
+    center = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
+    scale = np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0)
+    z = (x[complete] - center) / scale
+    zstd = z.std(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (z - z.mean(axis=0)).T @ (z - z.mean(axis=0)) / z.shape[0] / np.outer(zstd, zstd)
+    corr = np.nan_to_num(corr)
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    if len(pairs) > max_projections:
+        ranked = sorted(pairs, key=lambda ij: -abs(corr[ij]))
+        strongest = ranked[: (max_projections + 1) // 2]
+        rest = ranked[len(strongest):]
+        rng = np.random.default_rng(seed)
+        drawn = [rest[k] for k in sorted(rng.choice(len(rest), max_projections - len(strongest), replace=False))]
+        pairs = sorted(strongest + drawn)
+    drafts = []
+    seen: set[str] = set()
+    placeholder = NumericProfile.build(np.zeros(1), 2)
+    for i, j in pairs:
+        name = f"{names[i]}~{names[j]}"
+        if name in seen:
+            continue
+        seen.add(name)
+        weights = np.array([1.0, -1.0 if corr[i, j] >= 0 else 1.0])
+        drafts.append(Projection(name, (names[i], names[j]), center[[i, j]], scale[[i, j]], weights, placeholder))
+    # Bin the training rows' projections with the code the server runs, so its counts of them match.
+    draft = MultivariateProfile(method="pairs", projections=tuple(drafts))
+    values = draft.project(np.column_stack([x[:, names.index(f)] for f in draft.features]))
+    projections = [replace(p, profile=NumericProfile.build(values[k], bins)) for k, p in enumerate(drafts)]
+    return MultivariateProfile(method="pairs", projections=tuple(projections))
+
+
 class WindowCounts:
     """Counts of one window in the layout of its reference.
 
@@ -279,7 +504,9 @@ class WindowCounts:
     sum), ``categorical[name]`` a ``{level: count}`` dict that also keeps up
     to ``MAX_UNSEEN_NAMES`` unseen names (the rest pool under
     ``OTHER_UNSEEN``) so a junk high-cardinality input cannot grow it without
-    bound.  ``features`` has both, in the reference's column order.
+    bound.  ``features`` has both, in the reference's column order;
+    ``projections[name]`` is the count vector of one projection of the
+    reference's ``multivariate`` section (none without it).
     """
 
     def __init__(self, reference: Reference) -> None:
@@ -294,6 +521,12 @@ class WindowCounts:
         self.categorical: dict[str, dict[str, int]] = {
             name: {lv: 0 for lv in prof.levels} for name, prof in reference.categorical.items()
         }
+        mv = reference.multivariate
+        self._pflat = np.zeros(mv.binner.flat_size if mv is not None else 0, dtype=np.int64)
+        self.projections: dict[str, np.ndarray] = {}
+        if mv is not None:
+            for off, p in zip(mv.binner.offsets.tolist(), mv.projections):
+                self.projections[p.name] = self._pflat[off : off + p.profile.size]
         pred = reference.prediction
         self.prediction_vector: np.ndarray | None = (
             np.zeros(pred.size, dtype=np.int64) if isinstance(pred, NumericProfile) else None
@@ -325,6 +558,10 @@ class WindowCounts:
                     counts = _count_str(columns[name])
                     _add_levels(self.categorical[name], counts, prof)
                     rows = max(rows, sum(counts.values()))
+            if ref.multivariate is not None:
+                projected = ref.multivariate.count(columns)
+                if projected is not None:
+                    self._pflat += projected
             self.rows += rows
         if predictions is not None and ref.prediction is not None:
             self._add_predictions(ref.prediction.count(predictions))
@@ -344,6 +581,7 @@ class WindowCounts:
         if other._flat.shape != self._flat.shape:
             raise ValueError("windows of different references cannot be merged")
         self._flat += other._flat
+        self._pflat += other._pflat
         for name, prof in self.reference.categorical.items():
             _add_levels(self.categorical[name], other.categorical[name], prof)
         if other.predictions is not None:
@@ -363,6 +601,7 @@ class WindowCounts:
             "prediction_rows": self.prediction_rows,
             "features": {name: plain(c) for name, c in self.features.items()},
             "predictions": plain(self.predictions),
+            "projections": {name: plain(c) for name, c in self.projections.items()},
         }
 
     @classmethod
@@ -375,6 +614,12 @@ class WindowCounts:
             elif name in reference.categorical:
                 levels = {str(k): int(v) for k, v in raw.items()}
                 _add_levels(w.categorical[name], levels, reference.categorical[name])
+        mv = reference.multivariate
+        if mv is not None:
+            profiles = {p.name: p.profile for p in mv.projections}
+            for name, raw in (d.get("projections") or {}).items():
+                if name in profiles:
+                    w.projections[name][:] = _vector(raw, profiles[name])
         preds = d.get("predictions")
         if preds is not None and reference.prediction is not None:
             if isinstance(reference.prediction, CategoricalProfile):
@@ -405,46 +650,37 @@ def _add_levels(dst: dict[str, int], src: Mapping[str, int], prof: CategoricalPr
             dst[OTHER_UNSEEN] = dst.get(OTHER_UNSEEN, 0) + int(c)
 
 
-# Up to this many rows a batch is binned by one broadcast comparison against
-# all features' edges at once; larger batches use a searchsorted per feature.
-_SMALL_BATCH = 64
-
-
 @dataclass(frozen=True, eq=False)
 class Reference:
-    """The reference profile: per-feature bins/levels and the prediction distribution."""
+    """The reference profile: per-feature bins/levels, the prediction and label distributions, projections.
+
+    ``label`` (the training labels) and ``multivariate`` (projections of the
+    numeric features) are None in profiles written before they existed.
+    """
 
     task: Task
     features: dict[str, Profile]
     prediction: Profile | None
     n: int
     format: int = FORMAT
+    label: Profile | None = None
+    multivariate: MultivariateProfile | None = None
     numeric: dict[str, NumericProfile] = field(init=False, repr=False)
     categorical: dict[str, CategoricalProfile] = field(init=False, repr=False)
     _offset: dict[str, int] = field(init=False, repr=False)
     _flat_size: int = field(init=False, repr=False)
-    _edges: np.ndarray = field(init=False, repr=False)
-    _offsets: np.ndarray = field(init=False, repr=False)
-    _nan_slot: np.ndarray = field(init=False, repr=False)
+    _binner: _Binner = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         numeric = {k: p for k, p in self.features.items() if isinstance(p, NumericProfile)}
         categorical = {k: p for k, p in self.features.items() if isinstance(p, CategoricalProfile)}
-        profs = list(numeric.values())
-        sizes = np.array([p.size for p in profs], dtype=np.int64)
-        offsets = (np.cumsum(sizes) - sizes).astype(np.int64)  # empty when every feature is categorical
-        width = max((p.edges.size for p in profs), default=0)
-        edges = np.full((len(profs), width), np.inf)
-        for i, p in enumerate(profs):
-            edges[i, : p.edges.size] = p.edges
+        binner = _Binner(list(numeric.values()))
         setattr_ = object.__setattr__
         setattr_(self, "numeric", numeric)
         setattr_(self, "categorical", categorical)
-        setattr_(self, "_offset", dict(zip(numeric, offsets.tolist(), strict=True)))
-        setattr_(self, "_flat_size", int(sizes.sum()))
-        setattr_(self, "_edges", edges)
-        setattr_(self, "_offsets", offsets)
-        setattr_(self, "_nan_slot", sizes - 1)
+        setattr_(self, "_offset", dict(zip(numeric, binner.offsets.tolist(), strict=True)))
+        setattr_(self, "_flat_size", binner.flat_size)
+        setattr_(self, "_binner", binner)
 
     def _count_numeric(self, columns: Mapping[str, Any]) -> tuple[np.ndarray | None, int]:
         """Counts of every numeric feature present, as one flat vector, and the row count."""
@@ -458,10 +694,7 @@ class Reference:
             except ValueError:  # ragged columns: count feature by feature below
                 x = None
             if x is not None and x.ndim == 2 and x.shape[1] <= _SMALL_BATCH:
-                # Edges strictly below x == searchsorted(side="left"); the +inf padding never counts.
-                bins = (x[:, :, None] > self._edges[:, None, :]).sum(axis=2)
-                bins = np.where(np.isnan(x), self._nan_slot[:, None], bins) + self._offsets[:, None]
-                return np.bincount(bins.ravel(), minlength=self._flat_size), x.shape[1]
+                return self._binner.count_matrix(x), x.shape[1]
         flat = np.zeros(self._flat_size, dtype=np.int64)
         rows = 0
         for name in names:
@@ -508,6 +741,8 @@ class Reference:
             "n": self.n,
             "features": {name: prof.to_dict() for name, prof in self.features.items()},
             "prediction": self.prediction.to_dict() if self.prediction is not None else None,
+            **({"label": self.label.to_dict()} if self.label is not None else {}),
+            **({"multivariate": self.multivariate.to_dict()} if self.multivariate is not None else {}),
         }
 
     @classmethod
@@ -517,12 +752,14 @@ class Reference:
         task = d["task"]
         if task not in ("classification", "regression"):
             raise ValueError(f"unknown task {task!r}")
-        pred = d.get("prediction")
+        pred, label, multivariate = d.get("prediction"), d.get("label"), d.get("multivariate")
         return cls(
             task=task,
             features={name: _profile_from_dict(p) for name, p in d["features"].items()},
             prediction=_profile_from_dict(pred) if pred is not None else None,
             n=int(d["n"]),
+            label=_profile_from_dict(label) if label is not None else None,
+            multivariate=MultivariateProfile.from_dict(multivariate) if multivariate is not None else None,
         )
 
 
@@ -532,6 +769,8 @@ def build_reference(
     predictions: Any,
     task: Task,
     bins: int = 32,
+    labels: Any = None,
+    max_projections: int = MAX_PROJECTIONS,
 ) -> dict[str, Any]:
     """Profile the training columns and predictions; returns the JSON-ready dict.
 
@@ -539,7 +778,9 @@ def build_reference(
     names in ``categorical`` are profiled by level, the rest numerically with
     ``bins`` quantile bins (plus the decile edges).  ``predictions`` are the
     model's predictions on the same rows: class labels for classification,
-    numbers for regression (``None`` to skip prediction drift).
+    numbers for regression (``None`` to skip prediction drift).  ``labels``
+    are the training targets (``None`` to skip label drift); the numeric
+    columns also get up to ``max_projections`` pair projections (0: none).
     """
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', not {task!r}")
@@ -563,4 +804,10 @@ def build_reference(
             if task == "classification"
             else NumericProfile.build(predictions, bins)
         )
-    return Reference(task=task, features=features, prediction=prediction, n=n).to_dict()
+    label: Profile | None = None
+    if labels is not None:
+        label = CategoricalProfile.build(labels) if task == "classification" else NumericProfile.build(labels, bins)
+    numeric_columns = {name: columns[name] for name, prof in features.items() if isinstance(prof, NumericProfile)}
+    multivariate = build_multivariate(numeric_columns, max_projections) if max_projections > 0 else None
+    return Reference(task=task, features=features, prediction=prediction, n=n, label=label,
+                     multivariate=multivariate).to_dict()

@@ -27,7 +27,7 @@ from weakref import WeakKeyDictionary
 import numpy as np
 from scipy import special
 
-from .profile import CategoricalProfile, Counts, NumericProfile, Reference, WindowCounts
+from .profile import CategoricalProfile, Counts, NumericProfile, Profile, Reference, WindowCounts
 from .null import NULL_DRAWS, bridge_w1, w1_pvalue, categorical_null, excess, two_level_quantile
 from .stats import MIN_EXPECTED, PSI_EPS, _js, _psi, benjamini_hochberg, bonferroni, chi2_pooled, js_distance
 
@@ -475,6 +475,24 @@ def _decide(results: list[FeatureResult], samples: int, config: DriftConfig) -> 
     return WindowResult(status, samples, results, config)
 
 
+def _evaluate_distribution(
+    profile: Profile, name: str, counts: Counts | None, config: DriftConfig
+) -> WindowResult:
+    """One distribution (predictions or labels) against its reference: a single test, so no correction."""
+    if counts is None:
+        return WindowResult("insufficient_data", 0, [], config)
+    samples = int(sum(counts.values())) if isinstance(counts, Mapping) else int(np.sum(counts))
+    if samples < config.min_samples:
+        return WindowResult("insufficient_data", samples, [], config)
+    if isinstance(profile, NumericProfile):
+        result = _stack(profile, [profile]).compare(
+            [name], np.asarray(counts), config.psi_eps, config.effect_null_level
+        )[0]
+    else:
+        result = _categorical(name, profile, counts, config)
+    return _decide([result], samples, config)
+
+
 def evaluate_predictions(
     reference: Reference,
     prediction_counts: WindowCounts | Counts,
@@ -491,18 +509,58 @@ def evaluate_predictions(
     counts = (
         prediction_counts.predictions if isinstance(prediction_counts, WindowCounts) else prediction_counts
     )
-    if counts is None:
+    return _evaluate_distribution(pred, "prediction", counts, config)
+
+
+def evaluate_labels(reference: Reference, label_counts: Counts | None, config: DriftConfig = DriftConfig()) -> WindowResult:
+    """Label drift: feedback labels against the training labels, by the same rule as predictions.
+
+    ``label_counts`` is ``{class: count}`` (classification, ``str(label)``)
+    or the count vector over the reference label bins then NaN (regression).
+    A change in the labels' distribution (prior shift, or a changed concept
+    when the inputs did not move) shows here even when the error rate's
+    check waits for more rows.
+    """
+    if reference.label is None:
+        raise ValueError("the reference has no training-label profile")
+    return _evaluate_distribution(reference.label, "label", label_counts, config)
+
+
+def evaluate_multivariate(
+    reference: Reference,
+    projection_counts: WindowCounts | Mapping[str, Any],
+    config: DriftConfig = DriftConfig(),
+) -> WindowResult:
+    """Multivariate drift: every projection of the reference tested like a numeric feature.
+
+    KS and W1 on each projection's bins, Benjamini–Hochberg across the
+    projections, the corrected effect against ``numeric_effect`` (or a
+    projection's own floor, by its name ``a~b``).  Projections absent from
+    ``projection_counts`` are left out.
+    """
+    mv = reference.multivariate
+    if mv is None:
+        raise ValueError("the reference has no multivariate section")
+    raw = projection_counts.projections if isinstance(projection_counts, WindowCounts) else projection_counts
+    present = [p for p in mv.projections if p.name in raw]
+    if not present:
         return WindowResult("insufficient_data", 0, [], config)
-    samples = int(sum(counts.values())) if isinstance(counts, Mapping) else int(np.sum(counts))
+    parts = []
+    for p in mv.projections:
+        vec = np.asarray(raw[p.name], dtype=np.float64) if p.name in raw else np.zeros(p.profile.size)
+        if vec.shape != (p.profile.size,):
+            raise ValueError(f"{p.name}: expected {p.profile.size} counts, got {vec.shape}")
+        parts.append(vec)
+    samples = max(int(np.asarray(raw[p.name]).sum()) for p in present)
     if samples < config.min_samples:
         return WindowResult("insufficient_data", samples, [], config)
-    if isinstance(pred, NumericProfile):
-        result = _stack(pred, [pred]).compare(
-            ["prediction"], np.asarray(counts), config.psi_eps, config.effect_null_level
-        )[0]
-    else:
-        result = _categorical("prediction", pred, counts, config)
-    return _decide([result], samples, config)
+    stack = _stack(mv, [p.profile for p in mv.projections])
+    names = {p.name for p in present}
+    results = [
+        r for r in stack.compare(mv.names, np.concatenate(parts), config.psi_eps, config.effect_null_level)
+        if r.name in names
+    ]
+    return _decide(results, samples, config)
 
 
 @dataclass(frozen=True)

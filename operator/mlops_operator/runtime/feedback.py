@@ -8,7 +8,8 @@ remembering costs O(1) per request) for ``keep_seconds``, holding at most
 first.  Without the byte bound 100,000 remembered one-row requests held about
 60 MB, which is how a server's memory grew under load.  A label sent
 to ``POST /v1/models/{name}/feedback`` is matched to its row, moves the error
-counters and, with a feedback location, appends the row and its label to
+counters and the label counts (label drift) and, with a feedback location,
+appends the row and its label to
 ``<dir>/<namespace>/<model>/feedback-<hostname>-<pid>.csv`` or, on object
 storage, to a new time-partitioned object per flush (:mod:`.feedback_s3`).
 """
@@ -220,6 +221,7 @@ class FeedbackProcessor:
         sq = ab = 0.0
         lists: dict[str, list[str]] = {"unknown": [], "expired": [], "duplicate": [], "invalid": []}
         out_rows: list[list[Any]] = []
+        labels: list[Any] = []
         for it in items:
             if not self._valid(it.label):
                 if it.instance is not None:
@@ -236,6 +238,7 @@ class FeedbackProcessor:
                 lists[status].append(it.id)
                 continue
             accepted += 1
+            labels.append(it.label)
             pred = _plain(pred)
             if self.schema.task == "classification":
                 if pred == it.label:
@@ -251,7 +254,7 @@ class FeedbackProcessor:
                 out_rows.append([_plain(v) for v in row.tolist()] + [it.label])
         self.metrics.observe_feedback(
             labels=accepted, correct=correct, errors=errors, squared_error=sq, abs_error=ab,
-            rejected={k: len(v) for k, v in lists.items() if v},
+            rejected={k: len(v) for k, v in lists.items() if v}, label_values=labels,
         )
         if self.writer is not None:
             self.writer.write(out_rows)

@@ -97,7 +97,10 @@ class SensorSnapshot:
     the reference profile (its bins, then NaN); ``categories[feature]`` maps
     level (unseen ones by name, capped) to count and ``unseen[feature]`` is the
     unseen slot; ``predictions`` is ``{class: count}`` for classification or the
-    count vector over the reference's prediction bins for regression.
+    count vector over the reference's prediction bins for regression;
+    ``labels`` likewise for the accepted feedback labels (label drift), and
+    ``projections[name]`` the count vector of one projection of the
+    reference's multivariate section.
     """
 
     model: str | None = None
@@ -113,6 +116,8 @@ class SensorSnapshot:
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     unseen: dict[str, int] = field(default_factory=dict)
     predictions: dict[str, int] | np.ndarray | None = None
+    labels: dict[str, int] | np.ndarray | None = None
+    projections: dict[str, np.ndarray] = field(default_factory=dict)
     feedback: FeedbackCounters = field(default_factory=FeedbackCounters)
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -122,12 +127,9 @@ class SensorSnapshot:
         """The counts in ``WindowCounts.to_dict()`` layout (``WindowCounts.from_dict(reference, ...)``)."""
         feats: dict[str, Any] = {name: [int(v) for v in vec] for name, vec in self.bins.items()}
         feats.update({name: dict(c) for name, c in self.categories.items()})
-        preds: Any = self.predictions
-        if isinstance(preds, np.ndarray):
-            preds = [int(v) for v in preds]
-        elif isinstance(preds, dict):
-            preds = dict(preds)
-        return {"rows": self.rows, "prediction_rows": self.prediction_rows, "features": feats, "predictions": preds}
+        return {"rows": self.rows, "prediction_rows": self.prediction_rows, "features": feats,
+                "predictions": _plain_counts(self.predictions),
+                "projections": {name: [int(v) for v in vec] for name, vec in self.projections.items()}}
 
     def window(self, reference: Any) -> Any:
         """A ``WindowCounts`` over ``reference`` holding these counts."""
@@ -153,11 +155,28 @@ class SensorSnapshot:
         for k, v in earlier.requests.items():
             if self.requests.get(k, 0) < v:
                 return True
-        for name, vec in earlier.bins.items():
-            cur = self.bins.get(name)
+        for name, vec in [*earlier.bins.items(), *earlier.projections.items()]:
+            cur = self.bins.get(name) if name in earlier.bins else self.projections.get(name)
             if cur is None or cur.shape != vec.shape or np.any(cur < vec):
                 return True
         return False
+
+
+def _plain_counts(c: dict[str, int] | np.ndarray | None) -> Any:
+    if isinstance(c, np.ndarray):
+        return [int(v) for v in c]
+    return dict(c) if isinstance(c, dict) else None
+
+
+def _combine_counts(a: Any, b: Any, sign: int) -> Any:
+    """a + sign*b for a class dict or a bin vector; ``a`` unchanged when the layouts differ."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape:
+        return a + sign * b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return _add_dicts(a, b, sign)
+    if a is None and b is not None and sign > 0:
+        return b.copy()
+    return a
 
 
 def _add_dicts(a: dict[Any, Any], b: dict[Any, Any], sign: int) -> dict[Any, Any]:
@@ -177,11 +196,10 @@ def _combine(a: SensorSnapshot, b: SensorSnapshot, sign: int) -> SensorSnapshot:
     cats = {name: dict(c) for name, c in a.categories.items()}
     for name, c in b.categories.items():
         cats[name] = _add_dicts(cats.get(name, {}), c, sign)
-    preds: Any = a.predictions
-    if isinstance(preds, np.ndarray) and isinstance(b.predictions, np.ndarray) and preds.shape == b.predictions.shape:
-        preds = preds + sign * b.predictions
-    elif isinstance(preds, dict) and isinstance(b.predictions, dict):
-        preds = _add_dicts(preds, b.predictions, sign)
+    projections = dict(a.projections)
+    for name, vec in b.projections.items():
+        cur = projections.get(name)
+        projections[name] = (sign * vec) if cur is None else (cur + sign * vec if cur.shape == vec.shape else cur)
     fa, fb = a.feedback, b.feedback
     feedback = FeedbackCounters(
         labels=fa.labels + sign * fb.labels,
@@ -198,7 +216,9 @@ def _combine(a: SensorSnapshot, b: SensorSnapshot, sign: int) -> SensorSnapshot:
         bins=bins,
         categories=cats,
         unseen=_add_dicts(a.unseen, b.unseen, sign),
-        predictions=preds,
+        predictions=_combine_counts(a.predictions, b.predictions, sign),
+        labels=_combine_counts(a.labels, b.labels, sign),
+        projections=projections,
         feedback=feedback,
         requests=_add_dicts(a.requests, b.requests, sign),
     )
@@ -219,6 +239,9 @@ def parse_metrics(text: str) -> SensorSnapshot:
     bins: dict[str, dict[int, float]] = {}
     pred_bins: dict[int, float] = {}
     pred_classes: dict[str, int] | None = None
+    label_bins: dict[int, float] = {}
+    label_classes: dict[str, int] | None = None
+    projections: dict[str, dict[int, float]] = {}
     fb = snap.feedback
     for family in _families(text):
         for s in family.samples:
@@ -258,6 +281,19 @@ def parse_metrics(text: str) -> SensorSnapshot:
                     pred_bins[int(labels["bin"])] = value
                 except (KeyError, ValueError):
                     continue
+            elif short == "drift_projection_bin_total":
+                try:
+                    projections.setdefault(labels.get("projection", ""), {})[int(labels["bin"])] = value
+                except (KeyError, ValueError):
+                    continue
+            elif short == "feedback_class_total":
+                label_classes = label_classes or {}
+                label_classes[labels.get("class", "")] = int(value)
+            elif short == "feedback_label_bin_total":
+                try:
+                    label_bins[int(labels["bin"])] = value
+                except (KeyError, ValueError):
+                    continue
             elif short == "feedback_labels_total":
                 fb.labels = int(value)
             elif short == "feedback_correct_total":
@@ -277,4 +313,9 @@ def parse_metrics(text: str) -> SensorSnapshot:
         snap.predictions = pred_classes
     elif pred_bins:
         snap.predictions = _vector(pred_bins)
+    snap.projections = {name: _vector(entries) for name, entries in projections.items()}
+    if label_classes is not None:
+        snap.labels = label_classes
+    elif label_bins:
+        snap.labels = _vector(label_bins)
     return snap

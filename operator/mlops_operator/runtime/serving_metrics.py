@@ -18,7 +18,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from ..drift.profile import OTHER_UNSEEN, CategoricalProfile, NumericProfile, Reference
+from ..drift.profile import MAX_UNSEEN_NAMES, OTHER_UNSEEN, CategoricalProfile, NumericProfile, Reference
 
 PREFIX = "mlops_"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -96,6 +96,22 @@ class ServingMetrics:
         pred = reference.prediction if reference is not None else None
         self.pred_profile = pred if isinstance(pred, NumericProfile) and task == "regression" else None
         self.pred_bins = np.zeros(self.pred_profile.size, dtype=np.int64) if self.pred_profile is not None else None
+        # Feedback labels' distribution: class counts (classification), reference label bins (regression).
+        label = reference.label if reference is not None else None
+        self.label_profile = label if isinstance(label, NumericProfile) and task == "regression" else None
+        self.label_bins = np.zeros(self.label_profile.size, dtype=np.int64) if self.label_profile is not None else None
+        known = [str(c) for c in (classes or ())]
+        if isinstance(label, CategoricalProfile):
+            known += [lv for lv in label.levels if lv not in known]
+        self.label_classes = frozenset(known)
+        # A label equal to a class is counted under that class's name (1 and 1.0 are one class).
+        self.class_names: dict[Any, str] = {}
+        for c in classes or ():
+            try:
+                self.class_names[c] = str(c)
+            except TypeError:  # an unhashable class: counted by str() only
+                pass
+        self.label_counts: dict[str, int] = {k: 0 for k in known} if task == "classification" else {}
         # Feedback.
         self.fb_labels = 0
         self.fb_correct = 0
@@ -181,8 +197,11 @@ class ServingMetrics:
 
     def observe_feedback(
         self, *, labels: int = 0, correct: int = 0, errors: int = 0, squared_error: float = 0.0,
-        abs_error: float = 0.0, rejected: Mapping[str, int] | None = None,
+        abs_error: float = 0.0, rejected: Mapping[str, int] | None = None, label_values: Sequence[Any] = (),
     ) -> None:
+        """Feedback counters; ``label_values`` are the accepted labels themselves (for label drift)."""
+        if label_values:
+            self._count_labels(label_values)
         self.fb_labels += labels
         self.fb_correct += correct
         self.fb_errors += errors
@@ -190,6 +209,23 @@ class ServingMetrics:
         self.fb_abs_error += abs_error
         for r, c in (rejected or {}).items():
             self.fb_rejected[r] = self.fb_rejected.get(r, 0) + c
+
+    def _count_labels(self, values: Sequence[Any]) -> None:
+        if self.task == "classification":
+            counts = self.label_counts
+            for v in values:
+                try:
+                    k = self.class_names.get(v) or str(v)
+                except TypeError:
+                    k = str(v)
+                if k in counts:
+                    counts[k] += 1
+                elif k in self.label_classes or len(counts) - len(self.label_classes) < MAX_UNSEEN_NAMES:
+                    counts[k] = 1
+                else:  # a label the model does not know, beyond the cap: pooled, so the series stay bounded
+                    counts[OTHER_UNSEEN] = counts.get(OTHER_UNSEEN, 0) + 1
+        elif self.label_profile is not None and self.label_bins is not None:
+            self.label_bins += self.label_profile.count(np.asarray(values, dtype=np.float64))
 
     # -- exposition --------------------------------------------------------
 
@@ -264,6 +300,9 @@ class ServingMetrics:
                 window_feats = {
                     n: (v.copy() if isinstance(v, np.ndarray) else dict(v)) for n, v in self.window.features.items()
                 }
+            projections = (
+                {n: v.copy() for n, v in self.window.projections.items()} if self.window is not None else {}
+            )
             drift_rows = self.drift_rows
             pred_bins = self.pred_bins.copy() if self.pred_bins is not None else None
         if self.task == "classification":
@@ -306,6 +345,16 @@ class ServingMetrics:
         yield bins
         yield cats
         yield unseen
+        pj = CounterMetricFamily(
+            f"{p}drift_projection_bin",
+            "Projections of the numeric inputs per bin of the reference's multivariate section (last bin: NaN).",
+            labels=["projection", "bin"],
+        )
+        if self.drift_sensor:
+            for name, counts in projections.items():
+                for i, n in enumerate(counts.tolist()):
+                    pj.add_metric([name, str(i)], n)
+        yield pj
 
         yield CounterMetricFamily(f"{p}feedback_labels", "Labels accepted by the feedback endpoint.", value=self.fb_labels)
         if self.task == "classification":
@@ -318,6 +367,20 @@ class ServingMetrics:
             yield CounterMetricFamily(
                 f"{p}feedback_absolute_error", "Sum of absolute errors of labelled predictions.", value=self.fb_abs_error
             )
+        if self.task == "classification":
+            fc = CounterMetricFamily(f"{p}feedback_class", "Accepted feedback labels by class (label drift).", labels=["class"])
+            for k, n in list(self.label_counts.items()):
+                label = k if len(k) <= MAX_LABEL_CHARS else k[: MAX_LABEL_CHARS - 3] + "..."
+                fc.add_metric([label], n)
+            yield fc
+        elif self.label_bins is not None:
+            fb = CounterMetricFamily(
+                f"{p}feedback_label_bin", "Accepted feedback labels per bin of the reference's label profile (last bin: NaN).",
+                labels=["bin"],
+            )
+            for i, n in enumerate(self.label_bins.tolist()):
+                fb.add_metric([str(i)], n)
+            yield fb
         rj = CounterMetricFamily(f"{p}feedback_rejected", "Labels not used, by reason.", labels=["reason"])
         for r, n in self.fb_rejected.items():
             rj.add_metric([r], n)

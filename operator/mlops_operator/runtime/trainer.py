@@ -411,12 +411,13 @@ def compile_model(fitted: Fitted, split: Split, task: Task, reference: dict[str,
 
 
 def profile(fitted: Fitted, ds: Dataset, split: Split, task: Task) -> dict[str, Any]:
-    """The drift reference: the training rows' features and predictions, binned."""
+    """The drift reference: the training rows' features, predictions and labels, binned (and projected)."""
     from ..drift.profile import build_reference
 
     train_pred = fitted.pipeline.predict(split.X_train)
     train_frame = ds.frame.iloc[split.train_idx]
-    return build_reference({f: train_frame[f].to_numpy() for f in ds.features}, set(ds.categorical), train_pred, task)
+    return build_reference({f: train_frame[f].to_numpy() for f in ds.features}, set(ds.categorical), train_pred, task,
+                           labels=split.y_train)
 
 
 def describe(

@@ -7,14 +7,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from ...api.driftpolicy import Check, DriftPolicySpec
-from ...drift import DriftConfig, Reference, evaluate_predictions, evaluate_window, performance
+from ...drift import (
+    DriftConfig,
+    Reference,
+    evaluate_labels,
+    evaluate_multivariate,
+    evaluate_predictions,
+    evaluate_window,
+    performance,
+)
 from ..cluster import Obj
 
 Verdict = Literal["Drift", "NoDrift", "NotEnoughData", "Unavailable"]
 
 MAX_SCORES = 100
 FEEDBACK_MIN_SAMPLES = 100
-"""Fewest labelled rows for an errorRate / rmse verdict (or window.minSamples when smaller)."""
+"""Fewest labelled rows for an errorRate / rmse / labelDrift verdict (or window.minSamples when smaller)."""
 
 
 @dataclass
@@ -181,6 +189,57 @@ def _prediction_check(check: Check, reference: Reference, counts: Obj, min_sampl
     return CheckOutcome(check.type, "ok", "predictionDrift: none", scores)
 
 
+def _label_check(check: Check, reference: Reference, counts: Obj, min_samples: int) -> CheckOutcome:
+    """Feedback labels against the training labels: the predictionDrift rule on another distribution."""
+    if reference.label is None:
+        return CheckOutcome(check.type, "unavailable",
+                            "labelDrift: not available, the reference has no training-label profile (trained before "
+                            "labels were profiled; a retrain adds it)")
+    needed = min(FEEDBACK_MIN_SAMPLES, min_samples)
+    labels = counts.get("labels")
+    labelled = int(counts.get("feedbackRows") or 0)
+    if labels is None:
+        if labelled < needed:
+            return CheckOutcome(check.type, "insufficient", f"labelDrift: {labelled} of {needed} labelled rows")
+        return CheckOutcome(check.type, "unavailable", "labelDrift: not available, the sensor reports no label counts")
+    result = evaluate_labels(reference, labels, drift_config(check, needed))
+    if result.status == "insufficient_data":
+        return CheckOutcome(check.type, "insufficient", f"labelDrift: {result.samples} of {needed} labelled rows")
+    scores = [_score(check.type, f) for f in result.features]
+    if result.status == "drift":
+        return CheckOutcome(check.type, "breach", f"labelDrift on {result.samples} labelled rows", scores)
+    return CheckOutcome(check.type, "ok", f"labelDrift: none in {result.samples} labelled rows{_closest(result.features)}", scores)
+
+
+def _multivariate_check(check: Check, reference: Reference, counts: Obj, min_samples: int) -> CheckOutcome:
+    """Projections of pairs of numeric features, each tested like a numeric feature (corrected across them)."""
+    mv = reference.multivariate
+    if mv is None:
+        return CheckOutcome(check.type, "unavailable",
+                            "multivariateDrift: not available, the reference has no multivariate section (trained before "
+                            "it existed, or fewer than two numeric features)")
+    projections = counts.get("projections") or {}
+    rows = int(counts.get("rows") or 0)
+    wanted = set(check.features) if check.features else None
+    window = {
+        p.name: projections[p.name] for p in mv.projections
+        if p.name in projections and (wanted is None or wanted & set(p.features))
+    }
+    if not window:
+        if rows < min_samples:
+            return CheckOutcome(check.type, "insufficient", f"multivariateDrift: {rows} of {min_samples} rows")
+        return CheckOutcome(check.type, "unavailable", "multivariateDrift: not available, the sensor reports no projection counts")
+    result = evaluate_multivariate(reference, window, drift_config(check, min_samples))
+    if result.status == "insufficient_data":
+        return CheckOutcome(check.type, "insufficient", f"multivariateDrift: {result.samples} of {min_samples} rows")
+    scores = [_score(check.type, f) for f in result.features]
+    drifted = [f.name for f in result.features if f.drifted]
+    if drifted:
+        return CheckOutcome(check.type, "breach", f"multivariateDrift on {_feature_list(drifted)}", scores)
+    return CheckOutcome(check.type, "ok",
+                        f"multivariateDrift: no drift in {len(result.features)} projections{_closest(result.features)}", scores)
+
+
 def _performance_check(check: Check, metadata: Obj | None, counts: Obj, min_samples: int) -> CheckOutcome:
     key = "errorRate" if check.type == "errorRate" else "rmse"
     baseline = _finite(((metadata or {}).get("baseline") or {}).get(key))
@@ -222,6 +281,10 @@ def run_checks(spec: DriftPolicySpec, reference: Reference | None, metadata: Obj
                 outcomes.append(CheckOutcome(check.type, "unavailable", f"{check.type}: no reference profile"))
             elif check.type == "predictionDrift":
                 outcomes.append(_prediction_check(check, reference, counts, min_samples))
+            elif check.type == "labelDrift":
+                outcomes.append(_label_check(check, reference, counts, min_samples))
+            elif check.type == "multivariateDrift":
+                outcomes.append(_multivariate_check(check, reference, counts, min_samples))
             else:
                 outcomes.append(_drift_check(check, reference, counts, min_samples))
         except (ValueError, TypeError, KeyError) as exc:

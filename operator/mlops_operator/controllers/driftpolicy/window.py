@@ -41,7 +41,9 @@ class Snapshot:
     Plain data: the cluster and local layers parse the server's ``/metrics``
     into this. ``features`` maps a feature to its bin counts (numeric: the
     reference bins, then NaN) or its level counts (categorical);
-    ``predictions`` likewise for the prediction distribution.
+    ``predictions`` likewise for the prediction distribution, ``labels`` for
+    the accepted feedback labels (label drift), and ``projections`` maps a
+    projection of the reference's multivariate section to its bin counts.
     Of ``feedback_rows`` labelled rows, ``feedback_errors`` were predicted
     wrong (classification) and ``feedback_squared_error`` sums the squared
     errors (regression). ``started`` tells a restart: any value that changes
@@ -58,6 +60,8 @@ class Snapshot:
     feedback_errors: int = 0
     feedback_squared_error: float = 0.0
     started: float | str | None = None
+    labels: Counts | None = None
+    projections: Mapping[str, Counts] = field(default_factory=dict)
 
 
 def counters_of(snap: Snapshot) -> Obj:
@@ -70,6 +74,8 @@ def counters_of(snap: Snapshot) -> Obj:
         "feedbackRows": int(snap.feedback_rows),
         "feedbackErrors": int(snap.feedback_errors),
         "feedbackSquaredError": float(snap.feedback_squared_error),
+        "labels": _plain(snap.labels) if snap.labels is not None else None,
+        "projections": {str(k): _plain(v) for k, v in snap.projections.items()},
     }
 
 
@@ -81,7 +87,7 @@ def _plain(c: Any) -> Counts:
 
 def empty_counters() -> Obj:
     return {"rows": 0, "predictionRows": 0, "features": {}, "predictions": None,
-            "feedbackRows": 0, "feedbackErrors": 0, "feedbackSquaredError": 0.0}
+            "feedbackRows": 0, "feedbackErrors": 0, "feedbackSquaredError": 0.0, "labels": None, "projections": {}}
 
 
 def _combine(a: Counts | None, b: Counts | None, sign: int) -> Counts | None:
@@ -110,18 +116,22 @@ def add_counters(a: Obj, b: Obj, sign: int = 1) -> Obj | None:
         "feedbackSquaredError": float(a.get("feedbackSquaredError", 0.0)) + sign * float(b.get("feedbackSquaredError", 0.0)),
         "features": {},
         "predictions": None,
+        "labels": None,
+        "projections": {},
     }
-    fa, fb = a.get("features") or {}, b.get("features") or {}
-    for name in sorted(set(fa) | set(fb)):
-        c = _combine(fa.get(name), fb.get(name), sign)
-        if c is None:
-            return None
-        out["features"][name] = c
-    if a.get("predictions") is not None or b.get("predictions") is not None:
-        c = _combine(a.get("predictions"), b.get("predictions"), sign)
-        if c is None:
-            return None
-        out["predictions"] = c
+    for key in ("features", "projections"):
+        fa, fb = a.get(key) or {}, b.get(key) or {}
+        for name in sorted(set(fa) | set(fb)):
+            c = _combine(fa.get(name), fb.get(name), sign)
+            if c is None:
+                return None
+            out[key][name] = c
+    for key in ("predictions", "labels"):
+        if a.get(key) is not None or b.get(key) is not None:
+            c = _combine(a.get(key), b.get(key), sign)
+            if c is None:
+                return None
+            out[key] = c
     return out
 
 
@@ -129,7 +139,7 @@ def _negative(c: Obj) -> bool:
     """Whether any counter went below zero (a restarted pod counted less than before)."""
     if min(c["rows"], c["predictionRows"], c["feedbackRows"], c["feedbackErrors"]) < 0 or c["feedbackSquaredError"] < -1e-6:
         return True
-    for v in [*c["features"].values(), c["predictions"]]:
+    for v in [*c["features"].values(), *c["projections"].values(), c["predictions"], c["labels"]]:
         if v is None:
             continue
         values = v.values() if isinstance(v, Mapping) else v
