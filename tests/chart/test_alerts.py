@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.chart.conftest import Helm
-from tests.chart.test_chart import CHART, RELEASE, RELEASE_NS, Obj, one
+from tests.chart.test_chart import CHART, RELEASE, RELEASE_NS, Obj
 
 OPERATOR_JOB = f"{RELEASE}-mlops-operator-metrics"
 MD = {"namespace": "ml", "mlops_dev_model_deployment": "iris"}

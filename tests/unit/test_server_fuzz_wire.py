@@ -14,7 +14,6 @@ still serve afterwards.
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import struct
 from typing import Any
