@@ -14,6 +14,7 @@ from .decision import Decision, Event
 from .security import restricted_pod_spec
 from .settings import Settings
 from .storage import pod_storage
+from .tracking import record_tracking, trainer_env
 from .versions import model_version
 from .cluster import Obj
 
@@ -95,7 +96,7 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": args,
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}, *storage.env],
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}, *storage.env, *trainer_env(tj["spec"])],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
@@ -250,6 +251,8 @@ def decide(
         status["conditions"] = summarize(status.get("conditions"), ready=False, reason=reason, message=message,
                                          reconciling=False, stalled=True, now=now, generation=generation)
         status["conditions"] = set_condition(status["conditions"], "Failed", True, reason, message, now, generation)
+        if reason == "GateFailed":
+            status = record_tracking(status, tj["spec"], summary, now, generation)
         if old.get("phase") != "Failed" or not same_generation:
             events.append(Event("Warning", reason, message))
         return TrainingDecision(status=status, events=events)
@@ -347,6 +350,7 @@ def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, se
                                          reconciling=False, stalled=False, now=now, generation=generation)
         status["conditions"] = set_condition(status["conditions"], "Succeeded", True, "Succeeded", msg, now, generation)
         status["conditions"] = [c for c in status["conditions"] if c["type"] != "Failed"]
+        status = record_tracking(status, tj["spec"], summary, now, generation)
     if old.get("phase") != status["phase"] or not same_generation:
         ok = status["phase"] == "Succeeded"
         events.append(Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)))
