@@ -11,6 +11,7 @@ directory it is given; it is stopped (its process group, and only that) after.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -27,7 +28,8 @@ from typing import Any
 
 from tests.tool_venv import tool_venv
 
-MLFLOW_REQUIREMENTS = ("mlflow==3.17.2",)
+MLFLOW_REQUIREMENTS = ("mlflow[auth]==3.17.2",)
+ADMIN_USER = "admin"
 START_SECONDS = 120.0
 """A cold start imports MLflow and migrates a fresh SQLite database: 15 s on an idle machine, more on a busy one."""
 
@@ -35,6 +37,8 @@ START_SECONDS = 120.0
 @dataclass(frozen=True)
 class MlflowServer:
     url: str
+    auth: tuple[str, str] | None = None
+    """The (user, password) the tests read with, on a basic-auth server."""
 
     def api(self, method: str, endpoint: str, body: Any = None, **query: str) -> dict[str, Any]:
         """One REST call as a test reads MLflow (raises HTTPError on an error status)."""
@@ -42,7 +46,10 @@ class MlflowServer:
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"{}")
 
@@ -77,11 +84,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _auth_config(workdir: Path, admin_password: str) -> dict[str, str]:
+    """MLflow's basic-auth app: users in a SQLite file of the workdir, an admin with this password, others read-only."""
+    ini = workdir / "basic_auth.ini"
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{workdir}/basic_auth.db\n"
+                   f"admin_username = {ADMIN_USER}\nadmin_password = {admin_password}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()}
+
+
 @contextmanager
-def running_mlflow(workdir: Path) -> Iterator[MlflowServer]:
-    """Start ``mlflow server`` with its database and artifacts under ``workdir``; stop it afterwards."""
+def running_mlflow(workdir: Path, admin_password: str | None = None) -> Iterator[MlflowServer]:
+    """Start ``mlflow server`` with its database and artifacts under ``workdir``; stop it afterwards.
+
+    With ``admin_password``, the server runs MLflow's basic-auth app: every
+    request needs a user's credentials (``ADMIN_USER`` and that password).
+    """
     binary = mlflow_binary()
     workdir.mkdir(parents=True, exist_ok=True)
+    auth = _auth_config(workdir, admin_password) if admin_password else {}
     last = ""
     for _attempt in range(3):  # a port picked as free may be taken before the server binds it
         port = free_port()
@@ -89,12 +111,12 @@ def running_mlflow(workdir: Path) -> Iterator[MlflowServer]:
         proc = subprocess.Popen(
             [str(binary), "server", "--backend-store-uri", f"sqlite:///{workdir}/mlflow.db",
              "--artifacts-destination", str(workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
+             "--workers", "1", *(["--app-name", "basic-auth"] if auth else [])],
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth},
         )
         log.close()
-        server = MlflowServer(f"http://127.0.0.1:{port}")
+        server = MlflowServer(f"http://127.0.0.1:{port}", (ADMIN_USER, admin_password) if admin_password else None)
         try:
             last = _wait_ready(proc, server)
         except BaseException:
@@ -122,6 +144,10 @@ def _wait_ready(proc: subprocess.Popen, server: MlflowServer) -> str:
             with urllib.request.urlopen(f"{server.url}/health", timeout=2) as resp:
                 if resp.status == 200:
                     return ""
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # the basic-auth app answers, and wants credentials even here
+                return ""
+            error = str(exc)
         except (urllib.error.URLError, OSError) as exc:
             error = str(exc)
         time.sleep(0.25)
