@@ -91,12 +91,16 @@ def test_mlflow_credentials_reach_the_trainer_by_reference_only(tj) -> None:
     assert not [e for e in env if e["name"].startswith("MLFLOW_")]
 
 
-def _finished(tj: dict, summary: dict, exit_code: int = 0) -> dict:
+def _decided(tj: dict, summary: dict, exit_code: int = 0):
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "iris-v1-g1"},
            "status": {"conditions": [{"type": "Complete" if exit_code == 0 else "Failed", "status": "True"}]}}
     term = {"exitCode": exit_code, "finishedAt": "2026-01-02T03:10:00Z", "message": json.dumps(summary)}
     pod = {"status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": term}}]}}
-    return ctl.decide(tj, job, [pod], Settings(), NOW).status
+    return ctl.decide(tj, job, [pod], Settings(), NOW)
+
+
+def _finished(tj: dict, summary: dict, exit_code: int = 0) -> dict:
+    return _decided(tj, summary, exit_code).status
 
 
 SUMMARY = {"version": "iris-v1-g1", "uri": "file:///s/ml/iris/iris-v1-g1", "sha256": "ab" * 32, "metrics": {"accuracy": 0.97},
@@ -121,6 +125,10 @@ def test_mlflow_unreachable_never_fails_the_run(tj) -> None:
     tracked = _cond(status, "Tracked")
     assert (tracked["status"], tracked["reason"]) == ("False", "Unreachable")
     assert "the run itself is unaffected" in tracked["message"] and "tracking" not in status
+    events = [(e.type, e.reason) for e in _decided(tj, summary).events]
+    assert events == [("Normal", "Succeeded"), ("Warning", "NotTracked")]
+    tj["status"] = status  # the next reconcile of the settled run: no event again
+    assert _decided(tj, summary).events == []
 
 
 def test_mlflow_silent_summary_is_unknown_and_no_tracking_no_condition(tj) -> None:
@@ -165,8 +173,9 @@ def test_mlflow_champion_is_due_once_the_version_serves(tj) -> None:
 def test_mlflow_champion_moved_once_then_again_for_a_new_version(tj) -> None:
     status = _md_status()
     move = champion_move(status, [_served_tj(tj)])
-    champion_condition(status, move, None, NOW, 1)
+    events = champion_condition(status, move, None, NOW, 1)
     assert _cond(status, "Tracked")["reason"] == "ChampionMoved"
+    assert [(e.type, e.reason) for e in events] == [("Normal", "ChampionMoved")] and "version 7" in events[0].message
     assert champion_move(status, [_served_tj(tj)]) is None  # done: no call on every reconcile
     newer = _served_tj(tj, registered="8")
     newer["status"]["modelVersion"] = "iris-v2-g1"
@@ -177,7 +186,9 @@ def test_mlflow_champion_moved_once_then_again_for_a_new_version(tj) -> None:
 def test_mlflow_failed_alias_move_is_retried_and_says_why(tj) -> None:
     status = _md_status()
     move = champion_move(status, [_served_tj(tj)])
-    champion_condition(status, move, ("Unreachable", "MLflow at https://m is unreachable"), NOW, 1)
+    events = champion_condition(status, move, ("Unreachable", "MLflow at https://m is unreachable"), NOW, 1)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "Unreachable")]
+    assert champion_condition(status, move, ("Unreachable", "MLflow at https://m is unreachable"), NOW, 1) == []  # not news
     tracked = _cond(status, "Tracked")
     assert (tracked["status"], tracked["reason"]) == ("False", "Unreachable") and "not moved to version 7" in tracked["message"]
     assert champion_move(status, [_served_tj(tj)]) == move  # still due

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 
 from .cluster import Obj
 from .conditions import get_condition, set_condition
+from .decision import Event
 
 TRACKED = "Tracked"
 """Condition type: on a TrainingJob, whether MLflow got the run; on a ModelDeployment, the champion alias."""
@@ -119,8 +120,10 @@ def champion_move(md_status: Obj, training_jobs: list[Obj]) -> AliasMove | None:
 
 
 def champion_condition(status: Obj, move: AliasMove, problem: tuple[str, str] | None, now: datetime,
-                       generation: int | None) -> Obj:
-    """The ModelDeployment's ``Tracked`` condition after an alias move (the serving itself is unaffected)."""
+                       generation: int | None) -> list[Event]:
+    """Set the ModelDeployment's ``Tracked`` condition after an alias move (the serving itself is unaffected);
+    the event to post when that is news."""
+    before = get_condition(status.get("conditions"), TRACKED) or {}
     if problem is None:
         status["conditions"] = set_condition(status.get("conditions"), TRACKED, True, "ChampionMoved", move.message(),
                                              now, generation)
@@ -129,4 +132,15 @@ def champion_condition(status: Obj, move: AliasMove, problem: tuple[str, str] | 
         msg = (f"MLflow alias {move.alias} of {move.registered_model} not moved to version {move.registered_version} "
                f"({move.version}): {detail}; trying again in {RETRY_SECONDS:.0f}s")
         status["conditions"] = set_condition(status.get("conditions"), TRACKED, False, reason, msg, now, generation)
-    return status
+    after = get_condition(status["conditions"], TRACKED) or {}
+    if (before.get("status"), before.get("reason"), before.get("message")) == (after["status"], after["reason"], after["message"]):
+        return []
+    return [Event("Normal" if problem is None else "Warning", after["reason"], after["message"])]
+
+
+def tracking_events(status: Obj) -> list[Event]:
+    """A Warning when a finished run was not (or maybe not) logged: said once, with the run's outcome."""
+    tracked = get_condition(status.get("conditions"), TRACKED)
+    if tracked is None or tracked["status"] == "True":
+        return []
+    return [Event("Warning", "NotTracked", tracked["message"])]

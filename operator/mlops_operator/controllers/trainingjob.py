@@ -14,7 +14,7 @@ from .decision import Decision, Event
 from .security import restricted_pod_spec
 from .settings import Settings
 from .storage import pod_storage
-from .tracking import record_tracking, trainer_env
+from .tracking import record_tracking, tracking_events, trainer_env
 from .versions import model_version
 from .cluster import Obj
 
@@ -254,7 +254,7 @@ def decide(
         if reason == "GateFailed":
             status = record_tracking(status, tj["spec"], summary, now, generation)
         if old.get("phase") != "Failed" or not same_generation:
-            events.append(Event("Warning", reason, message))
+            events += [Event("Warning", reason, message), *tracking_events(status)]
         return TrainingDecision(status=status, events=events)
 
     running = any(_pod_running(p) for p in pods)
@@ -353,7 +353,8 @@ def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, se
         status = record_tracking(status, tj["spec"], summary, now, generation)
     if old.get("phase") != status["phase"] or not same_generation:
         ok = status["phase"] == "Succeeded"
-        events.append(Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)))
+        events += [Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)),
+                   *tracking_events(status)]
     return TrainingDecision(status=status, events=events)
 
 

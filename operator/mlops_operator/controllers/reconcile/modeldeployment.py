@@ -55,7 +55,7 @@ async def reconcile_model_deployment(
     move = champion_move(decision.status, training_jobs) if alias_mover is not None else None
     if move is not None:
         problem = await alias_mover(namespace, move)  # type: ignore[misc]
-        champion_condition(decision.status, move, problem, now, md["metadata"].get("generation"))
+        decision.events += champion_condition(decision.status, move, problem, now, md["metadata"].get("generation"))
     changes = Changes(apply=decision.apply, delete=decision.delete, events=decision.events)
     status = await apply_decision(cluster, MODEL_DEPLOYMENTS, md, decision.status, changes, now)
     return Result(status, RETRY_SECONDS if move is not None and problem is not None else None)
