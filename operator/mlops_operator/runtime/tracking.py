@@ -114,6 +114,8 @@ class MlflowClient:
             raise _http_error(self.base, endpoint or raw_path or "", exc) from None
         except (urllib.error.URLError, OSError) as exc:
             cause = getattr(exc, "reason", exc)
+            if isinstance(cause, TimeoutError):
+                raise TrackingError("Timeout", f"MLflow at {self.base} did not answer {endpoint or raw_path} in time") from None
             raise TrackingError("Unreachable", f"MLflow at {self.base} is unreachable: {cause}"[:MAX_ERROR_CHARS]) from None
         try:
             return json.loads(text) if text.strip() else {}
