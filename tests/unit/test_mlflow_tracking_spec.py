@@ -192,3 +192,12 @@ def test_mlflow_failed_alias_move_is_retried_and_says_why(tj) -> None:
     tracked = _cond(status, "Tracked")
     assert (tracked["status"], tracked["reason"]) == ("False", "Unreachable") and "not moved to version 7" in tracked["message"]
     assert champion_move(status, [_served_tj(tj)]) == move  # still due
+
+
+def test_mlflow_tracked_describes_one_generation(tj) -> None:
+    summary = {**SUMMARY, "tracking": {"mlflow": {"logged": True, "experimentId": "3", "runId": "r1"}}}
+    tj["status"] = _finished(tj, summary)
+    tj["metadata"]["generation"] = 2  # a spec change: the next run has not been logged anywhere yet
+    status = ctl.decide(tj, None, [], Settings(), NOW).status
+    assert status["phase"] == "Pending" and "tracking" not in status
+    assert not [c for c in status["conditions"] if c["type"] == "Tracked"]

@@ -194,8 +194,8 @@ def decide(
     old: Obj = dict(tj.get("status") or {})
     same_generation = old.get("observedGeneration") == generation
     # A new generation starts from scratch but keeps the conditions' history (their transition
-    # times); Succeeded/Failed described the previous run, so they go.
-    carried = [c for c in old.get("conditions") or [] if c.get("type") not in ("Succeeded", "Failed")]
+    # times); Succeeded/Failed (and Tracked) described the previous run, so they go.
+    carried = [c for c in old.get("conditions") or [] if c.get("type") not in ("Succeeded", "Failed", "Tracked")]
     status: Obj = dict(old) if same_generation else {"conditions": carried}
     status["observedGeneration"] = generation
     events: list[Event] = []

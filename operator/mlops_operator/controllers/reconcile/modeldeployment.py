@@ -53,12 +53,12 @@ async def reconcile_model_deployment(
             status = await apply_decision(cluster, MODEL_DEPLOYMENTS, md, status, Changes(events=events), now)
             return Result(status, STORE_RECHECK_SECONDS)
     move = champion_move(decision.status, training_jobs) if alias_mover is not None else None
+    moved = None if move is None or alias_mover is None else await alias_mover(namespace, move)
     if move is not None:
-        problem = await alias_mover(namespace, move)  # type: ignore[misc]
-        decision.events += champion_condition(decision.status, move, problem, now, md["metadata"].get("generation"))
+        decision.events += champion_condition(decision.status, move, moved, now, md["metadata"].get("generation"))
     changes = Changes(apply=decision.apply, delete=decision.delete, events=decision.events)
     status = await apply_decision(cluster, MODEL_DEPLOYMENTS, md, decision.status, changes, now)
-    return Result(status, RETRY_SECONDS if move is not None and problem is not None else None)
+    return Result(status, RETRY_SECONDS if moved is not None else None)
 
 
 def _starts_pods_of_a_new_version(current: Obj | None, apply: Sequence[Obj]) -> bool:
