@@ -24,3 +24,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
 
     with running_s3(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real MLflow tracking server on 127.0.0.1 for the whole session; see tests/mlflowserver.py."""
+    from tests.mlflowserver import running_mlflow
+
+    with running_mlflow(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from .base import DNS_LABEL, Name, ApiModel, Condition, Doc, ObjectMeta, Resources, Rule
+from .tracking import Tracking, TrackingStatus
 
 Task = Literal["classification", "regression"]
 
@@ -168,6 +169,7 @@ class TrainingJobSpec(ApiModel):
     estimator: Estimator = Doc("The scikit-learn estimator.")
     quality_gate: QualityGate | None = Doc("Fail the run when the model misses this bar.", None)
     resources: Resources | None = Doc("CPU and memory of the training container.", None)
+    tracking: Tracking | None = Doc("Where else each run is recorded (MLflow).", None)
     backoff_limit: int = Doc("Retries of the training pod before the run fails.", 1, ge=0, le=10)
     active_deadline_seconds: int = Doc("Wall-clock limit of the run.", 3600, ge=10, le=7 * 24 * 3600)
     ttl_seconds_after_finished: int = Doc("How long the finished Job is kept.", 86400, ge=0, le=30 * 24 * 3600)
@@ -223,10 +225,11 @@ class TrainingJobStatus(ApiModel):
     metrics: dict[str, float] | None = Doc("Metrics on the held-out rows.", None)
     gate: GateResult | None = Doc("The quality gate's verdict.", None)
     lineage: Lineage | None = Doc("Where the model came from.", None)
+    tracking: TrackingStatus | None = Doc("Where the run was recorded besides the store.", None)
     start_time: str | None = Doc("When the run started.", None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Doc("When the run ended.", None, json_schema_extra={"format": "date-time"})
     conditions: list[Condition] | None = Doc(
-        "Ready, Reconciling, Stalled, Succeeded, Failed.",
+        "Ready, Reconciling, Stalled, Succeeded, Failed, Tracked (with spec.tracking).",
         None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )

@@ -14,6 +14,7 @@ from .decision import Decision, Event
 from .security import restricted_pod_spec
 from .settings import Settings
 from .storage import pod_storage
+from .tracking import record_tracking, tracking_events, trainer_env
 from .versions import model_version
 from .cluster import Obj
 
@@ -95,7 +96,7 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": args,
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}, *storage.env],
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}, *storage.env, *trainer_env(tj["spec"])],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
@@ -193,8 +194,8 @@ def decide(
     old: Obj = dict(tj.get("status") or {})
     same_generation = old.get("observedGeneration") == generation
     # A new generation starts from scratch but keeps the conditions' history (their transition
-    # times); Succeeded/Failed described the previous run, so they go.
-    carried = [c for c in old.get("conditions") or [] if c.get("type") not in ("Succeeded", "Failed")]
+    # times); Succeeded/Failed (and Tracked) described the previous run, so they go.
+    carried = [c for c in old.get("conditions") or [] if c.get("type") not in ("Succeeded", "Failed", "Tracked")]
     status: Obj = dict(old) if same_generation else {"conditions": carried}
     status["observedGeneration"] = generation
     events: list[Event] = []
@@ -250,8 +251,10 @@ def decide(
         status["conditions"] = summarize(status.get("conditions"), ready=False, reason=reason, message=message,
                                          reconciling=False, stalled=True, now=now, generation=generation)
         status["conditions"] = set_condition(status["conditions"], "Failed", True, reason, message, now, generation)
+        if reason == "GateFailed":
+            status = record_tracking(status, tj["spec"], summary, now, generation)
         if old.get("phase") != "Failed" or not same_generation:
-            events.append(Event("Warning", reason, message))
+            events += [Event("Warning", reason, message), *tracking_events(status)]
         return TrainingDecision(status=status, events=events)
 
     running = any(_pod_running(p) for p in pods)
@@ -347,9 +350,11 @@ def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, se
                                          reconciling=False, stalled=False, now=now, generation=generation)
         status["conditions"] = set_condition(status["conditions"], "Succeeded", True, "Succeeded", msg, now, generation)
         status["conditions"] = [c for c in status["conditions"] if c["type"] != "Failed"]
+        status = record_tracking(status, tj["spec"], summary, now, generation)
     if old.get("phase") != status["phase"] or not same_generation:
         ok = status["phase"] == "Succeeded"
-        events.append(Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)))
+        events += [Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)),
+                   *tracking_events(status)]
     return TrainingDecision(status=status, events=events)
 
 

@@ -10,6 +10,7 @@ from ..controllers.reconcile.trainingjob import reconcile_training_job
 from ..controllers.settings import Settings
 from . import metrics
 from .queue import Reconcile
+from .tracking import alias_mover
 
 
 def reconcilers(cluster: Cluster, settings: Settings, sensors: Sensors,
@@ -17,8 +18,11 @@ def reconcilers(cluster: Cluster, settings: Settings, sensors: Sensors,
     async def training_job(namespace: str, name: str) -> Result:
         return await reconcile_training_job(cluster, namespace, name, settings, store_check=store_check)
 
+    mover = alias_mover(cluster)
+
     async def model_deployment(namespace: str, name: str) -> Result:
-        return await reconcile_model_deployment(cluster, namespace, name, settings, store_check=store_check)
+        return await reconcile_model_deployment(cluster, namespace, name, settings, store_check=store_check,
+                                                alias_mover=mover)
 
     async def drift_policy(namespace: str, name: str) -> Result:
         decision = await reconcile_drift_policy(cluster, namespace, name, settings, sensors=sensors)

@@ -25,6 +25,7 @@ from .cluster import Change, MemoryCluster
 from .executor import Executor, Paths
 from .processes import ProcessGroup
 from .sensors import local_sensors
+from .tracking import local_alias_mover
 
 log = logging.getLogger("mlops_operator.local")
 Key = tuple[str, str, str]
@@ -56,9 +57,10 @@ class LocalManager:
         sensors = local_sensors(self.paths.store, self.settings.store_uri)
         uris = [self.settings.store_uri, self.settings.feedback_uri]
         check = StoreAccess(uris) if any(u.startswith("s3://") for u in uris) else None  # this process's credentials
+        mover = local_alias_mover()
         return {
             "TrainingJob": lambda ns, n: reconcile_training_job(self.cluster, ns, n, self.settings, self.clock, check),
-            "ModelDeployment": lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock, check),
+            "ModelDeployment": lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock, check, mover),
             "DriftPolicy": lambda ns, n: reconcile_drift_policy(self.cluster, ns, n, self.settings, self.clock, sensors),
         }
 

@@ -33,6 +33,7 @@ from .. import __version__
 from ..api.trainingjob import Task, TrainingJob, metric_task
 from ..store import MODEL_FILE, ArtifactError, ModelStore, S3ModelStore, StoreError, VersionNotFound, load_skops_bytes, open_store
 from . import data as data_mod
+from . import tracking
 from .compiled import COMPILED_FILE, reference_rows
 from .onnx_conversion import Compilation, compile_pipeline
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
@@ -785,7 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         return failed("DataError", str(exc), EXIT_INVALID)
     except GateFailed as exc:
-        return failed("GateFailed", str(exc), EXIT_GATE, gate=exc.gate.to_dict(), metrics=exc.metrics)
+        return failed("GateFailed", str(exc), EXIT_GATE, gate=exc.gate.to_dict(), metrics=exc.metrics,
+                      **tracking.track_gate_failure(job, args.version or model_version(job.metadata.name, _generation(job)),
+                                                    exc.metrics, exc.gate.to_dict(), log))
     except StoreError as exc:  # refused credentials or a missing bucket: a retry with the same Secret cannot help
         permanent = exc.reason in PERMANENT_STORE_REASONS
         return failed(exc.reason, str(exc), EXIT_INVALID if permanent else EXIT_ERROR)
@@ -794,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         traceback.print_exc(file=sys.stderr)
         return failed("Error", f"{type(exc).__name__}: {exc}", EXIT_ERROR)
-    write_termination_log(term, result.summary(), log)
+    write_termination_log(term, {**result.summary(), **tracking.track_result(job, store, result, log)}, log)
     print(result.path)
     return EXIT_OK
 

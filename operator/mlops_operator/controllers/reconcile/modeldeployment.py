@@ -9,6 +9,7 @@ from .. import labels, modeldeployment
 from ..cluster import DEPLOYMENTS, HPAS, MODEL_DEPLOYMENTS, PDBS, SERVICES, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
 from ..storage import STORE_RECHECK_SECONDS, blocked_by_store
+from ..tracking import RETRY_SECONDS, AliasMover, champion_condition, champion_move
 from . import Changes, Clock, Result, StoreCheck, apply_decision, owner_name, utcnow
 
 
@@ -25,7 +26,7 @@ async def observe(cluster: Cluster, namespace: str, name: str) -> modeldeploymen
 
 async def reconcile_model_deployment(
     cluster: Cluster, namespace: str, name: str, settings: Settings, clock: Clock = utcnow,
-    store_check: StoreCheck | None = None,
+    store_check: StoreCheck | None = None, alias_mover: AliasMover | None = None,
 ) -> Result:
     """Bring one ModelDeployment's children and status in line.
 
@@ -33,6 +34,8 @@ async def reconcile_model_deployment(
     (the first one, or a rollout) is applied only once the namespace's pods
     can reach the object store (a server that cannot load its model would
     crash-loop); until then the status says why and what serves keeps serving.
+    With ``alias_mover``, a version that serves gets MLflow's champion alias
+    (when its TrainingJob registered it there).
     """
     md = await cluster.get(MODEL_DEPLOYMENTS, namespace, name)
     if md is None or md["metadata"].get("deletionTimestamp"):
@@ -49,8 +52,13 @@ async def reconcile_model_deployment(
             status, events = blocked_by_store(md, problem.reason, message, now)
             status = await apply_decision(cluster, MODEL_DEPLOYMENTS, md, status, Changes(events=events), now)
             return Result(status, STORE_RECHECK_SECONDS)
+    move = champion_move(decision.status, training_jobs) if alias_mover is not None else None
+    moved = None if move is None or alias_mover is None else await alias_mover(namespace, move)
+    if move is not None:
+        decision.events += champion_condition(decision.status, move, moved, now, md["metadata"].get("generation"))
     changes = Changes(apply=decision.apply, delete=decision.delete, events=decision.events)
-    return Result(await apply_decision(cluster, MODEL_DEPLOYMENTS, md, decision.status, changes, now))
+    status = await apply_decision(cluster, MODEL_DEPLOYMENTS, md, decision.status, changes, now)
+    return Result(status, RETRY_SECONDS if moved is not None else None)
 
 
 def _starts_pods_of_a_new_version(current: Obj | None, apply: Sequence[Obj]) -> bool:
