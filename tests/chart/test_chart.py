@@ -90,6 +90,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
            "feedback": {"uri": "s3://models-bucket/feedback"}},
     "s3-namespaced-unchecked": {"watchNamespaces": WATCHED,
                                 "store": {"uri": "s3://models-bucket/prod", "s3": {"secretName": "creds", "checkSecret": False}}},
+    "mlflow-secrets": {"watchNamespaces": WATCHED, "tracking": {"mlflow": {"secretNames": ["mlflow-creds", "team-b-mlflow"]}}},
     "no-leader-election": {"leaderElection": {"enabled": False}},
     "one-elected-replica": {"replicaCount": 1},
     "no-pdb": {"podDisruptionBudget": {"enabled": False}, "rbac": {"create": False}},
@@ -426,12 +427,15 @@ def test_metrics_service_only_when_enabled(rendered: dict[str, list[Obj]]) -> No
 
 STORE_SECRET_RULE = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mlops-store"], "verbs": ["get"]}
 """The one exception (scenario s3): get on the object store's Secret, by name, to check the key before pods start."""
+MLFLOW_SECRET_RULE = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mlflow-creds", "team-b-mlflow"],
+                      "verbs": ["get"]}
+"""The other (scenario mlflow-secrets): get on the MLflow Secrets the user listed, to move the champion alias."""
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_rbac_has_no_wildcards_and_no_secrets(rendered: dict[str, list[Obj]], scenario: str) -> None:
     for rule in rules_of(rendered[scenario]):
-        if scenario == "s3" and rule == STORE_SECRET_RULE:
+        if (scenario, rule) in (("s3", STORE_SECRET_RULE), ("mlflow-secrets", MLFLOW_SECRET_RULE)):
             continue
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key], rule
@@ -537,6 +541,15 @@ def test_s3_secret_check_can_be_left_out(rendered: dict[str, list[Obj]]) -> None
     settings = settings_from_env(env_of(objs))
     assert settings.store_secret == "creds" and not settings.check_store_secret
     assert not of_kind(objs, "PersistentVolumeClaim")
+
+
+def test_mlflow_secrets_are_readable_by_name_in_each_watched_namespace_and_no_other(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["mlflow-secrets"]
+    for ns in WATCHED:
+        (role,) = [r for r in of_kind(objs, "Role") if r["metadata"]["namespace"] == ns
+                   and r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+        assert [r for r in role["rules"] if "secrets" in r["resources"]] == [MLFLOW_SECRET_RULE]
+    assert not any("secrets" in r["resources"] for r in rules_of(rendered["default"]))
 
 
 def test_store_claims_follow_the_workloads(rendered: dict[str, list[Obj]]) -> None:

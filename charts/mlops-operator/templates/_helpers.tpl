@@ -154,6 +154,14 @@ namespace otherwise. Keep docs/operations.md (RBAC) in step.
   resourceNames: [{{ .Values.store.s3.secretName | quote }}]
   verbs: ["get"]
 {{- end }}
+{{- with .Values.tracking.mlflow.secretNames }}
+# MLflow: the Secrets TrainingJobs name in spec.tracking.mlflow.credentialsSecret,
+# read to move the registry's champion alias on promotion. Only those names, only get.
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: [{{ range $i, $name := . }}{{ if $i }}, {{ end }}{{ $name | quote }}{{ end }}]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 
 {{/* Non-empty when anything is on object storage. */}}
