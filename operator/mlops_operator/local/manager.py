@@ -51,6 +51,8 @@ class LocalManager:
         self.errors: dict[Key, str] = {}
         self._failures: dict[Key, int] = {}
         self._retry_at: dict[Key, float] = {}
+        self._requeue_at: dict[Key, float] = {}
+        """Reconciles that asked to look again later (``Result.requeue_after``), as the operator's work queue does."""
 
     # -- wiring: the same reconcile functions the kopf operator calls ---------
     def _reconcilers(self) -> dict[str, Callable[[str, str], Awaitable[object]]]:
@@ -92,6 +94,10 @@ class LocalManager:
         while not self._feed.empty():
             self._touch(self._feed.get_nowait())
         now = asyncio.get_running_loop().time()
+        for key, at in list(self._requeue_at.items()):
+            if at <= now:
+                self._dirty.add(key)
+                del self._requeue_at[key]
         due = {k for k in self._dirty if self._retry_at.get(k, 0.0) <= now}
         dirty, self._dirty = sorted(due), self._dirty - due
         for key in dirty:
@@ -100,7 +106,10 @@ class LocalManager:
             if fn is None or self.cluster.get_now(RESOURCES[kind], ns, name) is None:
                 continue
             try:
-                await fn(ns, name)
+                result = await fn(ns, name)
+                after = getattr(result, "requeue_after", None)
+                if after is not None:
+                    self._requeue_at[key] = now + after
                 self.errors.pop(key, None)
                 self._failures.pop(key, None)
                 self._retry_at.pop(key, None)
