@@ -116,6 +116,7 @@ DRIFT_POLICY = Kind(
         {"name": "Samples", "type": "integer", "jsonPath": ".status.samples"},
         {"name": "Retrains", "type": "integer", "jsonPath": ".status.retrainCount"},
         {"name": "Last-Check", "type": "date", "jsonPath": ".status.lastCheck", "priority": 1},
+        {"name": "Next-Retrain", "type": "string", "jsonPath": ".status.schedule.nextScheduleTime", "priority": 1},
         _AGE,
         _REASON,
         _MESSAGE,

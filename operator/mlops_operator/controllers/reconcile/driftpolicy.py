@@ -17,7 +17,7 @@ from ...api.base import parse_duration
 from ...api.driftpolicy import DriftPolicySpec
 from ...drift import Reference
 from .. import driftpolicy, labels
-from ..conditions import set_condition
+from ..conditions import parse_timestamp, set_condition
 from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
 from ..decision import Event
@@ -216,6 +216,9 @@ def _until_next_check(policy: Obj, status: Obj, now: Any) -> float | None:
     if driftpolicy.spec_errors(policy):
         return None  # nothing to check until the spec changes, which is an event
     due = driftpolicy.next_check({**policy, "status": status})
+    scheduled = parse_timestamp((status.get("schedule") or {}).get("nextScheduleTime"))
+    if due is not None and scheduled is not None:
+        due = min(due, scheduled)
     return max(0.5, (due - now).total_seconds()) if due is not None else 0.5
 
 
