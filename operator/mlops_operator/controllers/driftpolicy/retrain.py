@@ -19,8 +19,7 @@ MAX_RETRAINS = 20
 MAX_TJ_NAME = 52
 PROMOTION = f"{labels.PREFIX}/promotion"
 REASON = f"{labels.PREFIX}/retrain-reason"
-TRIGGER = f"{labels.PREFIX}/retrain-trigger"
-"""What started a retrain: 'schedule', or the drift checks that breached ('dataDrift,errorRate')."""
+TRIGGER = labels.RETRAIN_TRIGGER
 
 
 def retrain_name(policy: str, n: int) -> str:
