@@ -247,6 +247,9 @@ class FeatureScore(ApiModel):
     weight: float | None = Doc("The feature's weight in the correction (normalised to mean 1).", None)
     unseen_share: float | None = Doc("Share of rows in categories never seen in training.", None)
     psi: float | None = Doc("Population Stability Index.", None)
+    importance: float | None = Doc(
+        "The feature's permutation importance to the serving version (from its training run): a drifted feature "
+        "the model hardly uses matters less than one it leans on.", None)
     drifted: bool = Doc("Whether it breached.", False)
     reason: str | None = Doc(
         "Why: drift (significant and effect >= floor), unseenLevels, notSignificant, belowFloor, psi, belowPsi, excluded (weight 0).",

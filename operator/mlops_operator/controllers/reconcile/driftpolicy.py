@@ -17,6 +17,7 @@ from ...api.base import parse_duration
 from ...api.driftpolicy import DriftPolicySpec
 from ...drift import Reference
 from .. import driftpolicy, labels
+from ..driftpolicy.importance import rank_by_importance
 from ..conditions import parse_timestamp, set_condition
 from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
@@ -137,6 +138,7 @@ async def run_check(
     model = (deployment.get("spec") or {}).get("model", "")
     reference, metadata, reference_error = await _reference(sensors, ns, model, version)
     result = driftpolicy.run_checks(spec, reference, metadata, update.counts)
+    rank_by_importance(result, metadata)
     result.scraped, result.unreadable, result.reference_error = len(ready), unreadable, reference_error
     if reference is None and result.verdict == "Unavailable":
         result.message = f"{reference_error}; " + result.message
