@@ -53,6 +53,9 @@ def _spec_document(tj: Obj) -> str:
         },
         "spec": tj["spec"],
     }
+    trigger = (meta.get("annotations") or {}).get(labels.RETRAIN_TRIGGER)
+    if trigger:  # what started a retrain, for the version's lineage
+        doc["metadata"]["annotations"] = {labels.RETRAIN_TRIGGER: trigger}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
