@@ -733,7 +733,7 @@ def _fit_summary(summary: dict[str, Any]) -> str:
     if len(text.encode()) <= MAX_SUMMARY_BYTES:
         return text
     summary = dict(summary)
-    for key in ("importance", "tuning"):  # the best few and the top features go first; metadata.json keeps them all
+    for key in ("tuning", "importance"):  # the search's best few, then the top features; metadata.json keeps them all
         part = summary.get(key)
         if key == "tuning" and isinstance(part, dict):
             part = dict(part)

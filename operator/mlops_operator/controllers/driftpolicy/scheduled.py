@@ -46,7 +46,7 @@ def _after(fields: str, zone: ZoneInfo, when: datetime) -> datetime | None:
     """The first scheduled time strictly after ``when``, in UTC."""
     try:
         return next(CronSim(fields, when.astimezone(zone))).astimezone(timezone.utc)
-    except StopIteration:  # no match in the next 50 years (e.g. 30 February is refused earlier; 29 Feb on Mondays is rare, not never)
+    except StopIteration:  # cronsim looks 50 years ahead; an expression that never matches is refused at validation
         return None
 
 
