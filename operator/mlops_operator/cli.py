@@ -53,6 +53,55 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID if failed else EXIT_OK
 
 
+def _cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from .runs import read_versions, render, runs_table
+    from .store import open_store
+
+    root = Path(args.root) if args.root else None
+    if root is None and not args.store:
+        from .local.main import default_root
+
+        root = default_root()
+    try:
+        store = open_store(args.store or str(root / "store"))  # type: ignore[operator]
+        versions = read_versions(store, args.namespace, args.model)
+    except ValueError as exc:
+        print(f"error: --store: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    objects: list[dict] = []
+    if args.cluster:
+        objects = _cluster_objects(args.namespace, args.kubeconfig)
+    elif root is not None and (root / "objects.json").is_file():
+        objects = [o for o in json.loads((root / "objects.json").read_text()).get("items", [])
+                   if (o.get("metadata") or {}).get("namespace", "default") == args.namespace]
+    tjs = [o for o in objects if o.get("kind") == "TrainingJob"]
+    mds = [o for o in objects if o.get("kind") == "ModelDeployment"]
+    rows = runs_table(versions, tjs, mds, args.model)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(render(rows))
+    else:
+        print(f"no runs of model {args.model!r} in namespace {args.namespace}", file=sys.stderr)
+    return EXIT_OK if rows else EXIT_INVALID
+
+
+def _cluster_objects(namespace: str, kubeconfig: str | None) -> list[dict]:
+    """The TrainingJobs and ModelDeployments of a namespace, from the API server of the kubeconfig (or the pod's)."""
+    import asyncio
+
+    from .controllers.cluster import MODEL_DEPLOYMENTS, TRAINING_JOBS
+    from .k8s.client import KubeCluster, load_api_client
+
+    async def read() -> list[dict]:
+        cluster = KubeCluster(load_api_client(kubeconfig))
+        return [*await cluster.list(TRAINING_JOBS, namespace), *await cluster.list(MODEL_DEPLOYMENTS, namespace)]
+
+    return asyncio.run(read())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check mlops.dev manifests offline (files or folders)")
     p.add_argument("paths", nargs="+", help="YAML files or folders")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("runs", help="the versions of a model side by side: lineage, trigger, data, params, metrics, gate, state")
+    p.add_argument("model", help="the model (spec.model of its TrainingJobs)")
+    p.add_argument("--store", default="", help="the model store: a folder, file:///path or s3://bucket/prefix "
+                   "(default: the embedded runner's, <root>/store)")
+    p.add_argument("--root", default="", help="the embedded runner's folder, whose objects.json says what served "
+                   "(default: the one `mlops-operator local` uses)")
+    p.add_argument("--namespace", default="default", help="namespace of the model (default: default)")
+    p.add_argument("--cluster", action="store_true", help="read TrainingJobs and ModelDeployments from the API server")
+    p.add_argument("--kubeconfig", default=None, help="with --cluster: the kubeconfig (default: in-cluster, then ~/.kube/config)")
+    p.add_argument("--json", action="store_true", help="one JSON object per version, for scripts")
+    p.set_defaults(func=_cmd_runs)
 
     for name, target, text in _DELEGATED:
         p = sub.add_parser(name, help=text, add_help=False)

@@ -153,7 +153,7 @@ def test_breach_streak_and_events() -> None:
     assert d.status["consecutiveBreaches"] == 0, "a trigger starts a new streak"
     assert d.status["activeRetrain"] == "iris-retrain-1" and d.status["retrainCount"] == 1
     assert d.status["lastTriggered"] == timestamp(T0 + timedelta(minutes=1))
-    assert d.status["retrains"] == [{"name": "iris-retrain-1", "reason": "dataDrift on petal_length",
+    assert d.status["retrains"] == [{"name": "iris-retrain-1", "trigger": "dataDrift", "reason": "dataDrift on petal_length",
                                      "time": timestamp(T0 + timedelta(minutes=1)), "result": "Running", "promoted": False}]
     assert _cond(d.status, "Retraining")["status"] == "True" and _cond(d.status, "Drifting")["status"] == "True"
 

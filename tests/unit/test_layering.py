@@ -28,6 +28,8 @@ FORBIDDEN = {
     "manifests.py": {"kopf", "kubernetes", "mlops_operator.k8s", "mlops_operator.local", "mlops_operator.runtime",
                      "mlops_operator.controllers", "mlops_operator.store"},
     "sensors.py": {"kopf", "kubernetes", "mlops_operator.k8s", "mlops_operator.local", "mlops_operator.store"},
+    "runs.py": {"kopf", "kubernetes", "mlops_operator.k8s", "mlops_operator.local", "mlops_operator.controllers",
+                "mlops_operator.runtime"},
     "cli.py": set(),
     "__init__.py": {"mlops_operator.k8s", "mlops_operator.local", "mlops_operator.runtime", "mlops_operator.controllers"},
 }

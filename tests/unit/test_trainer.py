@@ -416,7 +416,7 @@ def test_missing_champion_decides_on_bounds(tmp_path: Path) -> None:
     assert result.gate["result"] == "Passed" and result.gate["championVersion"] is None
     assert "not in the store" in result.gate["reason"]
     assert any(r["event"] == "champion" and r["level"] == "warning" for r in logged)
-    assert [r["event"] for r in logged] == ["start", "loaded_data", "split", "fitted", "evaluated", "champion", "gate", "compiled", "stored"]
+    assert [r["event"] for r in logged] == ["start", "loaded_data", "split", "fitted", "evaluated", "champion", "gate", "importance", "compiled", "stored"]
 
 
 def test_corrupt_champion_fails_the_gate(tmp_path: Path) -> None:

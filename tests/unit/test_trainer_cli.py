@@ -49,7 +49,8 @@ def test_success_writes_summary_and_prints_the_path(tmp_path: Path, capsys: pyte
     code, summary = run(tmp_path, write_spec(tmp_path / "tj.yaml"))
     out, err = capsys.readouterr()
     assert code == 0
-    assert set(summary) == {"version", "uri", "sha256", "metrics", "gate", "dataDigest", "rows", "task", "scikitLearn", "inference"}
+    assert set(summary) == {"version", "uri", "sha256", "metrics", "gate", "dataDigest", "rows", "task", "scikitLearn", "inference",
+                            "importance"}
     assert summary["inference"] == "onnx"  # the iris forest compiles and verifies
     assert summary["scikitLearn"] == importlib.metadata.version("scikit-learn")
     assert summary["version"] == "iris-v1-g2" and summary["task"] == "classification"
@@ -57,7 +58,7 @@ def test_success_writes_summary_and_prints_the_path(tmp_path: Path, capsys: pyte
     version_dir = tmp_path / "store" / "ml" / "iris" / "iris-v1-g2"
     assert out.strip() == str(version_dir)
     assert summary["uri"] == version_dir.as_uri()
-    assert events(err) == ["start", "loaded_data", "split", "fitted", "evaluated", "gate", "compiled", "stored"]
+    assert events(err) == ["start", "loaded_data", "split", "fitted", "evaluated", "gate", "importance", "compiled", "stored"]
     for line in err.splitlines():
         rec = json.loads(line)
         assert {"ts", "level", "event"} <= set(rec)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from cronsim import CronSim, CronSimError
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from .base import DNS_LABEL, Name, DURATION, ApiModel, Condition, Doc, ObjectMeta, Rule, parse_duration
 
@@ -132,6 +136,60 @@ class Promotion(ApiModel):
     must_beat: Literal["current", "none"] = Doc("current: the retrain must score better than the serving version on the same rows.", "current")
 
 
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}
+"""The macros Kubernetes CronJobs accept, as the five fields they stand for."""
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^\s]+(\s+[^\s]+){4})$"
+"""The shape the API server checks (a macro or five fields); the fields themselves are checked by :func:`cron_fields`."""
+
+
+def cron_fields(expr: str) -> str:
+    """The five fields of a cron expression (macros expanded); raises ValueError saying which field is wrong."""
+    fields = CRON_MACROS.get(expr.strip(), expr.strip())
+    if len(fields.split()) != 5:
+        raise ValueError("must be five fields (minute hour day-of-month month day-of-week) or a macro such as @weekly")
+    try:
+        CronSim(fields, datetime(2000, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"{str(exc).lower() or 'invalid expression'} field") from None
+    return fields
+
+
+def _check_cron(expr: str) -> str:
+    try:
+        cron_fields(expr)
+    except ValueError as exc:
+        raise PydanticCustomError("cron", "{why} (got '{expr}')", {"why": str(exc), "expr": expr}) from None
+    return expr
+
+
+def _check_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PydanticCustomError("zone", "unknown time zone '{name}': use an IANA name such as Europe/Berlin or UTC",
+                                  {"name": name}) from None
+    return name
+
+
+class Schedule(ApiModel):
+    """Retrain at fixed times, in addition to the drift checks (the same cooldown, one-active and daily limits)."""
+
+    cron: Annotated[str, AfterValidator(_check_cron)] = Doc(
+        "When to retrain: five cron fields (minute hour day-of-month month day-of-week), e.g. '0 3 * * 1' "
+        "for Mondays at 03:00, or a macro (@daily, @weekly, @monthly, ...). Times the operator was down for "
+        "run once when it is back, not once each.",
+        max_length=128, json_schema_extra={"pattern": CRON},
+    )
+    time_zone: Annotated[str, AfterValidator(_check_zone)] = Doc(
+        "IANA time zone the cron fields are read in (Europe/Berlin, America/New_York). A time that daylight "
+        "saving skips runs at the first minute after the gap; a time it repeats runs once.",
+        "UTC", max_length=64,
+    )
+
+
 class DriftPolicySpec(ApiModel):
     """Watch a ModelDeployment and act when it drifts."""
 
@@ -153,6 +211,7 @@ class DriftPolicySpec(ApiModel):
     action: Literal["retrain", "alert"] = Doc("retrain: start a retraining TrainingJob; alert: report only.", "retrain")
     retrain: Retrain | None = Doc("What to retrain (needed when action is retrain).", None)
     promotion: Promotion = Doc("How the retrained model takes over.", default_factory=Promotion)
+    schedule: Schedule | None = Doc("Retrain at fixed times too (e.g. weekly on the latest data and feedback).", None)
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -160,6 +219,12 @@ class DriftPolicySpec(ApiModel):
             message="action retrain needs spec.retrain.from",
             field=".retrain",
             check=lambda s: s.action != "retrain" or s.retrain is not None,
+        ),
+        Rule(
+            cel="!has(self.schedule) || self.action == 'retrain'",
+            message="a schedule retrains: it needs action retrain",
+            field=".schedule",
+            check=lambda s: s.schedule is None or s.action == "retrain",
         ),
         Rule(
             cel="duration(self.interval) >= duration('5s')",
@@ -188,6 +253,9 @@ class FeatureScore(ApiModel):
     weight: float | None = Doc("The feature's weight in the correction (normalised to mean 1).", None)
     unseen_share: float | None = Doc("Share of rows in categories never seen in training.", None)
     psi: float | None = Doc("Population Stability Index.", None)
+    importance: float | None = Doc(
+        "The feature's permutation importance to the serving version (from its training run): a drifted feature "
+        "the model hardly uses matters less than one it leans on.", None)
     drifted: bool = Doc("Whether it breached.", False)
     reason: str | None = Doc(
         "Why: drift (significant and effect >= floor), unseenLevels, notSignificant, belowFloor, psi, belowPsi, excluded (weight 0).",
@@ -197,10 +265,21 @@ class FeatureScore(ApiModel):
 
 class RetrainRecord(ApiModel):
     name: str = Doc("The retraining TrainingJob.")
-    reason: str = Doc("What breached.", "")
+    trigger: str | None = Doc("What started it: 'schedule', or the drift checks that breached (dataDrift, errorRate, ...).", None)
+    reason: str = Doc("What breached, or which scheduled time it ran for.", "")
     time: str | None = Doc("When it was created.", None, json_schema_extra={"format": "date-time"})
     result: str | None = Doc("Running, Succeeded, GateFailed, Failed.", None)
     promoted: bool = Doc("Whether it became the serving version.", False)
+
+
+class ScheduleStatus(ApiModel):
+    cron: str | None = Doc("The schedule the times below belong to (a changed schedule starts afresh).", None)
+    time_zone: str | None = Doc("Its time zone.", None)
+    last_schedule_time: str | None = Doc(
+        "The last scheduled time acted on (retrain started or skipped); the next is computed from it, so "
+        "times missed while the operator was down run once.", None, json_schema_extra={"format": "date-time"})
+    next_schedule_time: str | None = Doc("The next scheduled retrain.", None, json_schema_extra={"format": "date-time"})
+    last_result: str | None = Doc("What happened at the last scheduled time: the retrain started, or why it was skipped.", None)
 
 
 class DriftPolicyStatus(ApiModel):
@@ -217,6 +296,7 @@ class DriftPolicyStatus(ApiModel):
     active_retrain: str | None = Doc("The retraining TrainingJob still running.", None)
     retrain_count: int | None = Doc("Retrains started by this policy.", None)
     retrains: list[RetrainRecord] | None = Doc("The last retrains, newest first.", None, max_length=20)
+    schedule: ScheduleStatus | None = Doc("Where spec.schedule stands: its last and next scheduled times.", None)
     conditions: list[Condition] | None = Doc(
         "Ready, Drifting, Retraining, SensorsReadable, Reconciling, Stalled.",
         None,

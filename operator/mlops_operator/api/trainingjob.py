@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+import math
+
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from .base import DNS_LABEL, Name, ApiModel, Condition, Doc, ObjectMeta, Resources, Rule
 from .tracking import Tracking, TrackingStatus
@@ -154,6 +157,99 @@ class QualityGate(ApiModel):
     )
 
 
+RANGE_KINDS = ("uniform", "loguniform", "int")
+"""Ranges a random or halving search samples from (a grid takes lists only)."""
+
+
+def _space_error(name: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("space", message, {"field": f".{name}"})
+
+
+def _check_space(space: dict[str, Any]) -> dict[str, Any]:
+    """Each parameter: a non-empty list of values, or one range ``{uniform|loguniform|int: [low, high]}``."""
+    if not space:
+        raise PydanticCustomError("space", "the search space needs at least one parameter")
+    for name, values in space.items():
+        if not isinstance(name, str) or not name or "__" in name:
+            raise _space_error(str(name), "a parameter name of the estimator (no '__': the space tunes the estimator itself)")
+        if isinstance(values, list):
+            if not values or len(values) > 1000:
+                raise _space_error(name, "a list of 1 to 1000 values")
+            continue
+        if not isinstance(values, dict) or len(values) != 1 or next(iter(values)) not in RANGE_KINDS:
+            raise _space_error(name, "a list of values, or one range: {uniform: [low, high]}, {loguniform: [low, high]} or {int: [low, high]}")
+        kind, bounds = next(iter(values.items()))
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)):
+            raise _space_error(name, f"{kind} needs [low, high], two finite numbers")
+        low, high = bounds
+        if not low < high:
+            raise _space_error(name, f"{kind}: low must be below high (got [{low}, {high}])")
+        if kind == "loguniform" and low <= 0:
+            raise _space_error(name, f"loguniform: low must be above 0 (got {low})")
+        if kind == "int" and not all(float(b).is_integer() for b in bounds):
+            raise _space_error(name, f"int: the bounds must be whole numbers (got [{low}, {high}])")
+    return space
+
+
+class Budget(ApiModel):
+    """How much searching a run may do: candidates, seconds, or both (whichever ends first)."""
+
+    candidates: int | None = Doc(
+        "Most parameter combinations tried (random: how many are sampled; grid: a larger grid is refused; "
+        "halving: how many start the first round). 20 for random and halving when left out.",
+        None, ge=1, le=10_000,
+    )
+    seconds: float | None = Doc(
+        "Wall time for the search (grid and random): candidates are evaluated in batches, and no new batch "
+        "starts once this is spent. The best so far is refitted.",
+        None, gt=0, le=7 * 24 * 3600,
+    )
+
+
+class Tuning(ApiModel):
+    """A hyperparameter search around the estimator, scored by cross-validation on the training rows."""
+
+    strategy: Literal["grid", "random", "halving"] = Doc(
+        "grid: every combination (GridSearchCV); random: sampled combinations (RandomizedSearchCV); "
+        "halving: successive halving of sampled combinations over growing shares of the rows (HalvingRandomSearchCV)."
+    )
+    space: Annotated[dict[str, Any], AfterValidator(_check_space)] = Doc(
+        "Estimator parameter -> a list of values, or (random, halving) a range {uniform: [low, high]}, "
+        "{loguniform: [low, high]} or {int: [low, high]}. Each name must be a parameter of the estimator; "
+        "spec.estimator.params gives the rest.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    cv: int = Doc("Cross-validation folds on the training rows (stratified for classification).", 5, ge=2, le=20)
+    budget: Budget = Doc("How much searching the run may do.", default_factory=Budget)
+    scoring: Metric | None = Doc(
+        "Metric the candidates are ranked by; the quality gate's metric when left out (else accuracy or rmse), "
+        "so the search optimises what the gate judges.", None,
+    )
+    n_jobs: int | None = Doc("Candidates fitted in parallel; the CPUs the pod may use when left out.", None, ge=1, le=256)
+    seed: int = Doc("Seed of the sampling and the folds, so a search is reproducible.", 0, ge=0, le=2**31 - 1)
+    top: int = Doc("Best candidates listed in status (the whole table goes to the version's metadata.json).", 5, ge=1, le=20)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.strategy != 'halving' || !has(self.budget.seconds)",
+            message="a halving search is bounded by budget.candidates, not seconds",
+            field=".budget.seconds",
+            check=lambda t: t.strategy != "halving" or t.budget.seconds is None,
+        ),
+    )
+
+
+    @model_validator(mode="after")
+    def _grid_takes_lists(self) -> "Tuning":
+        # Python only: CEL cannot look inside a field that keeps unknown fields (the space's values are free-form).
+        ranged = sorted(k for k, v in self.space.items() if not isinstance(v, list))
+        if self.strategy == "grid" and ranged:
+            raise PydanticCustomError("space", "a grid search takes lists of values; ranges need strategy random or halving",
+                                      {"field": f".space.{ranged[0]}"})
+        return self
+
+
 class TrainingJobSpec(ApiModel):
     """What to train, on what, and how good it must be."""
 
@@ -168,6 +264,7 @@ class TrainingJobSpec(ApiModel):
     preprocessing: Preprocessing = Doc("Imputation, scaling and encoding before the estimator.", default_factory=Preprocessing)
     estimator: Estimator = Doc("The scikit-learn estimator.")
     quality_gate: QualityGate | None = Doc("Fail the run when the model misses this bar.", None)
+    tuning: Tuning | None = Doc("Search the estimator's parameters first; the best candidate is refitted, gated and stored.", None)
     resources: Resources | None = Doc("CPU and memory of the training container.", None)
     tracking: Tracking | None = Doc("Where else each run is recorded (MLflow).", None)
     backoff_limit: int = Doc("Retries of the training pod before the run fails.", 1, ge=0, le=10)
@@ -182,6 +279,14 @@ class TrainingJobSpec(ApiModel):
             message="the gate's metric does not fit the task",
             field=".qualityGate.metric",
             check=lambda s: s.task is None or s.quality_gate is None or metric_task(s.quality_gate.metric) == s.task,
+        ),
+        Rule(
+            cel="!has(self.tuning) || !has(self.tuning.scoring) || !has(self.qualityGate) || "
+            "self.tuning.scoring == self.qualityGate.metric",
+            message="the search must rank candidates by the metric the gate judges: leave scoring out or set it to qualityGate.metric",
+            field=".tuning.scoring",
+            check=lambda s: s.tuning is None or s.tuning.scoring is None or s.quality_gate is None
+            or s.tuning.scoring == s.quality_gate.metric,
         ),
     )
 
@@ -206,12 +311,39 @@ class Lineage(ApiModel):
     image: str | None = Doc("Image that trained the model.", None)
     parent: str | None = Doc("Version this run was retrained from.", None)
     triggered_by: str | None = Doc("DriftPolicy that asked for this run.", None)
+    trigger: str | None = Doc("What made the policy retrain: 'schedule', or the drift checks that breached.", None)
     scikit_learn: str | None = Doc("scikit-learn version that trained the model; serving on another one is reported.", None)
     inference: str | None = Doc(
         "What serves the version: onnx (its compiled model verified at training) or skops "
         "(metadata.json's compiled.reason says why).",
         None,
     )
+
+
+class Candidate(ApiModel):
+    params: dict[str, Any] = Doc("The candidate's parameters.", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    score: float | None = Doc("Mean cross-validated score, in the metric's own units (rmse as rmse).", None)
+    std: float | None = Doc("Its standard deviation over the folds.", None)
+
+
+class TuningResult(ApiModel):
+    strategy: str | None = Doc("grid, random or halving.", None)
+    scoring: str | None = Doc("The metric candidates were ranked by.", None)
+    best_params: dict[str, Any] | None = Doc("The winner's parameters (refitted on all training rows).", None,
+                                             json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    best_score: float | None = Doc("The winner's mean cross-validated score.", None)
+    default_score: float | None = Doc("spec.estimator.params' own cross-validated score on the same folds.", None)
+    candidates: int | None = Doc("Candidates evaluated.", None)
+    seconds: float | None = Doc("Wall time of the search.", None)
+    n_jobs: int | None = Doc("Candidates fitted in parallel.", None)
+    stopped: str | None = Doc("Why the search ended early (the time budget), if it did.", None)
+    top: list[Candidate] | None = Doc("The best few, best first (all of them in metadata.json).", None, max_length=20)
+
+
+class FeatureImportance(ApiModel):
+    feature: str = Doc("Input column.")
+    importance: float = Doc("Mean drop of the gate's metric when the column is shuffled on the held-out rows.")
+    std: float | None = Doc("Its standard deviation over the repeats.", None)
 
 
 class TrainingJobStatus(ApiModel):
@@ -226,6 +358,9 @@ class TrainingJobStatus(ApiModel):
     gate: GateResult | None = Doc("The quality gate's verdict.", None)
     lineage: Lineage | None = Doc("Where the model came from.", None)
     tracking: TrackingStatus | None = Doc("Where the run was recorded besides the store.", None)
+    tuning: TuningResult | None = Doc("The parameter search (spec.tuning): the winner, its score, the best few.", None)
+    importance: list[FeatureImportance] | None = Doc(
+        "Permutation importance on the held-out rows, most important first (the top 5; all in metadata.json).", None, max_length=20)
     start_time: str | None = Doc("When the run started.", None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Doc("When the run ended.", None, json_schema_extra={"format": "date-time"})
     conditions: list[Condition] | None = Doc(

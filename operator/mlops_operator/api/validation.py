@@ -28,6 +28,10 @@ def is_ours(obj: Any) -> bool:
     return isinstance(obj, dict) and str(obj.get("apiVersion", "")).split("/")[0] == GROUP
 
 
+_UNION_TAG = re.compile(r"function-.*|(int|str|float|bool)(\[.*\])?")
+"""The parts of a pydantic error location that name a validator or union member, not a field ('strategy' is a field)."""
+
+
 def _path(loc: tuple[Any, ...], extra: str = "") -> str:
     out = ""
     for part in loc:
@@ -72,6 +76,6 @@ def validate_object(obj: dict[str, Any]) -> list[FieldError]:
     except ValidationError as exc:
         for err in exc.errors():
             field = (err.get("ctx") or {}).get("field", "")
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "int", "str"))))
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.fullmatch(p)))
             errors.append(FieldError(_path(loc, field), _reason(err)))
     return errors

@@ -54,6 +54,9 @@ def _spec_document(tj: Obj) -> str:
         },
         "spec": tj["spec"],
     }
+    trigger = (meta.get("annotations") or {}).get(labels.RETRAIN_TRIGGER)
+    if trigger:  # what started a retrain, for the version's lineage
+        doc["metadata"]["annotations"] = {labels.RETRAIN_TRIGGER: trigger}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
@@ -331,11 +334,15 @@ def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, se
             "image": settings.image,
             "parent": (meta.get("labels") or {}).get(labels.PARENT_VERSION),
             "triggeredBy": (meta.get("labels") or {}).get(labels.TRIGGERED_BY),
+            "trigger": (meta.get("annotations") or {}).get(labels.RETRAIN_TRIGGER),
             "scikitLearn": summary.get("scikitLearn"),
             "inference": summary.get("inference") if summary.get("inference") in ("onnx", "skops") else None,
         }.items()
         if v
     }
+    status.pop("tuning", None)
+    status.pop("importance", None)
+    status.update(_explained(summary))
     if not summary.get("sha256"):
         msg = "the Job completed but its pod left no readable summary; the version cannot be verified"
         status["phase"] = "Failed"
@@ -356,6 +363,22 @@ def _succeeded(tj: Obj, status: Obj, old: Obj, job_status: Obj, summary: Obj, se
         events += [Event("Normal" if ok else "Warning", "Succeeded" if ok else "NoSummary", _ready_message(status)),
                    *tracking_events(status)]
     return TrainingDecision(status=status, events=events)
+
+
+def _explained(summary: Obj) -> Obj:
+    """The search's winner and best few (spec.tuning) and the top permutation importances, as the trainer summarised them."""
+    out: Obj = {}
+    tuning = summary.get("tuning")
+    if isinstance(tuning, dict):
+        keys = ("strategy", "scoring", "bestParams", "bestScore", "defaultScore", "candidates", "seconds", "nJobs", "stopped", "top")
+        out["tuning"] = {k: tuning[k] for k in keys if tuning.get(k) is not None}
+    importance = summary.get("importance")
+    if isinstance(importance, list):
+        out["importance"] = [
+            {k: r[k] for k in ("feature", "importance", "std") if r.get(k) is not None}
+            for r in importance[:5] if isinstance(r, dict) and r.get("feature") and isinstance(r.get("importance"), (int, float))
+        ]
+    return out
 
 
 def _ready_message(status: Obj) -> str:

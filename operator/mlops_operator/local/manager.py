@@ -8,6 +8,7 @@ Everything is serial, so no two reconciles of anything ever race.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ from .executor import Executor, Paths
 from .processes import ProcessGroup
 from .sensors import local_sensors
 from .tracking import local_alias_mover
+
+OBJECTS_FILE = "objects.json"
 
 log = logging.getLogger("mlops_operator.local")
 Key = tuple[str, str, str]
@@ -157,6 +160,21 @@ class LocalManager:
 
     async def shutdown(self) -> None:
         await self.executor.stop()
+        self.save_objects()
+
+    def save_objects(self) -> Path | None:
+        """The mlops.dev objects as they stand, to ``<root>/objects.json``: what ``mlops-operator runs`` reads after a
+        local run (which version served, which was rolled back), as it reads them from the API server in a cluster."""
+        path = self.root / OBJECTS_FILE
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"items": self.objects()}, default=str))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("could not save the objects to %s: %s", path, exc)
+            return None
+        return path
 
     # -- views -----------------------------------------------------------------
     def objects(self) -> list[Obj]:

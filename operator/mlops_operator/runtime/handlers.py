@@ -211,8 +211,11 @@ class ServerApp:
         model = self.model
         if model is None or model.reference is None:
             return error(404, "this server has no drift reference for its model", "reference")
-        return json_response({"reference": model.reference.to_dict(),
-                              "metadata": {"baseline": model.metadata.get("baseline") or {}, "task": model.task}})
+        # The permutation importance lets the policy rank drifted features by what the model leans on.
+        meta = {"baseline": model.metadata.get("baseline") or {}, "task": model.task}
+        if model.metadata.get("importance"):
+            meta["importance"] = model.metadata["importance"]
+        return json_response({"reference": model.reference.to_dict(), "metadata": meta})
 
     # -- handlers with a body ------------------------------------------------
 

@@ -3,7 +3,7 @@
 The library entry point is :func:`train`, a pipeline of named steps, each a
 small function: :func:`target_of` → :func:`choose_estimator` (before any data
 is read) → :func:`load_data` → :func:`split_data` → :func:`fit` →
-:func:`evaluate` → :func:`judge` (the gate) → :func:`serialise` →
+:func:`evaluate` → :func:`judge` (the gate) → permutation importance → :func:`serialise` →
 :func:`profile` (the drift reference) → :func:`compile_model` (the ONNX
 twin, kept when it verifies) → :func:`describe` (metadata.json) →
 :func:`store_version`.  :func:`main` is the command line the training Job runs.  A run that fails (bad spec or data, gate missed, crash)
@@ -35,6 +35,7 @@ from ..store import MODEL_FILE, ArtifactError, ModelStore, S3ModelStore, StoreEr
 from . import data as data_mod
 from . import tracking
 from .compiled import COMPILED_FILE, reference_rows
+from .importance import TOP as IMPORTANCE_TOP, permutation_ranking
 from .onnx_conversion import Compilation, compile_pipeline
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
@@ -49,9 +50,11 @@ from .pipeline import (
     normalize_prefixes,
     resolve_estimator,
 )
+from .tuning import SearchResult, check_space, scoring_metric, search
 
 PARENT_LABEL = "mlops.dev/parent-version"
 TRIGGERED_BY_LABEL = "mlops.dev/triggered-by"
+TRIGGER_ANNOTATION = "mlops.dev/retrain-trigger"
 MAX_SUMMARY_BYTES = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -106,7 +109,7 @@ class TrainResult:
 
     def summary(self) -> dict[str, Any]:
         """The termination-log summary of a successful run."""
-        return {
+        out = {
             "version": self.version,
             "uri": self.uri,
             "sha256": self.sha256,
@@ -118,6 +121,13 @@ class TrainResult:
             "scikitLearn": (self.metadata.get("libraries") or {}).get("scikit-learn"),
             "inference": inference_path(self.metadata),
         }
+        tuning = self.metadata.get("tuning")
+        if isinstance(tuning, dict):
+            out["tuning"] = {k: v for k, v in tuning.items() if k not in ("table", "cv")}
+        importance = (self.metadata.get("importance") or {}).get("features")
+        if importance:
+            out["importance"] = importance[:IMPORTANCE_TOP]
+        return out
 
 
 def inference_path(metadata: dict[str, Any]) -> str:
@@ -180,10 +190,11 @@ class Split:
 
 @dataclass(frozen=True)
 class Fitted:
-    """The fitted pipeline and how long ``fit`` took."""
+    """The fitted pipeline, how long ``fit`` took, and the search that chose its parameters (spec.tuning)."""
 
     pipeline: Any
     seconds: float
+    search: SearchResult | None = None
 
 
 # -- the run --------------------------------------------------------------------------
@@ -227,14 +238,18 @@ def train(
         estimator=choice.class_path, task=choice.task)
     ds, feedback_used = load_data(spec.data, target, choice.task, feedback_dir, pvc_root, max_download_bytes, log)
     split = split_data(ds, choice.task, spec.data.validation, log, feedback_used=feedback_used)
-    fitted = fit(choice, ds, split, spec.preprocessing, log)
+    metric = scoring_metric(spec.tuning, spec.quality_gate.metric if spec.quality_gate else None, choice.task)
+    fitted = fit(choice, ds, split, spec.preprocessing, log, tuning=spec.tuning, metric=metric)
     metrics = evaluate(fitted, split, choice.task, log)
     gate = judge(spec.quality_gate, metrics, champion, store, target, ds, split, choice.task, trusted, log)
+    importance = permutation_ranking(fitted.pipeline, split.X_test, split.y_test, ds.features, metric,
+                                     seed=spec.data.validation.seed, log=log)
     model_bytes = serialise(fitted, split, choice.class_path, trusted)
     reference = profile(fitted, ds, split, choice.task)
     compiled = compile_model(fitted, split, choice.task, reference, ds.features, log)
     metadata = describe(job, target, choice, ds, split, fitted, metrics, gate, started)
     metadata["compiled"] = compiled.info
+    metadata["importance"] = importance
     return store_version(store, target, model_bytes, metadata, reference, fitted, split, log, compiled)
 
 
@@ -267,6 +282,8 @@ def choose_estimator(spec: Any, allow_modules: Sequence[str]) -> Choice:
     class_path = spec.estimator.class_path
     cls = resolve_estimator(class_path, normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules)))
     estimator = make_estimator(cls, spec.estimator.params, class_path)
+    if spec.tuning is not None:
+        check_space(spec.tuning, estimator, class_path)
     task = infer_task(estimator, spec.task, class_path)
     gate_spec = spec.quality_gate
     if gate_spec is not None and metric_task(gate_spec.metric) != task:
@@ -330,14 +347,24 @@ def split_data(ds: Dataset, task: Task, validation: Any, log: Log, *, feedback_u
     return Split(train_idx, test_idx, ds.matrix(train_idx), ds.matrix(test_idx), y[train_idx], y[test_idx], rows)
 
 
-def fit(choice: Choice, ds: Dataset, split: Split, preprocessing: Any, log: Log) -> Fitted:
-    """Put the preprocessing in front of the estimator and fit both on the training rows."""
+def fit(choice: Choice, ds: Dataset, split: Split, preprocessing: Any, log: Log, *, tuning: Any = None,
+        metric: str | None = None) -> Fitted:
+    """Put the preprocessing in front of the estimator and fit both on the training rows.
+
+    With ``tuning``, a cross-validated search on the training rows picks the
+    estimator's parameters first; the winner is then fitted like any run.
+    """
     pipeline = build_pipeline(choice.estimator, ds.features, ds.categorical, preprocessing)
+    found = None
+    if tuning is not None:
+        found = search(pipeline, split.X_train, split.y_train, tuning, metric or scoring_metric(tuning, None, choice.task),
+                       choice.task, log)
+        pipeline.set_params(**{f"model__{k}": v for k, v in found.best_params.items()})
     started = time.monotonic()
     _fit(pipeline, split.X_train, split.y_train, choice.class_path)
     seconds = time.monotonic() - started
     log("fitted", estimator=choice.class_path, seconds=round(seconds, 3))
-    return Fitted(pipeline, seconds)
+    return Fitted(pipeline, seconds, found)
 
 
 def evaluate(fitted: Fitted, split: Split, task: Task, log: Log) -> dict[str, float]:
@@ -436,14 +463,17 @@ def describe(
     spec = job.spec
     cats = categories_of(fitted.pipeline, ds.features, ds.categorical)
     labels = job.metadata.labels or {}
-    return {
+    params = dict(spec.estimator.params)
+    if fitted.search is not None:
+        params.update(fitted.search.best_params)
+    out = {
         "model": target.model,
         "version": target.version,
         "namespace": target.namespace,
         "task": choice.task,
         "target": ds.target,
         "estimator": choice.class_path,
-        "params": spec.estimator.params,
+        "params": params,
         "preprocessing": spec.preprocessing.to_dict(),
         "features": [
             {"name": f, "dtype": ds.dtypes[f], "kind": kind, **({"categories": cats.get(f, [])} if kind == "categorical" else {})}
@@ -463,12 +493,16 @@ def describe(
             "generation": int(_generation(job) or 1),
             "parent": labels.get(PARENT_LABEL),
             "triggeredBy": labels.get(TRIGGERED_BY_LABEL),
+            **({"trigger": trigger} if (trigger := (job.metadata.annotations or {}).get(TRIGGER_ANNOTATION)) else {}),
         },
         "trainedAt": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "trainingSeconds": round(fitted.seconds, 4),
         "runSeconds": round(time.monotonic() - started, 4),
         "baseline": baseline(metrics, choice.task, len(split.test_idx)),
     }
+    if fitted.search is not None and spec.tuning is not None:
+        out["tuning"] = {**fitted.search.summary(spec.tuning.top), "cv": fitted.search.cv, "table": fitted.search.table}
+    return out
 
 
 def store_version(
@@ -701,6 +735,16 @@ def _fit_summary(summary: dict[str, Any]) -> str:
     if len(text.encode()) <= MAX_SUMMARY_BYTES:
         return text
     summary = dict(summary)
+    for key in ("tuning", "importance"):  # the search's best few, then the top features; metadata.json keeps them all
+        part = summary.get(key)
+        if key == "tuning" and isinstance(part, dict):
+            part = dict(part)
+            summary[key] = part
+            while part.get("top") and len(json.dumps(summary, separators=(",", ":"), default=str).encode()) > MAX_SUMMARY_BYTES:
+                part["top"] = part["top"][:-1]
+        while isinstance(summary.get(key), list) and summary[key] and \
+                len(json.dumps(summary, separators=(",", ":"), default=str).encode()) > MAX_SUMMARY_BYTES:
+            summary[key] = summary[key][:-1]
     metrics = dict(summary.get("metrics") or {})
     while metrics and len(json.dumps(summary, separators=(",", ":"), default=str).encode()) > MAX_SUMMARY_BYTES:
         metrics.pop(next(reversed(metrics)))

@@ -16,9 +16,10 @@ Three pure steps, run by ``reconcile.driftpolicy`` when a check is due:
    create, and the events to post.
 
 One module per concern: ``window`` (counter algebra, folding), ``checks``,
-``schedule`` (when a check is due), ``trigger`` (what holds a trigger back),
-``retrain`` (the retrain TrainingJob and following it), ``status`` (the
-conditions) and ``decision``, which composes them. This package re-exports
+``schedule`` (when a check is due), ``scheduled`` (when ``spec.schedule``
+retrains), ``trigger`` (what holds a trigger back), ``retrain`` (the retrain
+TrainingJob and following it), ``status`` (the conditions) and ``decision``,
+which composes them. This package re-exports
 what the reconcile loop, the drivers and the tests use.
 """
 

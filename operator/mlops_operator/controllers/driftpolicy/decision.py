@@ -12,7 +12,8 @@ from ..cluster import Obj
 from ..conditions import get_condition, summarize, timestamp
 from ..decision import Decision, Event
 from .checks import CheckResult
-from .retrain import MAX_RETRAINS, approval_hint, build_retrain, follow_retrains, retrain_name
+from .retrain import approval_hint, follow_retrains, start_retrain
+from .scheduled import scheduled_retrain
 from .status import SENSORS, policy_conditions
 from .trigger import blocked_by, recent_triggers
 
@@ -124,26 +125,29 @@ def decide(
             else:
                 note = ""
             if not note:
-                n = int(status.get("retrainCount") or 0) + 1
-                status["lastTriggered"] = timestamp(now)
-                status["triggerTimes"] = times + [timestamp(now)]
                 status["consecutiveBreaches"] = 0
                 if spec.action == "alert":
+                    status["lastTriggered"] = timestamp(now)
+                    status["triggerTimes"] = times + [timestamp(now)]
                     note = "alert raised (action: alert, no retrain)"
                     events.append(Event("Warning", "DriftAlert", f"{check.reason}"[:1000]))
                 else:
                     assert source is not None
-                    name = retrain_name(meta["name"], n)
-                    retrain = build_retrain(policy, source, n, parent_version=serving, reason=check.reason, task=task)
-                    status["retrainCount"] = n
-                    status["activeRetrain"] = name
-                    record = {"name": name, "reason": check.reason, "time": timestamp(now), "result": "Running", "promoted": False}
-                    status["retrains"] = ([record] + [r for r in status.get("retrains") or [] if r["name"] != name])[:MAX_RETRAINS]
+                    trigger_by = ",".join(c.type for c in check.breaches)
+                    retrain = start_retrain(policy, source, status, now, parent_version=serving, reason=check.reason,
+                                            trigger=trigger_by, task=task)
+                    name = retrain["metadata"]["name"]
                     note = f"retrain {name} started"
                     if spec.promotion.mode == "manual":
                         note += f"; it will wait for approval ({approval_hint(name)})"
                     events.append(Event("Normal", "RetrainTriggered", f"{note}: {check.reason}"[:1000]))
             events.insert(0, Event("Warning", "DriftDetected", f"{check.message}; {note}"[:1000]))
+
+    if spec.schedule is not None:
+        scheduled, scheduled_events = scheduled_retrain(policy, spec, status, deployment, source, serving, now)
+        retrain, events = retrain or scheduled, events + scheduled_events
+    else:
+        status.pop("schedule", None)
 
     status["conditions"] = policy_conditions(spec, status, old, check, deployment, source, retrains, now, generation)
     events += _refusal_events(old, status) + _sensor_events(old, status)

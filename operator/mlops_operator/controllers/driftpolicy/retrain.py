@@ -19,6 +19,7 @@ MAX_RETRAINS = 20
 MAX_TJ_NAME = 52
 PROMOTION = f"{labels.PREFIX}/promotion"
 REASON = f"{labels.PREFIX}/retrain-reason"
+TRIGGER = labels.RETRAIN_TRIGGER
 
 
 def retrain_name(policy: str, n: int) -> str:
@@ -53,7 +54,8 @@ def _task_of(spec: Obj, hint: str | None) -> str:
     return "regression" if cls.endswith("Regressor") or cls in _REGRESSORS else "classification"
 
 
-def build_retrain(policy: Obj, source: Obj, n: int, *, parent_version: str | None, reason: str, task: str | None = None) -> Obj:
+def build_retrain(policy: Obj, source: Obj, n: int, *, parent_version: str | None, reason: str, task: str | None = None,
+                  trigger: str = "") -> Obj:
     """The retraining TrainingJob: ``spec.retrain.from``'s spec, adjusted, owned by the policy."""
     spec_model = DriftPolicySpec.model_validate(policy["spec"])
     meta = policy["metadata"]
@@ -78,6 +80,8 @@ def build_retrain(policy: Obj, source: Obj, n: int, *, parent_version: str | Non
         labels.PARENT_VERSION: parent_version or "",
     }
     annotations = {REASON: reason[:1000]}
+    if trigger:
+        annotations[TRIGGER] = trigger[:200]
     if spec_model.promotion.mode == "manual":
         annotations[PROMOTION] = "manual"
     return {
@@ -92,6 +96,21 @@ def build_retrain(policy: Obj, source: Obj, n: int, *, parent_version: str | Non
         },
         "spec": spec,
     }
+
+
+def start_retrain(policy: Obj, source: Obj, status: Obj, now: datetime, *, parent_version: str | None, reason: str,
+                  trigger: str, task: str | None = None) -> Obj:
+    """The next retrain TrainingJob, recorded in ``status``: count, active slot, trigger times, history."""
+    n = int(status.get("retrainCount") or 0) + 1
+    retrain = build_retrain(policy, source, n, parent_version=parent_version, reason=reason, task=task, trigger=trigger)
+    name = retrain["metadata"]["name"]
+    status["retrainCount"] = n
+    status["activeRetrain"] = name
+    status["lastTriggered"] = timestamp(now)
+    status["triggerTimes"] = [*(status.get("triggerTimes") or []), timestamp(now)]
+    record = {"name": name, "trigger": trigger, "reason": reason, "time": timestamp(now), "result": "Running", "promoted": False}
+    status["retrains"] = ([record] + [r for r in status.get("retrains") or [] if r["name"] != name])[:MAX_RETRAINS]
+    return retrain
 
 
 def model_mismatch(spec: DriftPolicySpec, deployment: Obj | None, source: Obj | None) -> str:
@@ -172,8 +191,10 @@ def follow_retrains(policy: Obj, status: Obj, retrains: list[Obj], serving: str 
         if n > count and tj_name not in known:
             tj = owned[tj_name]
             when = tj["metadata"].get("creationTimestamp") or timestamp(now)
-            reason = (tj["metadata"].get("annotations") or {}).get(REASON, "")
-            records.insert(0, {"name": tj_name, "reason": reason, "time": when, "result": "Running", "promoted": False})
+            annotations = tj["metadata"].get("annotations") or {}
+            reason = annotations.get(REASON, "")
+            records.insert(0, {"name": tj_name, "trigger": annotations.get(TRIGGER, ""), "reason": reason, "time": when,
+                               "result": "Running", "promoted": False})
             # The event of its creation was lost with the status write: post it now, once.
             events.append(Event("Normal", "RetrainTriggered", f"retrain {tj_name} started: {reason} "
                                 f"(recorded late: the operator stopped before writing status)"[:1000]))

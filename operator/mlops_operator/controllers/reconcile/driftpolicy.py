@@ -17,7 +17,8 @@ from ...api.base import parse_duration
 from ...api.driftpolicy import DriftPolicySpec
 from ...drift import Reference
 from .. import driftpolicy, labels
-from ..conditions import set_condition
+from ..driftpolicy.importance import rank_by_importance
+from ..conditions import parse_timestamp, set_condition
 from ..cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, PODS, TRAINING_JOBS, Cluster, Obj
 from ..settings import Settings
 from ..decision import Event
@@ -137,6 +138,7 @@ async def run_check(
     model = (deployment.get("spec") or {}).get("model", "")
     reference, metadata, reference_error = await _reference(sensors, ns, model, version)
     result = driftpolicy.run_checks(spec, reference, metadata, update.counts)
+    rank_by_importance(result, metadata)
     result.scraped, result.unreadable, result.reference_error = len(ready), unreadable, reference_error
     if reference is None and result.verdict == "Unavailable":
         result.message = f"{reference_error}; " + result.message
@@ -216,6 +218,9 @@ def _until_next_check(policy: Obj, status: Obj, now: Any) -> float | None:
     if driftpolicy.spec_errors(policy):
         return None  # nothing to check until the spec changes, which is an event
     due = driftpolicy.next_check({**policy, "status": status})
+    scheduled = parse_timestamp((status.get("schedule") or {}).get("nextScheduleTime"))
+    if due is not None and scheduled is not None:
+        due = min(due, scheduled)
     return max(0.5, (due - now).total_seconds()) if due is not None else 0.5
 
 
