@@ -201,3 +201,14 @@ def test_mlflow_tracked_describes_one_generation(tj) -> None:
     status = ctl.decide(tj, None, [], Settings(), NOW).status
     assert status["phase"] == "Pending" and "tracking" not in status
     assert not [c for c in status["conditions"] if c["type"] == "Tracked"]
+
+
+def test_mlflow_tags_say_why_a_retrain_ran() -> None:
+    """A scheduled or drift retrain's reason (the mlops.dev/retrain-trigger annotation, in lineage) becomes a tag."""
+    from mlops_operator.runtime.tracking import run_tags
+
+    metadata = {"model": "m", "version": "m-retrain-1-g1", "namespace": "ns",
+                "lineage": {"parent": "m-v1-g1", "triggeredBy": "m", "trigger": "schedule"}}
+    tags = run_tags(metadata, "m-retrain-1", "Passed")
+    assert tags["mlops.trigger"] == "DriftPolicy/m" and tags["mlops.retrain_trigger"] == "schedule"
+    assert "mlops.retrain_trigger" not in run_tags({**metadata, "lineage": {}}, "m-v1", "Passed")

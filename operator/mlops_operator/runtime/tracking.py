@@ -210,6 +210,7 @@ def run_tags(metadata: Mapping[str, Any], training_job: str, gate: str) -> dict[
         "mlops.training_job": f"{metadata.get('namespace')}/{training_job}",
         "mlops.parent_version": lineage.get("parent"),
         "mlops.trigger": f"DriftPolicy/{lineage['triggeredBy']}" if lineage.get("triggeredBy") else "manual",
+        "mlops.retrain_trigger": lineage.get("trigger"),  # a retrain's reason: "schedule" or the breached checks
         "mlops.data_digest": metadata.get("dataDigest"),
         "mlops.estimator": metadata.get("estimator"),
         "mlops.task": metadata.get("task"),
@@ -339,7 +340,8 @@ def track_gate_failure(job: Any, version: str, metrics: Mapping[str, float], gat
         "estimator": spec.estimator.class_path, "params": spec.estimator.params, "metrics": dict(metrics),
         "gate": dict(gate), "source": spec.data.source, "target": spec.data.target,
         "preprocessing": spec.preprocessing.to_dict(), "validation": spec.data.validation.to_dict(),
-        "lineage": {"parent": labels.get("mlops.dev/parent-version"), "triggeredBy": labels.get("mlops.dev/triggered-by")},
+        "lineage": {"parent": labels.get("mlops.dev/parent-version"), "triggeredBy": labels.get("mlops.dev/triggered-by"),
+                    "trigger": (meta.annotations or {}).get("mlops.dev/retrain-trigger")},
     }
     return track(spec, metadata, {}, meta.name, log)
 
