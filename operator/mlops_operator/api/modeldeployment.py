@@ -170,6 +170,20 @@ class ArmEvidence(ApiModel):
     p99_seconds: float | None = Doc("p99 latency of those requests (upper bound of its histogram bucket).", None)
 
 
+class PodCounters(ApiModel):
+    """One serving pod's counters as last scraped."""
+
+    version: str = Doc("The version it serves.", "")
+    task: str | None = Doc("classification or regression.", None)
+    started: str | None = Doc("Its server process's start (a change means a restart).", None)
+    labelled: int = Doc("Labelled predictions.", 0)
+    errors: int = Doc("Wrong labelled predictions.", 0)
+    requests: int = Doc("Predict requests it answered itself.", 0)
+    server_errors: int = Doc("Of those, answered 5xx.", 0)
+    latency: list[int] = Doc("Its request-latency histogram counts per bucket (the last one +Inf).", default_factory=list,
+                             max_length=64)
+
+
 class RolloutState(ApiModel):
     """The rollout in progress, or the last one, with its evidence and decision."""
 
@@ -179,7 +193,8 @@ class RolloutState(ApiModel):
     champion: str = Doc("The version serving clients.")
     challenger: str = Doc("The version under test.")
     challenger_sha256: str | None = Doc("The challenger's artifact digest.", None, alias="challengerSha256")
-    phase: str = Doc("Analysing, AwaitingApproval, Promoted or RolledBack.")
+    phase: str = Doc("Analysing, AwaitingApproval, Promoted, RolledBack or Superseded.")
+    task: str | None = Doc("classification or regression, as the servers report it.", None)
     step: int = Doc("1-based canary step (1 in shadow).", 1)
     steps: int = Doc("Number of steps.", 1)
     weight: int = Doc("Percent of requests the challenger answers (0 in shadow: it gets copies).", 0)
@@ -194,11 +209,11 @@ class RolloutState(ApiModel):
     p_not_worse: float | None = Doc("One-sided p-value of 'the challenger's error rate is higher by the margin or more'.", None)
     champion_evidence: ArmEvidence | None = Doc("The champion's counters.", None)
     challenger_evidence: ArmEvidence | None = Doc("The challenger's counters.", None)
-    pods: dict[str, dict[str, float]] | None = Doc(
+    pods: dict[str, PodCounters] | None = Doc(
         "Each scraped pod's counters at the last reconcile (what the evidence adds deltas to).", None,
         json_schema_extra={"maxProperties": 200},
     )
-    latency: dict[str, list[int]] | None = Doc("Cumulative request-latency histogram counts of each side.", None)
+    latency: dict[str, list[int]] | None = Doc("Request-latency histogram counts of each side since the rollout started.", None)
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -211,7 +226,7 @@ class ModelDeploymentStatus(ApiModel):
     ready_replicas: int | None = Doc("Pods ready to serve.", None)
     history: list[Rollout] | None = Doc("The last rollouts, newest first.", None, max_length=20)
     rollout: RolloutState | None = Doc("The shadow or canary rollout in progress, or the last one.", None)
-    rejected_versions: list[str] | None = Doc(
+    rejected_versions: list[Annotated[str, Field(max_length=128)]] | None = Doc(
         "Versions a rollout rolled back, newest first: never tried again.", None, max_length=20,
     )
     conditions: list[Condition] | None = Doc(

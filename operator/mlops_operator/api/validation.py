@@ -28,6 +28,14 @@ def is_ours(obj: Any) -> bool:
     return isinstance(obj, dict) and str(obj.get("apiVersion", "")).split("/")[0] == GROUP
 
 
+def _union_tag(part: Any) -> bool:
+    """A loc part naming a union member or a validator (``int``, ``str``, ``function-after[...]``), not a field.
+
+    Exact names: a prefix test would also drop fields that begin alike (``strategy``, ``interval``).
+    """
+    return isinstance(part, str) and (part in ("int", "str", "float", "bool") or part.startswith(("function-", "constrained-")))
+
+
 def _path(loc: tuple[Any, ...], extra: str = "") -> str:
     out = ""
     for part in loc:
@@ -72,6 +80,6 @@ def validate_object(obj: dict[str, Any]) -> list[FieldError]:
     except ValidationError as exc:
         for err in exc.errors():
             field = (err.get("ctx") or {}).get("field", "")
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "int", "str"))))
+            loc = tuple(p for p in err["loc"] if not _union_tag(p))
             errors.append(FieldError(_path(loc, field), _reason(err)))
     return errors

@@ -18,7 +18,7 @@ def reconcilers(cluster: Cluster, settings: Settings, sensors: Sensors,
         return await reconcile_training_job(cluster, namespace, name, settings, store_check=store_check)
 
     async def model_deployment(namespace: str, name: str) -> Result:
-        return await reconcile_model_deployment(cluster, namespace, name, settings, store_check=store_check)
+        return await reconcile_model_deployment(cluster, namespace, name, settings, store_check=store_check, probe=sensors)
 
     async def drift_policy(namespace: str, name: str) -> Result:
         decision = await reconcile_drift_policy(cluster, namespace, name, settings, sensors=sensors)
