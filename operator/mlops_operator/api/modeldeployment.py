@@ -82,7 +82,7 @@ class Analysis(ApiModel):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="self.minSamples <= self.maxSamples",
+            cel="!has(self.minSamples) || !has(self.maxSamples) || self.minSamples <= self.maxSamples",
             message="minSamples must not exceed maxSamples",
             field=".minSamples",
             check=lambda a: a.min_samples <= a.max_samples,
@@ -116,7 +116,7 @@ class RolloutSpec(ApiModel):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="self.steps.isSorted()",
+            cel="!has(self.steps) || self.steps.isSorted()",
             message="steps must be strictly increasing percentages",
             field=".steps",
             check=lambda r: all(a < b for a, b in zip(r.steps, r.steps[1:])) and all(1 <= w <= 100 for w in r.steps),
