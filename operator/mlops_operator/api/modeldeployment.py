@@ -100,7 +100,7 @@ class RolloutSpec(ApiModel):
     )
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Doc(
         "Canary traffic weights in percent, strictly increasing; each held for stepDuration and analysis.minSamples.",
-        default_factory=lambda: [10, 50, 100],
+        [10, 50, 100],
         min_length=1, max_length=10,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
