@@ -53,9 +53,14 @@ def test_canary_regression_models_are_judged_on_guardrails_only() -> None:
     assert v.decision == "RollBack"
 
 
-def test_canary_looks_split_alpha_and_are_spaced_by_min_samples() -> None:
-    assert C.looks == 10 and C.alpha_per_look == pytest.approx(0.005)
-    assert not analysis.look_due(399, 1, 200) and analysis.look_due(400, 1, 200)
+def test_canary_looks_spend_at_most_alpha_and_are_spaced_by_min_samples() -> None:
+    assert C.looks == 10 and not analysis.look_due(399, 1, 200) and analysis.look_due(400, 1, 200)
+    levels = [C.alpha_at(200 * k, k - 1) for k in range(1, 11)]
+    assert sum(levels) == pytest.approx(0.05) and levels == sorted(levels)  # early looks demand more
+    assert levels[0] == pytest.approx(0.05 / 1000) and levels[-1] == pytest.approx(0.05 * (1 - 0.9 ** 3))
+    # skipped looks are not lost: one look after four multiples spends what the four would have
+    assert C.alpha_at(800, 0) == pytest.approx(sum(levels[:4]))
+    assert C.alpha_at(5000, 10) == 0.0  # past maxSamples nothing is left to spend
 
 
 def test_canary_tests_hold_their_level_at_the_boundary() -> None:

@@ -72,7 +72,7 @@ class Analysis(ApiModel):
     )
     max_samples: int = Doc(
         "Labelled predictions of the challenger after which an undecided challenger is rolled back (Inconclusive).",
-        2000, ge=10, le=100_000_000,
+        5000, ge=10, le=100_000_000,
     )
     max_server_error_ratio: float = Doc("Largest share of the challenger's requests answered 5xx; more rolls back.", 0.01, ge=0, le=1)
     max_p99_ratio: float = Doc(

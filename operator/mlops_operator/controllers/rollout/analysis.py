@@ -11,8 +11,13 @@ go in; a :class:`Verdict` comes out. The order of the table:
    labelled predictions of the challenger within the step;
 3. a *look* is taken each time the challenger's labelled predictions pass
    another multiple of ``minSamples``: two one-sided tests on the error rates,
-   each at ``alpha / looks`` (Bonferroni over the planned looks, so repeated
-   looking does not inflate the error rates beyond ``alpha``):
+   each at the share of ``alpha`` this look may spend. The spending follows
+   the information fraction t = labelled / ``maxSamples``: α(t) = alpha·t³
+   (Lan–DeMets, close to O'Brien–Fleming), and a look spends
+   α(t) − α(t of the previous look). The shares add up to at most ``alpha``,
+   so however often the evidence is looked at, each test's error rate over the
+   whole rollout stays within ``alpha`` (union bound); early looks demand
+   overwhelming evidence, the last ones little more than a single test would:
 
    - *worse*: H0 "the challenger's error rate is not higher" rejected → roll back;
    - *not worse*: H0 "it is higher by ``margin`` or more" rejected → advance
@@ -60,7 +65,7 @@ class Criteria:
     alpha: float = 0.05
     margin: float = 0.02
     min_samples: int = 200
-    max_samples: int = 2000
+    max_samples: int = 5000
     max_server_error_ratio: float = 0.01
     max_p99_ratio: float = 2.0
     step_seconds: float = 60.0
@@ -70,9 +75,14 @@ class Criteria:
         """Planned looks: one per ``min_samples`` labelled predictions up to ``max_samples``."""
         return max(1, self.max_samples // self.min_samples)
 
-    @property
-    def alpha_per_look(self) -> float:
-        return self.alpha / self.looks
+    def spent(self, labelled: int) -> float:
+        """alpha spent once ``labelled`` challenger labels were looked at: alpha·t³, t = labelled / max_samples."""
+        t = min(1.0, max(0, labelled) / self.max_samples)
+        return self.alpha * t ** 3
+
+    def alpha_at(self, labelled: int, looks_taken: int) -> float:
+        """The level of this look's tests: what the spending allows beyond the previous looks'."""
+        return max(0.0, self.spent(labelled) - self.spent(looks_taken * self.min_samples))
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def judge(champion: Arm, challenger: Arm, criteria: Criteria, progress: Progress
         need = (progress.looks_taken + 1) * c.min_samples
         return Verdict(HOLD, "Undecided", f"next look at {need} labelled predictions of the challenger ({challenger.labelled} now)")
     p_worse, p_not_worse = error_rate_tests(champion, challenger, c.margin)
-    a = c.alpha_per_look
+    a = c.alpha_at(challenger.labelled, progress.looks_taken)
     rates = (f"error rate challenger {_pct(challenger.error_rate)} (n={challenger.labelled}) vs champion "
              f"{_pct(champion.error_rate)} (n={champion.labelled})")
     if p_worse < a:
