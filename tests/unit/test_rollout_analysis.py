@@ -211,3 +211,13 @@ def test_canary_spec_errors_name_the_field(body: dict, field: str) -> None:  # t
     errors = validate_object({"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris"},
                               "spec": {"model": "iris", "rollout": body}})
     assert errors and any(f"spec.{field}" in str(e) for e in errors), [str(e) for e in errors]
+
+
+def test_canary_challenger_that_cannot_start_is_rolled_back() -> None:
+    """Its pods never get ready, so it answers nothing (the router hides that from clients): its progress deadline decides."""
+    s = spec()
+    status = {"rollout": plans.plan(s, {}, A, B, [], set(), T0).state}
+    held = plans.plan(s, status, A, B, [], set(), T0 + timedelta(minutes=5))
+    assert held.state["phase"] == "Analysing" and held.challenger == B
+    p = plans.plan(s, status, A, B, [], set(), T0 + timedelta(minutes=11), challenger_failed="rollout of v2 made no progress in time")
+    assert (p.state["phase"], p.state["reason"]) == ("RolledBack", "ChallengerFailed") and p.rejected == ["v2"]

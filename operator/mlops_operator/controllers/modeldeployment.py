@@ -582,7 +582,13 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
     plan: rollouts.Plan | None = None
     if spec is not None and target is not None:
         # Shadow and canary: the new version is a challenger until live evidence promotes it (controllers/rollout).
-        plan = rollouts.plan(spec, old, served, (target.version, target.sha256), observed.readings, observed.live_pods, now)
+        failed = ""
+        ro = old.get("rollout") or {}
+        if observed.challenger_deployment is not None and ro.get("challenger"):
+            progress = rollout_of(observed.challenger_deployment, ro["challenger"])
+            failed = f"challenger Deployment {name}{CHALLENGER_SUFFIX}: {progress.message}" if progress.stalled else ""
+        plan = rollouts.plan(spec, old, served, (target.version, target.sha256), observed.readings, observed.live_pods,
+                             now, failed)
         wanted = plan.champion
     apply: list[Obj] = []
     delete: list[Obj] = []

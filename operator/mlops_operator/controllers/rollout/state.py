@@ -110,8 +110,12 @@ def _describe(state: dict[str, Any]) -> str:
 
 
 def plan(spec: ModelDeploymentSpec, old_status: dict[str, Any], served: Version | None, target: Version,
-         readings: list[PodReading], live_pods: set[str], now: datetime) -> Plan:
-    """What to serve and say, given that resolution chose ``target`` and ``served`` serves now."""
+         readings: list[PodReading], live_pods: set[str], now: datetime, challenger_failed: str = "") -> Plan:
+    """What to serve and say, given that resolution chose ``target`` and ``served`` serves now.
+
+    ``challenger_failed``: why the challenger's Deployment cannot make progress (its progress deadline
+    passed: pods that never get ready answer nothing, and the router hides that from clients), else "".
+    """
     rejected = list(old_status.get("rejectedVersions") or [])
     old = old_status.get("rollout") or None
     active = old if old and old.get("phase") in ACTIVE else None
@@ -139,7 +143,7 @@ def plan(spec: ModelDeploymentSpec, old_status: dict[str, Any], served: Version 
         state = _start(spec, served, target, now)
         return Plan(champion=served, route=_route(state), challenger=target, state=state, rejected=rejected,
                     events=[Event("Normal", "RolloutStarted", f"{_describe(state)}")])
-    return _judge(spec, active, served, target, readings, live_pods, now, rejected)
+    return _judge(spec, active, served, target, readings, live_pods, now, rejected, challenger_failed)
 
 
 def _why_superseded(strategy: str, served: Version | None, target: Version, active: dict[str, Any]) -> str:
@@ -151,7 +155,8 @@ def _why_superseded(strategy: str, served: Version | None, target: Version, acti
 
 
 def _judge(spec: ModelDeploymentSpec, active: dict[str, Any], served: Version, target: Version,
-           readings: list[PodReading], live_pods: set[str], now: datetime, rejected: list[str]) -> Plan:
+           readings: list[PodReading], live_pods: set[str], now: datetime, rejected: list[str],
+           challenger_failed: str = "") -> Plan:
     state = dict(active)
     champ, chall, pods = fold(state, readings, live_pods, state["champion"], state["challenger"])
     state["championEvidence"] = champ.evidence(state["champion"])
@@ -175,7 +180,9 @@ def _judge(spec: ModelDeploymentSpec, active: dict[str, Any], served: Version, t
     if task:
         state["task"] = task
     verdict = analysis.judge(b, ch, c, progress, classification=task != "regression")
-    if active["phase"] == AWAITING and verdict.decision != analysis.ROLL_BACK:
+    if challenger_failed:
+        verdict = analysis.Verdict(analysis.ROLL_BACK, "ChallengerFailed", challenger_failed)
+    elif active["phase"] == AWAITING and verdict.decision != analysis.ROLL_BACK:
         # Judged already: only a guardrail breach or the person's approval moves it now.
         verdict = (analysis.Verdict(analysis.PROMOTE, "Approved", f"approved in spec.rollout.approvedVersion; {active.get('message')}")
                    if progress.approved else analysis.Verdict(analysis.AWAIT_APPROVAL, "AwaitingApproval", str(active.get("message"))))
