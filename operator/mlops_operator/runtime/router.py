@@ -121,7 +121,11 @@ class Router:
             self.mirror(url, body, headers)
             return await local()
         remote = asyncio.ensure_future(self._send(url, body, headers))
-        mine = await local()
+        try:
+            mine = await local()
+        except BaseException:
+            remote.cancel()  # the client's request was refused here (a 400): nothing to merge
+            raise
         try:
             theirs = await remote
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
