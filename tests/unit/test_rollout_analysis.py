@@ -221,3 +221,19 @@ def test_canary_challenger_that_cannot_start_is_rolled_back() -> None:
     assert held.state["phase"] == "Analysing" and held.challenger == B
     p = plans.plan(s, status, A, B, [], set(), T0 + timedelta(minutes=11), challenger_failed="rollout of v2 made no progress in time")
     assert (p.state["phase"], p.state["reason"]) == ("RolledBack", "ChallengerFailed") and p.rejected == ["v2"]
+
+
+def test_canary_needs_a_name_that_leaves_room_for_the_challenger() -> None:
+    from mlops_operator.controllers import modeldeployment
+    from mlops_operator.controllers.settings import Settings
+
+    name = "m" * 60
+    md = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
+          "metadata": {"name": name, "namespace": "ml", "uid": "u1", "generation": 1},
+          "spec": {"model": "iris", "rollout": {"strategy": "canary"}}}
+    d = modeldeployment.decide(md, [], modeldeployment.Observed(), Settings(), T0)
+    ready = next(c for c in d.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "at most 52 characters" in ready["message"] and d.apply == []
+    md["spec"]["rollout"]["strategy"] = "replace"
+    d = modeldeployment.decide(md, [], modeldeployment.Observed(), Settings(), T0)
+    assert next(c for c in d.status["conditions"] if c["type"] == "Ready")["reason"] != "InvalidSpec"

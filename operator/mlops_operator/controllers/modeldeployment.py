@@ -529,6 +529,10 @@ def _invalid(md: Obj) -> str | None:
     if not (len(name) <= 63 and DNS_1035.match(name)):
         errors.append(f"metadata.name: {name!r} must be a DNS-1035 label (lower-case letters, digits and '-', "
                       "starting with a letter, at most 63 characters): it names the Service")
+    strategy = ((md.get("spec") or {}).get("rollout") or {}).get("strategy", "replace")
+    if strategy != "replace" and len(name) + len(CHALLENGER_SUFFIX) > 63:
+        errors.append(f"metadata.name: at most {63 - len(CHALLENGER_SUFFIX)} characters with spec.rollout.strategy "
+                      f"{strategy}: {name}{CHALLENGER_SUFFIX} names the challenger's Service")
     return "; ".join(str(e) for e in errors)[:1000] if errors else None
 
 
