@@ -49,7 +49,7 @@ MAX_BATCHES = 2000
 def one_rollout(rng: np.random.Generator, base: float, delta: float, c: Criteria, naive: bool) -> tuple[str, int, int]:
     """``(outcome, challenger labels, all labels)`` of one simulated canary."""
     nb = eb = nc = ec = 0
-    step, step_start, looks = 0, 0, 0
+    step, step_start, looks, proven = 0, 0, 0, False
     for _ in range(MAX_BATCHES):
         w = STEPS[step]
         to_challenger = int(rng.binomial(BATCH, w))
@@ -67,9 +67,11 @@ def one_rollout(rng: np.random.Generator, base: float, delta: float, c: Criteria
                 decision = ROLL_BACK
         else:
             v = judge(Arm(nb, eb, nb, 0, None), Arm(nc, ec, nc, 0, None), c,
-                      Progress(step_elapsed=1e9, step_labelled=nc - step_start, looks_taken=looks, last_step=last))
+                      Progress(step_elapsed=1e9, step_labelled=nc - step_start, looks_taken=looks, last_step=last,
+                               proven=proven))
             if v.looked:
                 looks = nc // c.min_samples
+            proven = proven or v.reason == "NotWorse"
             decision = v.decision
         if decision == ADVANCE:
             step, step_start = step + 1, nc

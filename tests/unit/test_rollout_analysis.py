@@ -237,3 +237,14 @@ def test_canary_needs_a_name_that_leaves_room_for_the_challenger() -> None:
     md["spec"]["rollout"]["strategy"] = "replace"
     d = modeldeployment.decide(md, [], modeldeployment.Observed(), Settings(), T0)
     assert next(c for c in d.status["conditions"] if c["type"] == "Ready")["reason"] != "InvalidSpec"
+
+
+def test_canary_not_worse_stands_for_later_steps_unless_a_look_finds_it_worse() -> None:
+    proven = Progress(step_elapsed=120, step_labelled=250, looks_taken=10, last_step=False, proven=True)
+    v = judge(arm(4000, 0.02), arm(2100, 0.02), C, proven)  # alpha all spent (maxSamples 2000): no test, still advances
+    assert (v.decision, v.reason) == ("Advance", "NotWorse")
+    last = Progress(step_elapsed=120, step_labelled=250, looks_taken=2, last_step=True, proven=True)
+    assert judge(arm(4000, 0.02), arm(1000, 0.02), C, last).decision == "Promote"
+    assert judge(arm(4000, 0.02), arm(1000, 0.30), C, last).reason == "Worse"  # alpha left: the look still guards
+    young = Progress(step_elapsed=10, step_labelled=250, looks_taken=2, last_step=True, proven=True)
+    assert judge(arm(4000, 0.02), arm(1000, 0.02), C, young).decision == "Hold"  # each step still holds its time

@@ -202,6 +202,7 @@ class RolloutState(ApiModel):
     step_start_time: str | None = Doc("When the current step started.", None, json_schema_extra={"format": "date-time"})
     step_start_labelled: int = Doc("The challenger's labelled predictions when the step started.", 0)
     looks: int = Doc("Statistical looks taken so far.", 0)
+    not_worse: bool | None = Doc("The challenger was shown not worse (it stands for the later steps).", None)
     decision: str = Doc("The last decision: Hold, Advance, Promote, AwaitApproval or RollBack.", "Hold")
     reason: str = Doc("One-word reason of the decision.", "")
     message: str = Doc("The decision in words, with its evidence.", "", max_length=2000)

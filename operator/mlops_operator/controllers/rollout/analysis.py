@@ -22,7 +22,9 @@ go in; a :class:`Verdict` comes out. The order of the table:
    - *worse*: H0 "the challenger's error rate is not higher" rejected → roll back;
    - *not worse*: H0 "it is higher by ``margin`` or more" rejected → advance
      (the next step, or promotion after the last one; in manual approval mode,
-     wait until ``approvedVersion`` names the challenger);
+     wait until ``approvedVersion`` names the challenger). That conclusion
+     stands: later steps advance on their time, samples and guardrails, and a
+     look with alpha left can still roll a challenger back as worse;
 4. past ``maxSamples`` labelled predictions without a decision → roll back
    (Inconclusive); otherwise hold.
 
@@ -95,6 +97,9 @@ class Progress:
     last_step: bool
     manual: bool = False
     approved: bool = False
+    proven: bool = False
+    """"Not worse" was concluded at an earlier step: it stands (the error rate does not depend on the weight);
+    later steps ramp the exposure under the guardrails, and a look with alpha left can still find it worse."""
 
 
 @dataclass(frozen=True)
@@ -151,13 +156,23 @@ def judge(champion: Arm, challenger: Arm, criteria: Criteria, progress: Progress
     if not classification:
         # No error rate from feedback for regression (only sums of squares): guardrails alone decide.
         return _advance(progress, "Guardrails", "no 5xx or latency breach (regression: no error-rate test)")
-    if not look_due(challenger.labelled, progress.looks_taken, c.min_samples):
+    due = look_due(challenger.labelled, progress.looks_taken, c.min_samples)
+    rates = (f"error rate challenger {_pct(challenger.error_rate)} (n={challenger.labelled}) vs champion "
+             f"{_pct(champion.error_rate)} (n={champion.labelled})")
+    if progress.proven:
+        p_worse = p_not_worse = None
+        if due:
+            p_worse, p_not_worse = error_rate_tests(champion, challenger, c.margin)
+            a = c.alpha_at(challenger.labelled, progress.looks_taken)
+            if p_worse < a:
+                return Verdict(ROLL_BACK, "Worse", f"{rates}: worse, p={p_worse:.2g} < {a:.2g}", True, p_worse, p_not_worse)
+        v = _advance(progress, "NotWorse", f"{rates}: shown not worse at an earlier step; this step held")
+        return Verdict(v.decision, v.reason, v.message, due, p_worse, p_not_worse)
+    if not due:
         need = (progress.looks_taken + 1) * c.min_samples
         return Verdict(HOLD, "Undecided", f"next look at {need} labelled predictions of the challenger ({challenger.labelled} now)")
     p_worse, p_not_worse = error_rate_tests(champion, challenger, c.margin)
     a = c.alpha_at(challenger.labelled, progress.looks_taken)
-    rates = (f"error rate challenger {_pct(challenger.error_rate)} (n={challenger.labelled}) vs champion "
-             f"{_pct(champion.error_rate)} (n={champion.labelled})")
     if p_worse < a:
         return Verdict(ROLL_BACK, "Worse", f"{rates}: worse, p={p_worse:.2g} < {a:.2g}", True, p_worse, p_not_worse)
     if p_not_worse < a:

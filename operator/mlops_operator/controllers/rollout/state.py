@@ -175,6 +175,7 @@ def _judge(spec: ModelDeploymentSpec, active: dict[str, Any], served: Version, t
         last_step=step >= len(weights),
         manual=spec.rollout.approval == "manual",
         approved=spec.rollout.approved_version == state["challenger"],
+        proven=bool(state.get("notWorse")),
     )
     task = state.get("task") or next((r.counters.get("task") for r in readings if r.counters.get("task")), None)
     if task:
@@ -189,6 +190,8 @@ def _judge(spec: ModelDeploymentSpec, active: dict[str, Any], served: Version, t
     if verdict.looked:
         state["looks"] = ch.labelled // c.min_samples
     state.update(decision=verdict.decision, reason=verdict.reason, message=verdict.message[:2000])
+    if verdict.reason == "NotWorse":
+        state["notWorse"] = True
     for key, value in (("pWorse", verdict.p_worse), ("pNotWorse", verdict.p_not_worse)):
         if value is not None:
             state[key] = float(f"{value:.4g}")
