@@ -203,3 +203,55 @@ class HttpSensors:
         except (Unreadable, ValueError):
             meta = {}
         return body, meta
+
+    async def rollout_counters(self, pod: Obj) -> Obj | None:
+        """A serving pod's counters for a rollout's analysis (``PodCounters`` in the wire form).
+
+        Its own predict requests only (v1 and v2: what the router forwarded
+        is answered, and timed, by the other side), their 5xx, the latency
+        histogram of those, and the labels it scored.
+        """
+        from .runtime.sensor import parse_metrics
+
+        address = self.address_of(pod)
+        if not address:
+            return None
+        text = (await _http_get(f"http://{address}/metrics", self.timeout)).decode("utf-8", "replace")
+        parsed = parse_metrics(text)
+        if not parsed.version:
+            return None
+        fb = parsed.feedback
+        own = [(code, n) for (proto, code), n in parsed.requests.items() if proto in PREDICT_PROTOCOLS]
+        return {
+            "version": parsed.version,
+            "task": parsed.task,
+            "started": process_start(pod),
+            "labelled": int(fb.correct + fb.errors if parsed.task == "classification" else fb.labels),
+            "errors": int(fb.errors),
+            "requests": int(sum(n for _, n in own)),
+            "serverErrors": int(sum(n for code, n in own if str(code).startswith("5"))),
+            "latency": latency_counts(text),
+        }
+
+
+PREDICT_PROTOCOLS = ("v1", "v2")
+
+
+def latency_counts(text: str) -> list[int]:
+    """Per-bucket counts (not cumulative; the last is +Inf) of the v1 and v2 request-duration histograms, summed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cumulative: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "mlops_request_duration_seconds":
+            continue
+        for s in family.samples:
+            if s.name.endswith("_bucket") and s.labels.get("protocol") in PREDICT_PROTOCOLS:
+                le = float(s.labels["le"])
+                cumulative[le] = cumulative.get(le, 0.0) + s.value
+    bounds = sorted(cumulative)
+    out, before = [], 0.0
+    for le in bounds:
+        out.append(int(cumulative[le] - before))
+        before = cumulative[le]
+    return out

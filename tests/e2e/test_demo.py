@@ -31,3 +31,34 @@ def test_the_loop_closes(tmp_path: Path) -> None:
         assert step in names, report
     assert (out / "report.html").read_text().count("<svg") == 1
     assert processes_mentioning(str(root)) == [], "the demo left a process behind"
+
+
+def test_demo_canary_rolls_back_the_worse_challenger_and_promotes_the_good_one(tmp_path: Path) -> None:
+    """``demo --rollouts``: after the loop, canary rollouts decided on live traffic and feedback.
+
+    The demo's client fails on any answer that is not 200, so a run that
+    completes also shows that no request failed while the champions' pods
+    rolled at each step and a challenger came and went.
+    """
+    out, root = tmp_path / "out", tmp_path / "root"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlops_operator.cli", "demo", "--rollouts", "--out", str(out), "--root", str(root),
+         "--timeout", "480"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, report
+    doc = json.loads((out / "timeline.json").read_text())
+    worse, good = doc["canary_worse"], doc["canary_good"]
+    assert (worse["phase"], worse["reason"]) == ("RolledBack", "Worse"), report
+    assert worse["challenger_error_rate"] > worse["champion_error_rate"] + 0.1 and worse["p_worse"] < 0.01, report
+    assert doc["rejected_versions"] == [worse["version"]]
+    assert good["phase"] == "Promoted" and good["version"] != worse["version"], report
+    names = [e["event"] for e in doc["events"]]
+    for step in ("canary started", "canary rolled back", "canary step", "canary promoted",
+                 "ModelDeployment/cancer RolledBack", "ModelDeployment/cancer RolloutPromoted"):
+        assert step in names, report
+    assert names.index("canary rolled back") < names.index("canary promoted")
+    page = (out / "report.html").read_text()
+    assert "Canary rollouts on live evidence" in page and worse["version"] in page
+    assert processes_mentioning(str(root)) == [], "the demo left a process behind"

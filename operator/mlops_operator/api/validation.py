@@ -28,8 +28,12 @@ def is_ours(obj: Any) -> bool:
     return isinstance(obj, dict) and str(obj.get("apiVersion", "")).split("/")[0] == GROUP
 
 
-_UNION_TAG = re.compile(r"function-.*|(int|str|float|bool)(\[.*\])?")
-"""The parts of a pydantic error location that name a validator or union member, not a field ('strategy' is a field)."""
+def _union_tag(part: Any) -> bool:
+    """A loc part naming a union member or a validator (``int``, ``str``, ``function-after[...]``), not a field.
+
+    Exact names: a prefix test would also drop fields that begin alike (``strategy``, ``interval``).
+    """
+    return isinstance(part, str) and (part in ("int", "str", "float", "bool") or part.startswith(("function-", "constrained-")))
 
 
 def _path(loc: tuple[Any, ...], extra: str = "") -> str:
@@ -76,6 +80,6 @@ def validate_object(obj: dict[str, Any]) -> list[FieldError]:
     except ValidationError as exc:
         for err in exc.errors():
             field = (err.get("ctx") or {}).get("field", "")
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.fullmatch(p)))
+            loc = tuple(p for p in err["loc"] if not _union_tag(p))
             errors.append(FieldError(_path(loc, field), _reason(err)))
     return errors

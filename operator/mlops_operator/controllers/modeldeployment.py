@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.validation import validate_object
 from . import labels
+from . import rollout as rollouts
 from .cluster import DEPLOYMENTS, HPAS, PDBS, SERVICES, Obj, Resource
 from .conditions import get_condition, set_condition, summarize, timestamp
 from .security import restricted_pod_spec
@@ -39,6 +40,9 @@ from .versions import find_version, newest_promotable, of_lineage
 
 
 COMPONENT = "serving"
+CHALLENGER_COMPONENT = "serving-challenger"
+"""The challenger's pods: not selected by the ModelDeployment's Service, only by its own."""
+CHALLENGER_SUFFIX = "-challenger"
 SHA256 = f"{labels.PREFIX}/sha256"
 """Pod-template annotation: the artifact digest the server checks on load."""
 APPLIED = f"{labels.PREFIX}/applied"
@@ -86,9 +90,18 @@ class Observed:
     service: Obj | None = None
     hpa: Obj | None = None
     pdb: Obj | None = None
+    challenger_deployment: Obj | None = None
+    challenger_service: Obj | None = None
+    readings: list[rollouts.PodReading] = field(default_factory=list)
+    """Counters scraped from the serving pods of both sides (only while a rollout is active)."""
+    live_pods: set[str] = field(default_factory=set)
+    """Names of the serving pods that exist (scraped or not)."""
 
     def items(self) -> list[tuple[Resource, Obj | None]]:
         return [(DEPLOYMENTS, self.deployment), (SERVICES, self.service), (HPAS, self.hpa), (PDBS, self.pdb)]
+
+    def challenger_items(self) -> list[tuple[Resource, Obj | None]]:
+        return [(DEPLOYMENTS, self.challenger_deployment), (SERVICES, self.challenger_service)]
 
 
 @dataclass(frozen=True)
@@ -129,21 +142,31 @@ def url_of(md: Obj, settings: Settings) -> str:
     return f"http://{meta['name']}.{meta.get('namespace', 'default')}.svc.{settings.cluster_domain}"
 
 
-def selector_labels(md: Obj) -> dict[str, str]:
+def selector_labels(md: Obj, component: str = COMPONENT) -> dict[str, str]:
     """What the Deployment, Service and PDB select on: stable for the object's life (never the version)."""
-    return {labels.COMPONENT: COMPONENT, labels.DEPLOYMENT: md["metadata"]["name"]}
+    return {labels.COMPONENT: component, labels.DEPLOYMENT: md["metadata"]["name"]}
 
 
-def _child_labels(md: Obj, model: str) -> dict[str, str]:
-    return labels.owned_labels(COMPONENT, **{labels.DEPLOYMENT: md["metadata"]["name"], labels.MODEL: model})
+def _child_labels(md: Obj, model: str, component: str = COMPONENT) -> dict[str, str]:
+    return labels.owned_labels(component, **{labels.DEPLOYMENT: md["metadata"]["name"], labels.MODEL: model})
 
 
-def _child_meta(md: Obj, model: str) -> Obj:
+def challenger_name(md: Obj) -> str:
+    """The challenger's Deployment and Service: ``<name>-challenger``."""
+    return md["metadata"]["name"] + CHALLENGER_SUFFIX
+
+
+def challenger_url(md: Obj, settings: Settings) -> str:
+    meta = md["metadata"]
+    return f"http://{challenger_name(md)}.{meta.get('namespace', 'default')}.svc.{settings.cluster_domain}"
+
+
+def _child_meta(md: Obj, model: str, component: str = COMPONENT) -> Obj:
     meta = md["metadata"]
     return {
-        "name": meta["name"],
+        "name": meta["name"] if component == COMPONENT else challenger_name(md),
         "namespace": meta.get("namespace", "default"),
-        "labels": _child_labels(md, model),
+        "labels": _child_labels(md, model, component),
         "ownerReferences": [labels.owner_reference(md)],
     }
 
@@ -212,8 +235,9 @@ def _storage(spec: ModelDeploymentSpec, settings: Settings) -> PodStorage:
     return pod_storage(settings, store_read_only=True, feedback=spec.feedback.enabled, feedback_read_only=False)
 
 
-def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, settings: Settings) -> list[str]:
-    """The ``serve`` command line of the server container."""
+def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, settings: Settings,
+                route: rollouts.Route | None = None) -> list[str]:
+    """The ``serve`` command line of the server container; ``route``: the champion's router during a rollout."""
     s = spec.server
     storage = _storage(spec, settings)
     args = [
@@ -235,6 +259,10 @@ def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, s
         if storage.feedback_arg:
             args += ["--feedback-dir", storage.feedback_arg]
         args += ["--feedback-keep-seconds", str(spec.feedback.keep_seconds), "--feedback-max-pending", str(spec.feedback.max_pending)]
+    if route is not None:
+        args += ["--route-to", challenger_url(md, settings), "--route-mode", route.mode]
+        if route.mode == "canary":
+            args += ["--route-weight", _arg(route.weight)]
     return args
 
 
@@ -250,10 +278,16 @@ def _resources(spec: ModelDeploymentSpec) -> Obj | None:
     return out or None
 
 
-def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> Obj:
-    """The apps/v1 Deployment serving one version; the pod template changes (and rolls) with the version."""
+def build_deployment(md: Obj, version: str, sha256: str, settings: Settings, route: rollouts.Route | None = None,
+                     component: str = COMPONENT) -> Obj:
+    """The apps/v1 Deployment serving one version; the pod template changes (and rolls) with the version.
+
+    ``route``: the champion's router during a rollout (its args change, and its pods roll, at each step).
+    ``component``: CHALLENGER_COMPONENT builds the challenger's Deployment (no autoscaler: the replicas the
+    champion has at least).
+    """
     spec = ModelDeploymentSpec.model_validate(md["spec"])
-    pod_labels = {**_child_labels(md, spec.model)}
+    pod_labels = {**_child_labels(md, spec.model, component)}
     if len(version) <= 63 and LABEL_VALUE.match(version):
         pod_labels[labels.VERSION] = version
     port = settings.server_port
@@ -273,7 +307,7 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
         "name": "server",
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": server_args(md, spec, version, sha256, settings),
+        "args": server_args(md, spec, version, sha256, settings, route),
         "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}]
         + ([{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}] if grpc_enabled(spec, settings) else []),
@@ -289,7 +323,7 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
     pod_spec = restricted_pod_spec([container], volumes, settings.service_account,
                                    enableServiceLinks=False, terminationGracePeriodSeconds=TERMINATION_GRACE_SECONDS)
     dep_spec: Obj = {
-        "selector": {"matchLabels": selector_labels(md)},
+        "selector": {"matchLabels": selector_labels(md, component)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "revisionHistoryLimit": 5,
         "template": {
@@ -306,12 +340,14 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings) -> 
             "spec": pod_spec,
         },
     }
-    if spec.autoscaling is None:
+    if component != COMPONENT:
+        dep_spec = {"replicas": max(1, wanted_replicas(spec)), **dep_spec}
+    elif spec.autoscaling is None:
         dep_spec = {"replicas": 1 if spec.replicas is None else spec.replicas, **dep_spec}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _child_meta(md, spec.model), "spec": dep_spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _child_meta(md, spec.model, component), "spec": dep_spec}
 
 
-def build_service(md: Obj, settings: Settings | None = None) -> Obj:
+def build_service(md: Obj, settings: Settings | None = None, component: str = COMPONENT) -> Obj:
     """ClusterIP Service on port 80 in front of the serving pods (and 8081 for gRPC when it is on)."""
     model = md["spec"]["model"]
     ports: list[Obj] = [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]
@@ -320,10 +356,10 @@ def build_service(md: Obj, settings: Settings | None = None) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _child_meta(md, model),
+        "metadata": _child_meta(md, model, component),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(md),
+            "selector": selector_labels(md, component),
             "ports": ports,
         },
     }
@@ -373,13 +409,17 @@ def build_pdb(md: Obj) -> Obj | None:
     }
 
 
-def desired_children(md: Obj, version: str, sha256: str, settings: Settings) -> Observed:
-    """Every child that should exist while ``version`` serves (absent ones are None)."""
+def desired_children(md: Obj, version: str, sha256: str, settings: Settings, route: rollouts.Route | None = None,
+                     challenger: tuple[str, str] | None = None) -> Observed:
+    """Every child that should exist while ``version`` serves (absent ones are None); ``challenger``: a rollout's."""
     return Observed(
-        deployment=stamp(build_deployment(md, version, sha256, settings)),
+        deployment=stamp(build_deployment(md, version, sha256, settings, route)),
         service=stamp(build_service(md, settings)),
         hpa=stamp(build_hpa(md)),
         pdb=stamp(build_pdb(md)),
+        challenger_deployment=stamp(build_deployment(md, challenger[0], challenger[1], settings, component=CHALLENGER_COMPONENT))
+        if challenger else None,
+        challenger_service=stamp(build_service(md, settings, CHALLENGER_COMPONENT)) if challenger else None,
     )
 
 
@@ -489,6 +529,10 @@ def _invalid(md: Obj) -> str | None:
     if not (len(name) <= 63 and DNS_1035.match(name)):
         errors.append(f"metadata.name: {name!r} must be a DNS-1035 label (lower-case letters, digits and '-', "
                       "starting with a letter, at most 63 characters): it names the Service")
+    strategy = ((md.get("spec") or {}).get("rollout") or {}).get("strategy", "replace")
+    if strategy != "replace" and len(name) + len(CHALLENGER_SUFFIX) > 63:
+        errors.append(f"metadata.name: at most {63 - len(CHALLENGER_SUFFIX)} characters with spec.rollout.strategy "
+                      f"{strategy}: {name}{CHALLENGER_SUFFIX} names the challenger's Service")
     return "; ".join(str(e) for e in errors)[:1000] if errors else None
 
 
@@ -525,7 +569,8 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
         except ValidationError as exc:  # validate_object said fine; belt and braces
             problem = Problem(INVALID_SPEC, str(exc)[:1000], True)
     if spec is not None:
-        foreign = [f"{res.kind} {name}" for res, child in observed.items() if child is not None and not controlled_by(child, md)]
+        foreign = [f"{res.kind} {child['metadata']['name']}" for res, child in observed.items() + observed.challenger_items()
+                   if child is not None and not controlled_by(child, md)]
         if foreign:
             problem = Problem(NAME_CONFLICT, f"{' and '.join(foreign)} exist(s) and belong(s) to something else; "
                                              "delete or rename it, or rename this ModelDeployment", True)
@@ -538,24 +583,48 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
 
     # What the children should run, as (version, sha256): the resolved version, else whatever serves now.
     wanted: tuple[str, str] | None = (target.version, target.sha256) if target else served
+    plan: rollouts.Plan | None = None
+    if spec is not None and target is not None:
+        # Shadow and canary: the new version is a challenger until live evidence promotes it (controllers/rollout).
+        failed = ""
+        ro = old.get("rollout") or {}
+        if observed.challenger_deployment is not None and ro.get("challenger"):
+            progress = rollout_of(observed.challenger_deployment, ro["challenger"])
+            failed = f"challenger Deployment {name}{CHALLENGER_SUFFIX}: {progress.message}" if progress.stalled else ""
+        plan = rollouts.plan(spec, old, served, (target.version, target.sha256), observed.readings, observed.live_pods,
+                             now, failed)
+        wanted = plan.champion
     apply: list[Obj] = []
     delete: list[Obj] = []
     desired = None
     if spec is not None and problem is not None and problem.reason == NAME_CONFLICT:
         wanted = None  # touch nothing that is not ours
     if spec is not None and wanted is not None:
-        desired = desired_children(md, wanted[0], wanted[1], settings)
-        for (res, want), (_, have) in zip(desired.items(), observed.items()):
+        desired = desired_children(md, wanted[0], wanted[1], settings, plan.route if plan else None,
+                                   plan.challenger if plan else None)
+        for (res, want), (_, have) in zip(desired.items() + desired.challenger_items(),
+                                          observed.items() + observed.challenger_items()):
             if want is not None and needs_apply(want, have):
                 apply.append(want)
             elif want is None and have is not None and controlled_by(have, md):
                 delete.append(have)
+    if plan is not None:
+        if plan.state is not None:
+            status["rollout"] = plan.state
+        if plan.rejected:
+            status["rejectedVersions"] = plan.rejected
+        events.extend(plan.events)
+    elif (old.get("rollout") or {}).get("phase") in rollouts.ACTIVE and wanted is not None:
+        status["rollout"] = {**old["rollout"], "phase": "Superseded", "decision": "None", "reason": "Superseded",
+                             "message": "ended unjudged: no version resolves any more; the champion keeps serving"}
+        status["rollout"].pop("pods", None)
 
     if wanted is not None and spec is not None:
         status["modelVersion"] = wanted[0]
         status["url"] = url_of(md, settings)
         if target is not None and wanted[0] != previous:
-            entry = {"version": wanted[0], "time": timestamp(now), "reason": _history_reason(target, spec, previous)}
+            reason = f"{plan.promoted.capitalize()}Promoted" if plan and plan.promoted else _history_reason(target, spec, previous)
+            entry = {"version": wanted[0], "time": timestamp(now), "reason": reason}
             limit = max(1, min(settings.history_limit, HISTORY_MAX))
             status["history"] = ([entry] + list(old.get("history") or []))[:limit]
             frm = f"{previous} -> {wanted[0]}" if previous else wanted[0]
@@ -589,7 +658,8 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
         conds = summarize(conds, ready=False, reason=PROGRESS_DEADLINE, message=msg, reconciling=False, stalled=True,
                           now=now, generation=generation)
     elif rollout is not None and rollout.done:
-        conds = summarize(conds, ready=True, reason=READY, message=f"serving {wanted[0]} at {status['url']}: {rollout.message}",  # type: ignore[index]
+        note = plan.note if plan is not None else ""
+        conds = summarize(conds, ready=True, reason=READY, message=f"serving {wanted[0]} at {status['url']}: {rollout.message}{note}",  # type: ignore[index]
                           reconciling=False, stalled=False, now=now, generation=generation)
     elif rollout is not None:
         reason = ROLLING_OUT if served is None or served[0] != wanted[0] else UPDATING  # type: ignore[index]
@@ -603,6 +673,7 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
         conds = set_condition(conds, "Progressing", False, "RolloutComplete", f"{wanted[0]} rolled out", now, generation)  # type: ignore[index]
     else:
         conds = set_condition(conds, "Progressing", False, "NothingToRollOut", "no version to serve yet", now, generation)
+    conds = _approval_condition(conds, status.get("rollout"), now, generation)
     conds, skew = _library_condition(conds, target, settings, now, generation)
     if skew is not None and (get_condition(old.get("conditions"), LIBRARIES) or {}).get("status") != "False":
         events.append(skew)
@@ -617,7 +688,24 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
             stalled = get_condition(conds, "Stalled")
             kind = "Warning" if stalled and stalled["status"] == "True" else "Normal"
             events.append(Event(kind, after["reason"], after["message"]))
-    return DeploymentDecision(status=status, apply=apply, delete=delete, events=events)
+    requeue = rollouts.requeue_seconds(spec) if spec is not None and plan is not None and plan.active else None
+    return DeploymentDecision(status=status, apply=apply, delete=delete, events=events, requeue_after=requeue)
+
+
+AWAITING_APPROVAL = "AwaitingApproval"
+
+
+def _approval_condition(conds: list[Obj], state: Obj | None, now: datetime, generation: int | None) -> list[Obj]:
+    """``AwaitingApproval``: True while a manual rollout waits for spec.rollout.approvedVersion; False after one did."""
+    waiting = bool(state) and state.get("phase") == AWAITING_APPROVAL  # type: ignore[union-attr]
+    if waiting:
+        return set_condition(conds, AWAITING_APPROVAL, True, AWAITING_APPROVAL,
+                             f"{state['challenger']} passed its analysis; set spec.rollout.approvedVersion: {state['challenger']} "  # type: ignore[index]
+                             "in Git to promote it", now, generation)
+    if get_condition(conds, AWAITING_APPROVAL) is None:
+        return conds
+    return set_condition(conds, AWAITING_APPROVAL, False, (state or {}).get("phase") or "NoRollout",
+                         (state or {}).get("message") or "no rollout waits for approval", now, generation)
 
 
 LIBRARIES = "LibrariesMatch"

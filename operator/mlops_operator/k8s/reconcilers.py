@@ -22,7 +22,7 @@ def reconcilers(cluster: Cluster, settings: Settings, sensors: Sensors,
 
     async def model_deployment(namespace: str, name: str) -> Result:
         return await reconcile_model_deployment(cluster, namespace, name, settings, store_check=store_check,
-                                                alias_mover=mover)
+                                                alias_mover=mover, probe=sensors)
 
     async def drift_policy(namespace: str, name: str) -> Result:
         decision = await reconcile_drift_policy(cluster, namespace, name, settings, sensors=sensors)

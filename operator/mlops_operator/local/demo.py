@@ -17,6 +17,13 @@ the error rate climb, retrains with the labelled feedback, the challenger
 beats the champion on the same held-out rows, and it is promoted without a
 spec edit. The demo exits 0 only when all of that happened and the error rate
 came back down.
+
+With ``--rollouts`` it goes on (about a minute more) to promotion on live
+evidence: the ModelDeployment gets a canary ``rollout:`` block (the user's
+spec edit, as in Git), a deliberately worse challenger (a depth-1 tree trained
+without the feedback) is rolled back at its first step, and a good one (the
+retrain's recipe again, on the latest feedback) climbs 25 % -> 100 % and is
+promoted; see docs/rollouts.md.
 """
 
 from __future__ import annotations
@@ -140,7 +147,72 @@ async def _until(predicate, timeout: float, what: str, poll: float = 0.25):
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: int) -> dict[str, Any]:
+CANARY = {"strategy": "canary", "steps": [25, 100], "stepDuration": "3s",
+          "analysis": {"minSamples": 150, "maxSamples": 900, "margin": 0.04}}
+"""The demo's rollout: short steps so it decides in seconds; a real one holds each step for minutes."""
+WORSE_ESTIMATOR = {"class": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1, "random_state": 0}}
+
+
+def _training_job(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec}
+
+
+async def canary_rollouts(manager: LocalManager, timeline: Timeline, send: Any, left: Any) -> dict[str, Any]:
+    """A worse challenger rolled back, then a good one promoted, each on live traffic and feedback."""
+    md_status = lambda: _status(manager, MODEL_DEPLOYMENTS, MD)  # noqa: E731
+    md = manager.cluster.get_now(MODEL_DEPLOYMENTS, NS, MD) or {}
+    manager.apply([{"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MD},
+                    "spec": {**md["spec"], "rollout": CANARY}}], NS)
+    timeline.event("canary rollouts on", steps="25% -> 100%", step_duration=CANARY["stepDuration"])
+    champion = md_status().get("modelVersion")
+    first_spec = (manager.cluster.get_now(TRAINING_JOBS, NS, "cancer-v1") or {})["spec"]
+    promoted_tj = next(t for t in manager.cluster.list_now(TRAINING_JOBS) if (t.get("status") or {}).get("modelVersion") == champion)
+
+    async def trial(name: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+        manager.apply([_training_job(name, spec)], NS)
+        tj = await _until(lambda: (s := _status(manager, TRAINING_JOBS, name)).get("phase") in ("Succeeded", "Failed") and s,
+                          left(), f"training {name}")
+        version = tj.get("modelVersion")
+        timeline.event(f"{label} challenger trained", job=name, version=version, accuracy=round((tj.get("metrics") or {}).get("accuracy", 0), 4))
+        await _until(lambda: (md_status().get("rollout") or {}).get("challenger") == version, left(), f"the canary of {version}")
+        timeline.event("canary started", challenger=version, champion=md_status().get("modelVersion"), weight="25%")
+        step = 1
+        while (ro := md_status().get("rollout") or {}).get("phase") in ("Analysing", "AwaitingApproval"):
+            if ro.get("step", 1) != step:
+                step = ro["step"]
+                timeline.event("canary step", challenger=version, step=f"{step}/{ro.get('steps')}", weight=f"{ro.get('weight')}%",
+                               evidence=ro.get("message"))
+            await send(4, True, f"canary {label}")
+            if left() <= 1.0:
+                raise TimeoutError(f"the canary of {version} was not decided in time")
+        ro = md_status().get("rollout") or {}
+        ch, cb = ro.get("challengerEvidence") or {}, ro.get("championEvidence") or {}
+        outcome = {"version": version, "phase": ro.get("phase"), "reason": ro.get("reason"),
+                   "challenger_error_rate": ch.get("errorRate"), "challenger_labelled": ch.get("labelled"),
+                   "champion_error_rate": cb.get("errorRate"), "champion_labelled": cb.get("labelled"),
+                   "p_worse": ro.get("pWorse"), "p_not_worse": ro.get("pNotWorse")}
+        timeline.event("canary rolled back" if ro.get("phase") == "RolledBack" else "canary promoted"
+                       if ro.get("phase") == "Promoted" else f"canary {ro.get('phase')}", **outcome)
+        return outcome
+
+    worse = await trial("cancer-worse", {**first_spec, "estimator": WORSE_ESTIMATOR}, "worse")
+    good_spec = {**promoted_tj["spec"], "qualityGate": {"metric": "accuracy", "minimum": 0.8}}
+    good_spec["estimator"] = {**good_spec["estimator"], "params": {**(good_spec["estimator"].get("params") or {}), "random_state": 1}}
+    good = await trial("cancer-good", good_spec, "good")
+    if good["phase"] == "Promoted":
+        await _until(lambda: rolled_out(md_status(), good["version"]), left(), "the promoted challenger to roll out")
+        timeline.event("rolled out", version=good["version"])
+    return {"canary_worse": worse, "canary_good": good, "rejected_versions": md_status().get("rejectedVersions") or []}
+
+
+def rollouts_done(result: dict[str, Any]) -> bool:
+    """The worse challenger was rolled back and not retried; the good one was promoted."""
+    worse, good = result.get("canary_worse") or {}, result.get("canary_good") or {}
+    return (worse.get("phase") == "RolledBack" and worse.get("version") in result.get("rejected_versions", [])
+            and good.get("phase") == "Promoted")
+
+
+async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: int, rollouts: bool = False) -> dict[str, Any]:
     traffic = Traffic(seed)
     md_status = lambda: _status(manager, MODEL_DEPLOYMENTS, MD)  # noqa: E731
     dp_status = lambda: _status(manager, DRIFT_POLICIES, DP)  # noqa: E731
@@ -201,7 +273,9 @@ async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: 
     await send(40, True, "after promotion")
     after = round(sum(client.outcomes[mark:]) / max(1, len(client.outcomes) - mark), 4)
     timeline.event("error rate after promotion", error_rate=after, before_drift=before, during_drift=after_drift)
+    extra = await canary_rollouts(manager, timeline, send, left) if rollouts else {}
     return {
+        **extra,
         "error_rate_before_drift": before,
         "error_rate_after_drift": after_drift,
         "error_rate_after_promotion": after,
@@ -228,7 +302,7 @@ def recovered(result: dict[str, Any]) -> bool:
     return after < during and after <= max(before + 0.05, during / 2)
 
 
-async def run_demo(root: Path, out: Path | None, budget: float, seed: int) -> int:
+async def run_demo(root: Path, out: Path | None, budget: float, seed: int, rollouts: bool = False) -> int:
     manager = LocalManager(root, tick=0.5)
     atexit.register(manager.processes.kill_all_now)
     manager.apply([d.obj for d in load_paths([MANIFEST])], NS)
@@ -241,8 +315,8 @@ async def run_demo(root: Path, out: Path | None, budget: float, seed: int) -> in
     result: dict[str, Any] = {}
     code = 1
     try:
-        result = await drive(manager, timeline, budget, seed)
-        code = 0 if recovered(result) else 1
+        result = await drive(manager, timeline, budget, seed, rollouts)
+        code = 0 if recovered(result) and (not rollouts or rollouts_done(result)) else 1
         print(("loop closed: " if code == 0 else "loop did NOT close: ") + json.dumps(result), flush=True)
     except (TimeoutError, RuntimeError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr, flush=True)
@@ -268,9 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=None, help="store, feedback and logs (default: a fresh temporary folder)")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rollouts", action="store_true",
+                   help="then show canary rollouts: a worse challenger rolled back, a good one promoted (about a minute more)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.root:
-        return asyncio.run(run_demo(args.root, args.out, args.timeout, args.seed))
+        return asyncio.run(run_demo(args.root, args.out, args.timeout, args.seed, args.rollouts))
     with tempfile.TemporaryDirectory(prefix="mlops-demo-") as tmp:
-        return asyncio.run(run_demo(Path(tmp), args.out, args.timeout, args.seed))
+        return asyncio.run(run_demo(Path(tmp), args.out, args.timeout, args.seed, args.rollouts))

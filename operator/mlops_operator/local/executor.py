@@ -116,15 +116,6 @@ class Executor:
                 task = asyncio.get_running_loop().create_task(self._run_job(job))
                 task.add_done_callback(_log_failure)
                 self.jobs[key] = task
-        live = set()
-        for dep in self.cluster.list_now(DEPLOYMENTS):
-            key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
-            live.add(key)
-            if key not in self.deployments:
-                self.deployments[key] = LocalDeployment(self, key)
-            await self.deployments[key].sync(dep)
-        for key in set(self.deployments) - live:
-            await self.deployments.pop(key).stop()
         live_svc = set()
         for svc in self.cluster.list_now(SERVICES):
             key = (svc["metadata"]["namespace"], svc["metadata"]["name"])
@@ -134,6 +125,23 @@ class Executor:
                 await self.services[key].start()
         for key in set(self.services) - live_svc:
             await self.services.pop(key).stop()
+        live = set()
+        for dep in self.cluster.list_now(DEPLOYMENTS):
+            key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+            live.add(key)
+            if key not in self.deployments:
+                self.deployments[key] = LocalDeployment(self, key)
+            await self.deployments[key].sync(dep)
+        for key in set(self.deployments) - live:
+            await self.deployments.pop(key).stop()
+
+    def local_url(self, namespace: str, url: str) -> str:
+        """``http://<service>.<namespace>.svc...`` as this machine reaches it (its Service's proxy); else unchanged."""
+        host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        parts = host.split(".")
+        if len(parts) >= 3 and parts[2] == "svc":
+            return self.service_address(parts[1], parts[0]) or url
+        return url
 
     def service_address(self, namespace: str, name: str) -> str | None:
         proxy = self.services.get((namespace, name))
@@ -321,6 +329,8 @@ class LocalDeployment:
         container = template["spec"]["containers"][0]
         args = _rewrite(list(container["args"]), self.executor.mapping())
         args = _set_flag(_set_flag(args, "--host", "127.0.0.1"), "--port", str(port))
+        if "--route-to" in args:  # a rollout's router: the challenger's Service is a local proxy here
+            args = _set_flag(args, "--route-to", self.executor.local_url(ns, args[args.index("--route-to") + 1]))
         env = self.executor.environment(container)
         proc = await self.executor.processes.start(f"{ns}.{pod_name}", mlops_command(args), env)
         pod = LocalPod(pod_name, want_hash, port, proc, args=args, env=env)

@@ -20,6 +20,7 @@ from ..controllers.reconcile.driftpolicy import reconcile_drift_policy
 from ..controllers.reconcile.modeldeployment import reconcile_model_deployment
 from ..controllers.reconcile.trainingjob import reconcile_training_job
 from ..controllers.reconcile.watches import affected
+from ..controllers.rollout import ACTIVE as ACTIVE_ROLLOUT
 from ..controllers.settings import Settings
 from ..store.access import StoreAccess
 from .cluster import Change, MemoryCluster
@@ -65,7 +66,8 @@ class LocalManager:
         mover = local_alias_mover()
         return {
             "TrainingJob": lambda ns, n: reconcile_training_job(self.cluster, ns, n, self.settings, self.clock, check),
-            "ModelDeployment": lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock, check, mover),
+            "ModelDeployment": lambda ns, n: reconcile_model_deployment(self.cluster, ns, n, self.settings, self.clock, check,
+                                                                       mover, probe=sensors),
             "DriftPolicy": lambda ns, n: reconcile_drift_policy(self.cluster, ns, n, self.settings, self.clock, sensors),
         }
 
@@ -134,9 +136,12 @@ class LocalManager:
                 if on_tick:
                     on_tick()
                 if not await self._wait_for_change(stop, self.tick):
-                    # Periodic: DriftPolicies decide themselves whether a check is due.
+                    # Periodic: DriftPolicies decide themselves whether a check is due; rollouts analyse their evidence.
                     for dp in self.cluster.list_now(DRIFT_POLICIES):
                         self._dirty.add(("DriftPolicy", dp["metadata"]["namespace"], dp["metadata"]["name"]))
+                    for md in self.cluster.list_now(MODEL_DEPLOYMENTS):
+                        if ((md.get("status") or {}).get("rollout") or {}).get("phase") in ACTIVE_ROLLOUT:
+                            self._dirty.add(("ModelDeployment", md["metadata"]["namespace"], md["metadata"]["name"]))
         finally:
             await self.shutdown()
 

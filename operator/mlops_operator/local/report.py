@@ -9,6 +9,11 @@ from typing import Any
 W, H, PAD = 900, 360, 50
 
 
+MARKS = ("serving", "drift injected", "drift detected", "retraining", "promoted", "rolled out",
+         "canary started", "canary step", "canary rolled back", "canary promoted")
+"""The loop's events drawn as vertical marks (the canary ones with ``demo --rollouts``)."""
+
+
 def _scale(values: list[float], lo: float, hi: float, out_lo: float, out_hi: float) -> list[float]:
     span = (hi - lo) or 1.0
     return [out_lo + (v - lo) / span * (out_hi - out_lo) for v in values]
@@ -35,7 +40,7 @@ def svg_chart(doc: dict[str, Any]) -> str:
         ys = _scale([s for _, s in scored], 0, top, H - PAD, PAD)
         parts.append(f'<polyline fill="none" stroke="#2c7fb8" stroke-width="1.5" stroke-dasharray="4 3" '
                      f'points="{" ".join(f"{x:.1f},{y:.1f}" for (x, _), y in zip(scored, ys))}"/>')
-    marks = [e for e in doc.get("events", []) if e["event"] in ("serving", "drift injected", "drift detected", "retraining", "promoted", "rolled out")]
+    marks = [e for e in doc.get("events", []) if e["event"] in MARKS]
     for i, e in enumerate(marks):
         x = _scale([e["t"]], 0, t_hi, PAD, W - PAD)[0]
         parts.append(f'<line x1="{x:.1f}" y1="{PAD}" x2="{x:.1f}" y2="{H - PAD}" stroke="#555" stroke-dasharray="2 2"/>')
@@ -55,9 +60,19 @@ def write_report(out: Path, doc: dict[str, Any]) -> list[Path]:
         for k in ("error_rate_before_drift", "error_rate_after_drift", "error_rate_after_promotion", "first_version", "promoted_version")
         if k in doc
     )
+    canaries = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(c.get('version')))}</td><td>{html.escape(str(c.get('phase')))}</td>"
+        f"<td>{html.escape(str(c.get('reason')))}</td><td>{c.get('challenger_error_rate')} (n={c.get('challenger_labelled')})</td>"
+        f"<td>{c.get('champion_error_rate')} (n={c.get('champion_labelled')})</td></tr>"
+        for label, c in (("worse challenger", doc.get("canary_worse")), ("good challenger", doc.get("canary_good"))) if c
+    )
+    if canaries:
+        canaries = ("<h2>Canary rollouts on live evidence</h2><table border='1' cellpadding='3'><tr><th></th><th>version</th>"
+                    "<th>outcome</th><th>why</th><th>challenger error rate</th><th>champion error rate</th></tr>"
+                    f"{canaries}</table>")
     page = (f"<!doctype html><meta charset='utf-8'><title>mlops-operator demo</title>"
             f"<h1>mlops-operator: the loop, closed {'✔' if doc.get('completed') else '✘'}</h1><ul>{figures}</ul>"
-            f"{svg_chart(doc)}<h2>Timeline</h2><table border='1' cellpadding='3'>{rows}</table>")
+            f"{svg_chart(doc)}{canaries}<h2>Timeline</h2><table border='1' cellpadding='3'>{rows}</table>")
     written = [out / "report.html"]
     written[0].write_text(page)
     png = _png(out / "report.png", doc)
@@ -79,7 +94,7 @@ def _png(path: Path, doc: dict[str, Any]) -> Path | None:
     if scored:
         ax.plot([p["t"] for p in scored], [p["drift_score"] for p in scored], color="#2c7fb8", linestyle="--", label="drift score")
     for e in doc.get("events", []):
-        if e["event"] in ("serving", "drift injected", "drift detected", "retraining", "promoted", "rolled out"):
+        if e["event"] in MARKS:
             ax.axvline(e["t"], color="#555", linestyle=":", linewidth=1)
             ax.text(e["t"], ax.get_ylim()[1] * 0.95, " " + e["event"], rotation=90, va="top", fontsize=8)
     ax.set_xlabel("seconds since start")

@@ -40,6 +40,8 @@ class Response:
     body: bytes
     content_type: bytes = JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    version: str | None = None
+    """The model version that answered, when another server did (the router's challenger); else this server's."""
 
 
 def error(status: int, message: str, field: str = "path", headers: tuple[tuple[bytes, bytes], ...] = ()) -> Response:
@@ -97,6 +99,8 @@ class ServerApp:
         self.feedback: FeedbackProcessor | None = None
         self.writer: FeedbackWriter | None = None
         self.ids = IdFactory()
+        self.router: Any = None
+        """A :class:`.router.Router` during a shadow or canary rollout (``serve --route-to``)."""
         self.metrics = ServingMetrics(
             model=name, namespace=namespace, version=self.version, sha256="", task="classification",
             classes=None, reference=None, drift_sensor=False,
@@ -144,6 +148,8 @@ class ServerApp:
             await self.batcher.close()
         if self.writer is not None:
             self.writer.close()
+        if self.router is not None:
+            await self.router.close()
 
     # -- handlers without a body ---------------------------------------------
 
@@ -161,7 +167,10 @@ class ServerApp:
         return json_response({"models": [self.name]})
 
     def prometheus(self) -> Response:
-        return Response(200, self.metrics.render(), CONTENT_TYPE.encode())
+        text = self.metrics.render()
+        if self.router is not None:
+            text += self.router.render(self.name)
+        return Response(200, text, CONTENT_TYPE.encode())
 
     def v2_metadata(self) -> Response:
         return json_response(self.model_metadata(), 200 if self.model is not None else 503)
@@ -238,32 +247,33 @@ class ServerApp:
             self.metrics.observe_shed(proto)
             raise
 
-    async def v1_predict(self, body: bytes) -> Response:
+    async def v1_predict(self, body: bytes, rid: str | None = None) -> Response:
+        """``rid``: the request id to answer under (a shadow copy's, from the champion's router); else a new one."""
         assert self.schema is not None
         self.admit("v1")
         rows = protocol.parse_v1(body, self.schema)
         preds, _ = await self._predict(rows, False, "v1")
-        rid = self.ids()
+        rid = rid or self.ids()
         if self.memory is not None:
             self.memory.remember(rid, rows, preds)
         return json_response(protocol.v1_response(preds, row_ids(rid, rows.shape[0])))
 
-    async def v2_infer(self, body: bytes, json_length: int | None = None) -> Response:
+    async def v2_infer(self, body: bytes, json_length: int | None = None, rid: str | None = None) -> Response:
         """V2 infer over REST; ``json_length`` (``Inference-Header-Content-Length``): binary tensors follow the JSON."""
         assert self.schema is not None
         self.admit("v2")
         req = protocol.parse_v2(body, self.schema, json_length=json_length, outputs=self.outputs)
-        rid, tensors = await self.infer(req, "v2")
+        rid, tensors = await self.infer(req, "v2", rid)
         head, tail = protocol.v2_answer(self.name, self.version, rid, tensors, req.binary_outputs)
         if not tail:
             return json_response(head)
         js = protocol.dumps(head)
         return Response(200, js + tail, OCTETS, headers=((JSON_LENGTH, str(len(js)).encode()),))
 
-    async def infer(self, req: protocol.V2Request, proto: str) -> tuple[str, list[protocol.OutputTensor]]:
+    async def infer(self, req: protocol.V2Request, proto: str, rid: str | None = None) -> tuple[str, list[protocol.OutputTensor]]:
         """Predict a parsed V2 request (REST or gRPC) through the batcher; remember it for feedback."""
         preds, proba = await self._predict(req.rows, "predict_proba" in req.outputs, proto)
-        rid = req.id or self.ids()
+        rid = req.id or rid or self.ids()
         if self.memory is not None:
             self.memory.remember(rid, req.rows, preds)
         return rid, protocol.output_tensors(preds, proba, req.outputs)

@@ -69,7 +69,7 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "server", "app", "limits", "transport", "parser", "url", "body", "size", "expect", "slots",
         "closing", "closed", "t0", "started", "paused", "in_message", "in_head", "head_exact", "head_stream",
-        "begun", "last_active", "counted", "encoding", "json_length",
+        "begun", "last_active", "counted", "encoding", "json_length", "request_id",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -84,6 +84,7 @@ class HttpConnection(asyncio.Protocol):
         self.expect = False
         self.encoding: bytes | None = None
         self.json_length: bytes | None = None
+        self.request_id: bytes | None = None
         self.slots: deque[list[Any]] = deque()
         self.closing = False  # no more requests are read from this connection
         self.closed = False  # the transport was closed after the last answer
@@ -150,7 +151,7 @@ class HttpConnection(asyncio.Protocol):
         self.body = []
         self.size = 0
         self.expect = False
-        self.encoding = self.json_length = None
+        self.encoding = self.json_length = self.request_id = None
         self.in_message = self.in_head = self.begun = True
         self.head_exact = self.head_stream = 0
         self.t0 = time.perf_counter()
@@ -182,6 +183,8 @@ class HttpConnection(asyncio.Protocol):
             self.encoding = value
         elif n == b"inference-header-content-length":
             self.json_length = value
+        elif n == b"x-mlops-request-id":
+            self.request_id = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -206,7 +209,8 @@ class HttpConnection(asyncio.Protocol):
         method = self.parser.get_method()
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
         self.body = []
-        headers = NO_HEADERS if self.encoding is None and self.json_length is None else BodyHeaders(self.encoding, self.json_length)
+        headers = (NO_HEADERS if self.encoding is None and self.json_length is None and self.request_id is None
+                   else BodyHeaders(self.encoding, self.json_length, self.request_id))
         proto, result = dispatch(self.app, method, self.url, body, headers)
         t0 = self.t0
         head_only = method == b"HEAD"
@@ -351,7 +355,7 @@ class HttpServer:
 
     def encode(self, resp: Response, close: bool, head_only: bool = False) -> bytes:
         """Status line, headers and body; a HEAD answer has the GET's headers (and Content-Length) but no body."""
-        version = self.app.version
+        version = resp.version or self.app.version
         key = (resp.status, resp.content_type, close, version)
         head = self._heads.get(key) if not resp.headers else None
         if head is None:

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 from .handlers import Response, ServerApp, error, internal_error, json_response, protocol_error
 from .protocol import JSON_LENGTH_HEADER, ProtocolError, decode_body
+from .router import forwarded_headers
 
 Result = tuple[str, "Response | Awaitable[Response]"]
 
@@ -25,6 +26,7 @@ class BodyHeaders:
 
     content_encoding: bytes | None = None
     json_length: bytes | None = None  # Inference-Header-Content-Length: the V2 binary data extension
+    request_id: bytes | None = None  # X-Mlops-Request-Id: the id a shadow copy is remembered under (router.py)
 
 
 NO_HEADERS = BodyHeaders()
@@ -83,13 +85,53 @@ def _post(app: ServerApp, name: str, method: bytes, body: bytes,
     return fn(body)
 
 
+def _request_id(headers: BodyHeaders) -> str | None:
+    raw = headers.request_id
+    if raw is None:
+        return None
+    rid = raw.decode("latin-1").strip()
+    if not rid or len(rid) > 128 or not rid.isprintable():
+        raise ProtocolError(400, "X-Mlops-Request-Id must be 1 to 128 printable characters", "X-Mlops-Request-Id")
+    return rid
+
+
+def _predict(app: ServerApp, proto: str, name: str, method: bytes, body: bytes, headers: BodyHeaders,
+             fn: Callable[[bytes, str | None], Awaitable[Response]], path: str | None = None) -> Result:
+    """A predict or infer request: answered here, or, during a rollout, by the router (``router.py``)."""
+    early = _unknown(app, name) or _method(method, b"POST")
+    if early is not None:
+        return proto, early
+    if not app.ready:
+        return proto, error(503, "model is not ready", "name")
+    rid = _request_id(headers)
+    router = app.router
+    if router is None:
+        return proto, fn(body, rid)
+    url = (path or f"/v1/models/{name}:predict").encode("latin-1")
+    if router.mode == "canary":
+        if router.choose():
+            fwd = forwarded_headers(headers.json_length, rid)
+            return "routed", router.forward(url, body, fwd, lambda: fn(body, rid))
+        return proto, fn(body, rid)
+    rid = rid or app.ids()  # shadow: the copy is remembered under the id the client receives
+    router.mirror(url, body, forwarded_headers(headers.json_length, rid))
+    return proto, fn(body, rid)
+
+
+def _feedback(app: ServerApp, path: str) -> Callable[[bytes], Awaitable[Response]]:
+    router = app.router
+    if router is None:
+        return app.v1_feedback
+    return lambda b: router.feedback(path.encode("latin-1"), b, lambda: app.v1_feedback(b))
+
+
 def _route(app: ServerApp, method: bytes, path: str, body: bytes, headers: BodyHeaders) -> Result:
     if path.startswith("/v1/models/"):
         rest = path[len("/v1/models/"):]
         if rest.endswith(":predict"):
-            return "v1", _post(app, rest[:-8], method, body, app.v1_predict)
+            return _predict(app, "v1", rest[:-8], method, body, headers, lambda b, rid: app.v1_predict(b, rid))
         if rest.endswith("/feedback"):
-            return "feedback", _post(app, rest[:-9], method, body, app.v1_feedback)
+            return "feedback", _post(app, rest[:-9], method, body, _feedback(app, path))
         if "/" in rest or ":" in rest:
             return "v1", error(404, f"no endpoint {path}")
         return "v1", _get(app, rest, method, app.model_ready)
@@ -105,7 +147,8 @@ def _route(app: ServerApp, method: bytes, path: str, body: bytes, headers: BodyH
             return "v2", _get(app, name, method, app.model_ready)
         if tail == ["infer"]:
             json_length = _json_length(headers)
-            return "v2", _post(app, name, method, body, lambda b: app.v2_infer(b, json_length))
+            return _predict(app, "v2", name, method, body, headers, lambda b, rid: app.v2_infer(b, json_length, rid),
+                            "/" + "/".join(["v2", "models", name, *tail]))
         if tail == ["reference"]:
             return "v2", _get(app, name, method, app.v2_reference)
         return "v2", error(404, f"no endpoint {path}")

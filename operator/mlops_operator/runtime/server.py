@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import signal
 import sys
 from typing import Callable
@@ -66,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"most memory the remembered predictions hold (default {DEFAULT_MAX_BYTES // 2**20} MiB)")
     p.add_argument("--no-compiled", action="store_true",
                    help="serve model.skops even when the version holds a verified compiled model (model.onnx)")
+    p.add_argument("--route-to", default=None, metavar="URL",
+                   help="during a rollout: the challenger's base URL (http://host[:port]); see --route-mode")
+    p.add_argument("--route-mode", choices=("canary", "shadow"), default="canary",
+                   help="canary: forward --route-weight of predict requests; shadow: copy every one (default canary)")
+    p.add_argument("--route-weight", type=float, default=0.0,
+                   help="canary: the exact share of predict requests the challenger answers, 0 to 1 (default 0)")
+    p.add_argument("--route-timeout-seconds", type=float, default=2.0,
+                   help="longest wait for the challenger before the champion answers itself (default 2)")
     p.add_argument("--grace-seconds", type=float, default=20.0, help="longest wait for in-flight requests on SIGTERM (default 20)")
     return p
 
@@ -97,6 +106,12 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--grpc-port must be between 0 and 65535")
     if a.grpc_port is not None and a.grpc_port == a.port != 0:
         p.error("--grpc-port must differ from --port")
+    if a.route_to is not None and not re.fullmatch(r"http://[A-Za-z0-9.\-\[\]:]+(:[0-9]+)?/?", a.route_to):
+        p.error("--route-to must be a base URL like http://name.namespace.svc:80")
+    if not 0 <= a.route_weight <= 1 or math.isnan(a.route_weight):
+        p.error("--route-weight must be between 0 and 1")
+    if not _positive(a.route_timeout_seconds):
+        p.error("--route-timeout-seconds must be positive")
     if a.feedback_keep_seconds <= 0 or a.feedback_max_pending < 0 or a.feedback_max_bytes < 0:
         p.error("--feedback-keep-seconds must be positive, --feedback-max-pending and --feedback-max-bytes not negative")
 
@@ -157,6 +172,12 @@ async def serve(args: argparse.Namespace, started: Callable[[int], None] | None 
     )
     if app.memory is not None:
         app.memory.max_bytes = args.feedback_max_bytes
+    if args.route_to:
+        from .router import Router
+
+        app.router = Router(args.route_to, args.route_mode, args.route_weight, timeout=args.route_timeout_seconds)
+        print(f"routing: {args.route_mode} to {args.route_to}"
+              + (f", weight {args.route_weight:g}" if args.route_mode == "canary" else ""), file=sys.stderr, flush=True)
     print(
         f"serving {model.namespace}/{model.name} version {model.version} on http://{args.host}:{port} "
         f"(missing values {'allowed' if schema.allow_missing else 'rejected'}, "
