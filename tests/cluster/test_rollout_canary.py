@@ -1,7 +1,8 @@
 """Canary and shadow rollouts on the cluster (issue 19): real pods, the champion's router, live feedback.
 
-NOT RUN YET: written beside tests/cluster/test_rollout.py by the rollout helper,
-who may not run the one-node cluster; the lead runs it.
+They run after test_rollout.py (name order) on the session's release and its
+``iris`` ModelDeployment, and put it back to ``replace`` on the newest
+passing version afterwards.
 
 - a canary with a deliberately worse challenger (a one-split tree) is rolled
   back by the operator, with no human step and no request failing, while a
