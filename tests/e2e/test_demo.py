@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlops_operator.local.demo import SHIFTED
 from tests.e2e.conftest import processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,14 @@ def test_the_loop_closes(tmp_path: Path) -> None:
     for step in ("trained", "serving", "drift injected", "drift detected", "promoted", "rolled out"):
         assert step in names, report
     assert (out / "report.html").read_text().count("<svg") == 1
+    # The drifted features, ranked by the model's permutation importance: the shifted measurements are among
+    # them, each with its importance, and the report says which matter to the model.
+    drifted = doc["drifted_features"]
+    assert set(SHIFTED) & {d["feature"] for d in drifted}, drifted
+    assert all(d["importance"] is not None for d in drifted if d["check"] == "dataDrift"), drifted
+    importances = [d["importance"] or 0.0 for d in drifted]
+    assert importances == sorted(importances, reverse=True), drifted
+    assert "Drifted features, by importance to the model" in (out / "report.html").read_text()
     assert processes_mentioning(str(root)) == [], "the demo left a process behind"
 
 

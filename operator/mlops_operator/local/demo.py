@@ -44,6 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..controllers.cluster import DRIFT_POLICIES, MODEL_DEPLOYMENTS, TRAINING_JOBS
+from ..controllers.driftpolicy.importance import is_important
 from ..manifests import load_paths
 from .manager import LocalManager
 from .report import write_report
@@ -249,12 +250,15 @@ async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: 
     timeline.event("drift injected", shifted=", ".join(SHIFTED), concept=f"{SUBGROUP} > {traffic.subgroup_cut:.2f} flips")
     drift_start = len(client.outcomes)
     detected = retrained = None
+    drifted: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         await send(4, True, "drifted")
         dp = dp_status()
         if detected is None and dp.get("verdict") == "Drift":
             detected = timeline.now()
-            timeline.event("drift detected", score=dp.get("score"), samples=dp.get("samples"), error_rate=client.error_rate())
+            drifted = drifted_by_importance(dp)
+            timeline.event("drift detected", score=dp.get("score"), samples=dp.get("samples"), error_rate=client.error_rate(),
+                           important=", ".join(d["feature"] for d in drifted if d["important"]) or None)
         if retrained is None and dp.get("activeRetrain"):
             retrained = dp["activeRetrain"]
             timeline.event("retraining", job=retrained)
@@ -285,7 +289,23 @@ async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: 
         "drift_detected_at": detected,
         "challenger_score": gate.get("value"),
         "champion_score": gate.get("championValue"),
+        "drifted_features": drifted,
     }
+
+
+def drifted_by_importance(dp_status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The features the detecting check called drifted, most important to the model first.
+
+    The importance is the serving version's permutation importance (in the
+    policy's scores); "drifted and important" explains the errors, "drifted
+    but unimportant" does not.
+    """
+    scores = [s for s in dp_status.get("scores") or [] if s.get("feature")]
+    top = max((float(s.get("importance") or 0.0) for s in scores), default=0.0)
+    rows = [{"feature": s["feature"], "check": s.get("check"), "effect": s.get("effect"),
+             "importance": s.get("importance"), "important": is_important(float(s.get("importance") or 0.0), top)}
+            for s in scores if s.get("drifted")]
+    return sorted(rows, key=lambda r: -float(r["importance"] or 0.0))
 
 
 def rolled_out(status: dict[str, Any], version: str) -> bool:

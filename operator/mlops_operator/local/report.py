@@ -70,9 +70,18 @@ def write_report(out: Path, doc: dict[str, Any]) -> list[Path]:
         canaries = ("<h2>Canary rollouts on live evidence</h2><table border='1' cellpadding='3'><tr><th></th><th>version</th>"
                     "<th>outcome</th><th>why</th><th>challenger error rate</th><th>champion error rate</th></tr>"
                     f"{canaries}</table>")
+    drifted = "".join(
+        f"<tr><td>{html.escape(str(d['feature']))}</td><td>{html.escape(str(d.get('check')))}</td><td>{d.get('effect')}</td>"
+        f"<td>{d.get('importance')}</td><td>{'important' if d.get('important') else 'unimportant'}</td></tr>"
+        for d in doc.get("drifted_features") or []
+    )
+    if drifted:
+        drifted = ("<h2>Drifted features, by importance to the model</h2><table border='1' cellpadding='3'><tr><th>feature</th>"
+                   "<th>check</th><th>effect</th><th>permutation importance</th><th></th></tr>"
+                   f"{drifted}</table>")
     page = (f"<!doctype html><meta charset='utf-8'><title>mlops-operator demo</title>"
             f"<h1>mlops-operator: the loop, closed {'✔' if doc.get('completed') else '✘'}</h1><ul>{figures}</ul>"
-            f"{svg_chart(doc)}{canaries}<h2>Timeline</h2><table border='1' cellpadding='3'>{rows}</table>")
+            f"{svg_chart(doc)}{drifted}{canaries}<h2>Timeline</h2><table border='1' cellpadding='3'>{rows}</table>")
     written = [out / "report.html"]
     written[0].write_text(page)
     png = _png(out / "report.png", doc)
