@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from .base import DNS_LABEL, Name, ApiModel, Condition, Doc, ObjectMeta, Resources, Rule
+from .distributed import DISTRIBUTED_RULES, Distributed
 
 Task = Literal["classification", "regression"]
 
@@ -171,6 +172,7 @@ class TrainingJobSpec(ApiModel):
     backoff_limit: int = Doc("Retries of the training pod before the run fails.", 1, ge=0, le=10)
     active_deadline_seconds: int = Doc("Wall-clock limit of the run.", 3600, ge=10, le=7 * 24 * 3600)
     ttl_seconds_after_finished: int = Doc("How long the finished Job is kept.", 86400, ge=0, le=30 * 24 * 3600)
+    distributed: Distributed | None = Doc("Train on a Dask cluster (a DaskJob) instead of in one pod.", None)
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -181,6 +183,7 @@ class TrainingJobSpec(ApiModel):
             field=".qualityGate.metric",
             check=lambda s: s.task is None or s.quality_gate is None or metric_task(s.quality_gate.metric) == s.task,
         ),
+        *DISTRIBUTED_RULES,
     )
 
 
