@@ -7,3 +7,9 @@ reconciles read what kopf's indices keep (:mod:`.indices`, ``k8s/cache.py``).
 """
 
 from . import indices, lifecycle, watches  # noqa: F401  (registration by import)
+
+from ..context import current
+
+# Watching daskjobs needs their CRD and RBAC: only when the operator is told to run DaskJobs.
+if current().settings.dask_jobs:
+    from . import dask  # noqa: F401
