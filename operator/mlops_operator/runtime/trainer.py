@@ -34,6 +34,7 @@ from ..api.trainingjob import Task, TrainingJob, metric_task
 from ..store import MODEL_FILE, ArtifactError, ModelStore, S3ModelStore, StoreError, VersionNotFound, load_skops_bytes, open_store
 from . import data as data_mod
 from .compiled import COMPILED_FILE, reference_rows
+from .distributed import distributed_class, distributed_task, fit_on_dask
 from .onnx_conversion import Compilation, compile_pipeline
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
@@ -226,7 +227,7 @@ def train(
         estimator=choice.class_path, task=choice.task)
     ds, feedback_used = load_data(spec.data, target, choice.task, feedback_dir, pvc_root, max_download_bytes, log)
     split = split_data(ds, choice.task, spec.data.validation, log, feedback_used=feedback_used)
-    fitted = fit(choice, ds, split, spec.preprocessing, log)
+    fitted = fit(choice, ds, split, spec.preprocessing, log, spec.distributed)
     metrics = evaluate(fitted, split, choice.task, log)
     gate = judge(spec.quality_gate, metrics, champion, store, target, ds, split, choice.task, trusted, log)
     model_bytes = serialise(fitted, split, choice.class_path, trusted)
@@ -234,6 +235,8 @@ def train(
     compiled = compile_model(fitted, split, choice.task, reference, ds.features, log)
     metadata = describe(job, target, choice, ds, split, fitted, metrics, gate, started)
     metadata["compiled"] = compiled.info
+    if spec.distributed is not None:
+        metadata["distributed"] = spec.distributed.to_dict()
     return store_version(store, target, model_bytes, metadata, reference, fitted, split, log, compiled)
 
 
@@ -264,9 +267,13 @@ def already_stored(store: ModelStore, target: Target, log: Log) -> TrainResult:
 def choose_estimator(spec: Any, allow_modules: Sequence[str]) -> Choice:
     """Import (inside the allow-list) and build the estimator; check the gate fits its task."""
     class_path = spec.estimator.class_path
-    cls = resolve_estimator(class_path, normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules)))
+    distributed = getattr(spec, "distributed", None) is not None
+    if distributed:
+        cls = distributed_class(class_path)  # a fixed, vetted list (api/distributed.py)
+    else:
+        cls = resolve_estimator(class_path, normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules)))
     estimator = make_estimator(cls, spec.estimator.params, class_path)
-    task = infer_task(estimator, spec.task, class_path)
+    task = distributed_task(class_path, spec.task) if distributed else infer_task(estimator, spec.task, class_path)
     gate_spec = spec.quality_gate
     if gate_spec is not None and metric_task(gate_spec.metric) != task:
         raise SpecError(f"qualityGate.metric {gate_spec.metric} does not fit the task {task}")
@@ -329,8 +336,15 @@ def split_data(ds: Dataset, task: Task, validation: Any, log: Log, *, feedback_u
     return Split(train_idx, test_idx, ds.matrix(train_idx), ds.matrix(test_idx), y[train_idx], y[test_idx], rows)
 
 
-def fit(choice: Choice, ds: Dataset, split: Split, preprocessing: Any, log: Log) -> Fitted:
-    """Put the preprocessing in front of the estimator and fit both on the training rows."""
+def fit(choice: Choice, ds: Dataset, split: Split, preprocessing: Any, log: Log, distributed: Any = None) -> Fitted:
+    """Put the preprocessing in front of the estimator and fit both on the training rows.
+
+    With ``distributed`` (spec.distributed) both are fitted on Dask workers (runtime/distributed.py).
+    """
+    if distributed is not None:
+        pipeline, seconds = fit_on_dask(choice.estimator, choice.class_path, choice.task, ds, split.train_idx,
+                                        split.y_train, preprocessing, distributed, log)
+        return Fitted(pipeline, seconds)
     pipeline = build_pipeline(choice.estimator, ds.features, ds.categorical, preprocessing)
     started = time.monotonic()
     _fit(pipeline, split.X_train, split.y_train, choice.class_path)
