@@ -45,6 +45,8 @@ from .pipeline import SpecError, build_pipeline
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 CONNECT_TIMEOUT_SECONDS = 120
 """How long the runner waits for the scheduler and for its workers (pods may still be pulling the image)."""
+MAX_INCREMENTAL_PASSES = 50
+"""Passes over the partitions for a ``partial_fit`` estimator (its ``max_iter``, capped: each pass visits every partition)."""
 SAMPLE_ROWS = 64
 """Rows the ColumnTransformer's structure is fitted on before the distributed statistics replace what it learnt."""
 
@@ -208,13 +210,18 @@ def _fit_dask_ml_linear(estimator: Any, class_path: str, X: Any, y: Any, y_local
 
 
 def _fit_incremental(estimator: Any, task: str, X: Any, y: Any, y_local: np.ndarray) -> Any:
+    """``max_iter`` passes (at most MAX_INCREMENTAL_PASSES) of ``partial_fit`` over every partition in turn.
+
+    One pass is what ``Incremental.fit`` does: an epoch, too little for SGD. Naive Bayes has no
+    ``max_iter``: its one pass is exact.
+    """
     from dask_ml.wrappers import Incremental
 
+    passes = max(1, min(int(getattr(estimator, "max_iter", 1) or 1), MAX_INCREMENTAL_PASSES))
     wrapper = Incremental(estimator, shuffle_blocks=False)
-    if task == "classification":
-        wrapper.fit(X, y, classes=np.unique(y_local))
-    else:
-        wrapper.fit(X, y)
+    extra = {"classes": np.unique(y_local)} if task == "classification" else {}
+    for _ in range(passes):
+        wrapper.partial_fit(X, y, **extra)
     return wrapper.estimator_
 
 
