@@ -161,3 +161,50 @@ def test_dask_runner_crash_is_retried_with_a_new_daskjob(control_plane, crds, na
                what="the second attempt's runner pod")
     first = asyncio.run(cluster.get(DASK_JOBS, namespace, "cancer-dask-g1"))
     assert first is None or first["metadata"].get("deletionTimestamp")
+
+
+@pytest.fixture
+def our_operator(control_plane, namespace, tmp_path):
+    """``mlops-operator run`` as a process, told to run DaskJobs (what the chart's ``dask.enabled`` sets)."""
+    log = open(tmp_path / "operator.log", "w")
+    env = {**os.environ, "MLOPS_DASK_JOBS": "true", "MLOPS_DASK_IMAGE": SETTINGS.dask_image, "MLOPS_IMAGE": SETTINGS.image}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_operator.cli", "run", "-n", namespace, "--kubeconfig", str(control_plane.kubeconfig),
+         "--liveness", "", "--metrics-port", "0"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        yield tmp_path / "operator.log"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+def test_dask_both_operators_carry_a_run_to_succeeded(control_plane, crds, namespace, dask_operator, our_operator) -> None:
+    """No reconcile by hand: our operator's watches (DaskJobs, runner pods) follow what the Dask operator writes."""
+    cluster = KubeCluster(control_plane.api_client())
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "examples" / "dask" / "trainingjob.yaml"))
+
+    def logs() -> str:
+        return f"ours:\n{our_operator.read_text()[-2000:]}\nDask's:\n{dask_operator.read_text()[-2000:]}"
+
+    def phase() -> str | None:
+        tj = asyncio.run(cluster.get(Resource("mlops.dev/v1alpha1", "TrainingJob", "trainingjobs"), namespace, "cancer-dask"))
+        return ((tj or {}).get("status") or {}).get("phase")
+
+    wait_until(lambda: asyncio.run(cluster.get(PODS, namespace, "cancer-dask-g1-runner")), timeout=90,
+               what=f"the runner pod, from our DaskJob; logs:\n{logs()}")
+    asyncio.run(cluster.patch_status(PODS, namespace, "cancer-dask-g1-runner", _runner_status("Running")))
+    wait_until(lambda: phase() == "Running", timeout=60, what=f"the TrainingJob to be Running; logs:\n{logs()}")
+    summary = {"version": "cancer-dask-g1", "uri": "store://x/cancer-dask/cancer-dask-g1", "sha256": "12" * 32,
+               "task": "classification", "metrics": {"accuracy": 0.95},
+               "gate": {"result": "Passed", "metric": "accuracy", "value": 0.95, "bound": 0.9}}
+    asyncio.run(cluster.patch_status(PODS, namespace, "cancer-dask-g1-runner", _runner_status("Succeeded", 0, summary)))
+    wait_until(lambda: phase() == "Succeeded", timeout=60, what=f"the TrainingJob to succeed; logs:\n{logs()}")
+    wait_until(lambda: all(j["metadata"].get("deletionTimestamp") for j in asyncio.run(cluster.list(DASK_JOBS, namespace))),
+               timeout=30, what="the finished DaskJob to be deleted")
