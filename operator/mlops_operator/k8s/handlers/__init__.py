@@ -10,6 +10,14 @@ from . import indices, lifecycle, watches  # noqa: F401  (registration by import
 
 from ..context import current
 
+
+def _runs_daskjobs() -> bool:
+    try:
+        return current().settings.dask_jobs
+    except RuntimeError:  # imported for one handler (a test), not by `mlops-operator run`
+        return False
+
+
 # Watching daskjobs needs their CRD and RBAC: only when the operator is told to run DaskJobs.
-if current().settings.dask_jobs:
+if _runs_daskjobs():
     from . import dask  # noqa: F401
