@@ -18,9 +18,13 @@ COPY operator/ operator/
 # The exact versions of every run-time dependency (hack/image/lock.py): the same image on every build.
 # onnxruntime, onnx and skl2onnx are among them: the trainer compiles models, the server runs them.
 COPY hack/image/constraints.txt ./
+# EXTRAS=dask builds the image of distributed training's DaskJobs (runner, scheduler, workers):
+# docker build --build-arg EXTRAS=dask -t mlops-operator:0.1.0-dask .  The default image stays lean.
+ARG EXTRAS=""
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/mlops \
- && /opt/mlops/bin/pip install --constraint constraints.txt /wheels/mlops_operator-*.whl \
+ && wheel="$(ls /wheels/mlops_operator-*.whl)" \
+ && /opt/mlops/bin/pip install --constraint constraints.txt "${wheel}${EXTRAS:+[$EXTRAS]}" \
  && /opt/mlops/bin/pip uninstall --yes pip \
  && /opt/mlops/bin/mlops-operator --help >/dev/null \
  && /opt/mlops/bin/python -c "import onnxruntime, skl2onnx"

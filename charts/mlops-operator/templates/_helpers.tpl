@@ -124,6 +124,12 @@ namespace otherwise. Keep docs/operations.md (RBAC) in step.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
+{{- if .Values.dask.enabled }}
+# Distributed training runs: one DaskJob per attempt, deleted (with its Dask cluster) once recorded.
+- apiGroups: ["kubernetes.dask.org"]
+  resources: ["daskjobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+{{- end }}
 # The trainer's termination summary, serving pods' readiness and drift sensors.
 - apiGroups: [""]
   resources: ["pods"]

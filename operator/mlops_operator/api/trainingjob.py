@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from .base import DNS_LABEL, Name, ApiModel, Condition, Doc, ObjectMeta, Resources, Rule
 from .tracking import Tracking, TrackingStatus
+from .distributed import DISTRIBUTED_RULES, Distributed
 
 Task = Literal["classification", "regression"]
 
@@ -270,6 +271,7 @@ class TrainingJobSpec(ApiModel):
     backoff_limit: int = Doc("Retries of the training pod before the run fails.", 1, ge=0, le=10)
     active_deadline_seconds: int = Doc("Wall-clock limit of the run.", 3600, ge=10, le=7 * 24 * 3600)
     ttl_seconds_after_finished: int = Doc("How long the finished Job is kept.", 86400, ge=0, le=30 * 24 * 3600)
+    distributed: Distributed | None = Doc("Train on a Dask cluster (a DaskJob) instead of in one pod.", None)
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -288,6 +290,13 @@ class TrainingJobSpec(ApiModel):
             check=lambda s: s.tuning is None or s.tuning.scoring is None or s.quality_gate is None
             or s.tuning.scoring == s.quality_gate.metric,
         ),
+        Rule(
+            cel="!has(self.tuning) || !has(self.distributed)",
+            message="a parameter search does not run on Dask workers yet: drop spec.tuning or spec.distributed",
+            field=".tuning",
+            check=lambda s: s.tuning is None or s.distributed is None,
+        ),
+        *DISTRIBUTED_RULES,
     )
 
 

@@ -32,8 +32,9 @@ SERVICES = Resource("v1", "Service", "services")
 DEPLOYMENTS = Resource("apps/v1", "Deployment", "deployments")
 HPAS = Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDBS = Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+DASK_JOBS = Resource("kubernetes.dask.org/v1", "DaskJob", "daskjobs")
 
-RESOURCES = {r.kind: r for r in (TRAINING_JOBS, MODEL_DEPLOYMENTS, DRIFT_POLICIES, JOBS, PODS, SERVICES, DEPLOYMENTS, HPAS, PDBS)}
+RESOURCES = {r.kind: r for r in (TRAINING_JOBS, MODEL_DEPLOYMENTS, DRIFT_POLICIES, JOBS, PODS, SERVICES, DEPLOYMENTS, HPAS, PDBS, DASK_JOBS)}
 
 
 def resource_of(obj: Obj) -> Resource:

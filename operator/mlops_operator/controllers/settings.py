@@ -50,3 +50,9 @@ class Settings:
     serving_scikit_learn: str | None = None
     """scikit-learn in the serving image (the operator's own image plays every role); None: not known."""
     cluster_domain: str = "cluster.local"
+    dask_jobs: bool = False
+    """Run TrainingJobs with ``spec.distributed`` as the Dask operator's DaskJobs (its CRDs and controller
+    must be installed); False: they run as one pod on a local Dask cluster of processes, like the local mode."""
+    dask_image: str | None = None
+    """Image of the DaskJob's runner, scheduler and workers (the project's image with the ``dask`` extra);
+    None: ``image``."""

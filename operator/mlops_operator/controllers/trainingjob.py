@@ -6,10 +6,12 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..api.distributed import is_distributed
 from ..api.trainingjob import TrainingJobSpec
 from ..api.validation import validate_object
 from . import labels
 from .conditions import set_condition, summarize, timestamp
+from .daskjob import build_daskjob, decide_dask, runner_exit_code
 from .decision import Decision, Event
 from .security import restricted_pod_spec
 from .settings import Settings
@@ -31,9 +33,10 @@ MAX_SPEC_BYTES = 200 * 1024
 
 @dataclass(kw_only=True)
 class TrainingDecision(Decision):
-    """Create ``job`` when it is not None, then write ``status`` and post ``events``."""
+    """Create ``job`` when it is not None, delete ``delete`` (a finished DaskJob), then write ``status`` and post ``events``."""
 
     job: Obj | None = None
+    delete: Obj | None = None
 
 
 def job_name(tj: Obj) -> str:
@@ -177,6 +180,19 @@ def _main_metric(tj: Obj) -> str:
     return gate.get("metric", "")
 
 
+def runs_on_dask(tj: Obj, settings: Settings) -> bool:
+    """Whether this generation runs as a DaskJob (else a batch Job, on a local Dask cluster when distributed)."""
+    return settings.dask_jobs and is_distributed(tj.get("spec") or {})
+
+
+def current_child_name(tj: Obj) -> str:
+    """The child running this generation: status.jobName once set for it (a DaskJob retry has its own name)."""
+    status = tj.get("status") or {}
+    if status.get("observedGeneration") == (tj.get("metadata") or {}).get("generation", 1) and status.get("jobName"):
+        return str(status["jobName"])
+    return job_name(tj)
+
+
 def settled(tj: Obj) -> bool:
     """Whether this generation's outcome is recorded: nothing its Job or pods say can change it."""
     status = tj.get("status") or {}
@@ -228,6 +244,9 @@ def decide(
         # delete) or from no Job at all (its TTL expired). Only a new generation runs again.
         return TrainingDecision(status=status)
 
+    if runs_on_dask(tj, settings):
+        return _decide_on_dask(tj, status, old, same_generation, job, pods, settings, now, champion)
+
     if job is None:
         status["phase"] = "Pending"
         msg = f"creating Job {job_name(tj)}"
@@ -277,6 +296,29 @@ def decide(
     # event that brings this TrainingJob back, on a cluster and locally; a poll would cost two API
     # reads per waiting run every few seconds, which is what 10,000 queued runs cannot afford.
     return TrainingDecision(status=status, events=events)
+
+
+def _decide_on_dask(tj: Obj, status: Obj, old: Obj, same_generation: bool, daskjob: Obj | None, pods: list[Obj],
+                    settings: Settings, now: datetime, champion: str | None) -> TrainingDecision:
+    """A distributed generation: its DaskJob (``job``) and the runner pod's summary (``pods``)."""
+    if same_generation and old.get("jobName"):
+        status["jobName"] = old["jobName"]
+    summary = termination_summary(pods)
+    dask = decide_dask(tj, status, old, same_generation, daskjob, summary,
+                       lambda attempt: build_daskjob(tj, build_job(tj, settings, champion), settings, attempt), now,
+                       runner_exit_code(pods))
+    if dask.succeeded and daskjob is not None:
+        end = (daskjob.get("status") or {}).get("endTime")
+        done = _succeeded(tj, dask.status, old, {"completionTime": end} if end else {}, summary or {}, settings, now,
+                          same_generation)
+        return TrainingDecision(status=done.status, events=done.events, delete=daskjob)
+    if dask.status.get("phase") == "Failed" and summary:
+        if summary.get("gate"):
+            dask.status["gate"] = _gate_status(summary["gate"])
+        if summary.get("metrics"):
+            dask.status["metrics"] = {k: float(v) for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
+    return TrainingDecision(status=dask.status, events=dask.events, job=dask.create, delete=dask.delete,
+                            requeue_after=dask.requeue_after)
 
 
 def _pod_running(pod: Obj) -> bool:

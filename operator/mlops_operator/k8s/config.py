@@ -37,6 +37,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         cluster_domain=env.get("MLOPS_CLUSTER_DOMAIN", base.cluster_domain),
         server_grpc=env.get("MLOPS_SERVER_GRPC", "").strip().lower() in ("1", "true", "yes"),
         serving_scikit_learn=_version("scikit-learn"),
+        dask_jobs=env.get("MLOPS_DASK_JOBS", "").strip().lower() in ("1", "true", "yes"),
+        dask_image=env.get("MLOPS_DASK_IMAGE") or None,
     )
 
 

@@ -36,6 +36,7 @@ from . import data as data_mod
 from . import tracking
 from .compiled import COMPILED_FILE, reference_rows
 from .importance import TOP as IMPORTANCE_TOP, permutation_ranking
+from .distributed import distributed_class, distributed_task, fit_on_dask
 from .onnx_conversion import Compilation, compile_pipeline
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
@@ -239,7 +240,7 @@ def train(
     ds, feedback_used = load_data(spec.data, target, choice.task, feedback_dir, pvc_root, max_download_bytes, log)
     split = split_data(ds, choice.task, spec.data.validation, log, feedback_used=feedback_used)
     metric = scoring_metric(spec.tuning, spec.quality_gate.metric if spec.quality_gate else None, choice.task)
-    fitted = fit(choice, ds, split, spec.preprocessing, log, tuning=spec.tuning, metric=metric)
+    fitted = fit(choice, ds, split, spec.preprocessing, log, tuning=spec.tuning, metric=metric, distributed=spec.distributed)
     metrics = evaluate(fitted, split, choice.task, log)
     gate = judge(spec.quality_gate, metrics, champion, store, target, ds, split, choice.task, trusted, log)
     importance = permutation_ranking(fitted.pipeline, split.X_test, split.y_test, ds.features, metric,
@@ -250,6 +251,8 @@ def train(
     metadata = describe(job, target, choice, ds, split, fitted, metrics, gate, started)
     metadata["compiled"] = compiled.info
     metadata["importance"] = importance
+    if spec.distributed is not None:
+        metadata["distributed"] = spec.distributed.to_dict()
     return store_version(store, target, model_bytes, metadata, reference, fitted, split, log, compiled)
 
 
@@ -280,11 +283,15 @@ def already_stored(store: ModelStore, target: Target, log: Log) -> TrainResult:
 def choose_estimator(spec: Any, allow_modules: Sequence[str]) -> Choice:
     """Import (inside the allow-list) and build the estimator; check the gate fits its task."""
     class_path = spec.estimator.class_path
-    cls = resolve_estimator(class_path, normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules)))
+    distributed = getattr(spec, "distributed", None) is not None
+    if distributed:
+        cls = distributed_class(class_path)  # a fixed, vetted list (api/distributed.py)
+    else:
+        cls = resolve_estimator(class_path, normalize_prefixes((*DEFAULT_ALLOWED_MODULES, *allow_modules)))
     estimator = make_estimator(cls, spec.estimator.params, class_path)
     if spec.tuning is not None:
         check_space(spec.tuning, estimator, class_path)
-    task = infer_task(estimator, spec.task, class_path)
+    task = distributed_task(class_path, spec.task) if distributed else infer_task(estimator, spec.task, class_path)
     gate_spec = spec.quality_gate
     if gate_spec is not None and metric_task(gate_spec.metric) != task:
         raise SpecError(f"qualityGate.metric {gate_spec.metric} does not fit the task {task}")
@@ -348,12 +355,18 @@ def split_data(ds: Dataset, task: Task, validation: Any, log: Log, *, feedback_u
 
 
 def fit(choice: Choice, ds: Dataset, split: Split, preprocessing: Any, log: Log, *, tuning: Any = None,
-        metric: str | None = None) -> Fitted:
+        metric: str | None = None, distributed: Any = None) -> Fitted:
     """Put the preprocessing in front of the estimator and fit both on the training rows.
 
     With ``tuning``, a cross-validated search on the training rows picks the
     estimator's parameters first; the winner is then fitted like any run.
+    With ``distributed`` (spec.distributed) both are fitted on Dask workers
+    (runtime/distributed.py); the API refuses tuning together with it.
     """
+    if distributed is not None:
+        pipeline, seconds = fit_on_dask(choice.estimator, choice.class_path, choice.task, ds, split.train_idx,
+                                        split.y_train, preprocessing, distributed, log)
+        return Fitted(pipeline, seconds)
     pipeline = build_pipeline(choice.estimator, ds.features, ds.categorical, preprocessing)
     found = None
     if tuning is not None:

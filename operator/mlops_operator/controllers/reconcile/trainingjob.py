@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 from .. import labels, trainingjob
-from ..cluster import JOBS, PODS, TRAINING_JOBS, Cluster, Obj
+from ..cluster import DASK_JOBS, JOBS, PODS, TRAINING_JOBS, Cluster, Obj
+from ..daskjob import runner_selector
 from ..settings import Settings
 from ..storage import STORE_RECHECK_SECONDS, blocked_by_store
 from ..versions import newest_promotable
@@ -25,8 +26,13 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
     # A settled run (its outcome recorded) needs nothing more from the API server: most of the
     # TrainingJobs of a busy namespace are settled, and the periodic resync visits them all.
     settled = trainingjob.settled(tj)
-    job = None if settled else await cluster.get(JOBS, namespace, trainingjob.job_name(tj))
-    pods = await cluster.list(PODS, namespace, {"job-name": trainingjob.job_name(tj)}) if job else []
+    if trainingjob.runs_on_dask(tj, settings):
+        child = trainingjob.current_child_name(tj)
+        job = None if settled else await cluster.get(DASK_JOBS, namespace, child)
+        pods = await cluster.list(PODS, namespace, runner_selector(child)) if job else []
+    else:
+        job = None if settled else await cluster.get(JOBS, namespace, trainingjob.job_name(tj))
+        pods = await cluster.list(PODS, namespace, {"job-name": trainingjob.job_name(tj)}) if job else []
     champion = None
     gate = (tj.get("spec") or {}).get("qualityGate") or {}
     if job is None and not settled and gate.get("mustBeat") == "current":
@@ -41,7 +47,8 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
             status, events = blocked_by_store(tj, problem.reason, problem.message, now, phase="Pending")
             status = await apply_decision(cluster, TRAINING_JOBS, tj, status, Changes(events=events), now)
             return Result(status, STORE_RECHECK_SECONDS)
-    changes = Changes(create=[decision.job] if decision.job is not None else (), events=decision.events)
+    changes = Changes(create=[decision.job] if decision.job is not None else (),
+                      delete=[decision.delete] if decision.delete is not None else (), events=decision.events)
     status = await apply_decision(cluster, TRAINING_JOBS, tj, decision.status, changes, now)
     return Result(status, decision.requeue_after)
 

@@ -29,7 +29,7 @@ def affected(kind: str, obj: Obj, *, deployments_of_model: Lookup, policies_of_d
     - a TrainingJob: also the ModelDeployments of its model (``latest`` may move)
       and the DriftPolicy that triggered it (its retrain's progress);
     - a ModelDeployment: also the DriftPolicies watching it (a new serving version);
-    - a Job or a trainer Pod: its TrainingJob; a Deployment or a serving Pod: its ModelDeployment.
+    - a Job, a DaskJob or a trainer Pod: its TrainingJob; a Deployment or a serving Pod: its ModelDeployment.
     """
     meta = obj.get("metadata") or {}
     namespace, name = meta.get("namespace", "default"), meta.get("name", "")
@@ -45,7 +45,7 @@ def affected(kind: str, obj: Obj, *, deployments_of_model: Lookup, policies_of_d
             out.add(("DriftPolicy", namespace, own[labels.TRIGGERED_BY]))
     elif kind == "ModelDeployment":
         out.update(("DriftPolicy", namespace, dp) for dp in policies_of_deployment(namespace, name))
-    elif kind in ("Job", "Pod") and own.get(labels.TRAINING_JOB):
+    elif kind in ("Job", "Pod", "DaskJob") and own.get(labels.TRAINING_JOB):
         out.add(("TrainingJob", namespace, own[labels.TRAINING_JOB]))
     if kind in ("Deployment", "Pod") and own.get(labels.DEPLOYMENT):
         out.add(("ModelDeployment", namespace, own[labels.DEPLOYMENT]))
