@@ -106,9 +106,14 @@ def test_canary_rolls_back_a_worse_challenger_and_promotes_a_better_one(crds, na
     assert status["modelVersion"] == "iris-v1-g1"
     champion, challenger = _get(cluster, DEPLOYMENTS, namespace), _get(cluster, DEPLOYMENTS, namespace, "iris-challenger")
     assert _template_version(champion) == "iris-v1-g1" and _template_version(challenger) == "iris-v2-g1"
-    assert _route(champion) == (f"http://iris-challenger.{namespace}.svc.cluster.local", "canary", "0.5")
-    assert "--route-to" not in _args(challenger) and challenger["spec"]["replicas"] == 2
+    # The router needs the challenger Service's address: set on the reconcile after the Service exists (its
+    # watch event), as its ClusterIP, so the champion's pods need no cluster DNS to reach the challenger.
+    assert _route(champion) == (None, None, None)
+    status = _reconcile(cluster, namespace, probe, T0)
     svc, csvc = _get(cluster, SERVICES, namespace), _get(cluster, SERVICES, namespace, "iris-challenger")
+    champion = _get(cluster, DEPLOYMENTS, namespace)
+    assert _route(champion) == (f"http://{csvc['spec']['clusterIP']}:{csvc['spec']['ports'][0]['port']}", "canary", "0.5")
+    assert "--route-to" not in _args(challenger) and challenger["spec"]["replicas"] == 2
     # The Service clients use selects only the champion's pods; the challenger's Service only the challenger's.
     assert svc["spec"]["selector"] == {"app.kubernetes.io/component": "serving", "mlops.dev/model-deployment": "iris"}
     assert csvc["spec"]["selector"] == challenger["spec"]["selector"]["matchLabels"] != svc["spec"]["selector"]
@@ -175,7 +180,9 @@ def test_shadow_with_manual_approval_waits_for_the_version_set_in_git(crds, name
     _training_job(control_plane, cluster, namespace, "iris-v2", sha=SHA2, done="2026-01-02T00:00:00Z")
     status = _reconcile(cluster, namespace, probe, T0)
     assert status["rollout"]["strategy"] == "shadow" and status["rollout"]["weight"] == 0
-    assert _route(_get(cluster, DEPLOYMENTS, namespace))[:2] == (f"http://iris-challenger.{namespace}.svc.cluster.local", "shadow")
+    _reconcile(cluster, namespace, probe, T0)  # the challenger Service's watch event: the router gets its address
+    csvc = _get(cluster, SERVICES, namespace, "iris-challenger")
+    assert _route(_get(cluster, DEPLOYMENTS, namespace))[:2] == (f"http://{csvc['spec']['clusterIP']}:80", "shadow")
     _pods_ready(cluster, namespace, 4, "iris-v2-g1")
     probe.by_version = {"iris-v1-g1": {"labelled": 1000, "errors": 30}, "iris-v2-g1": {"labelled": 1000, "errors": 25}}
     status = _reconcile(cluster, namespace, probe, T0 + timedelta(seconds=11))

@@ -668,3 +668,15 @@ def test_grpc_default_comes_from_the_environment() -> None:
     assert settings_from_env({}).server_grpc is False
     assert settings_from_env({"MLOPS_SERVER_GRPC": "true"}).server_grpc is True
     assert settings_from_env({"MLOPS_SERVER_GRPC": "false"}).server_grpc is False
+
+
+def test_canary_router_reaches_the_challenger_by_its_cluster_ip_once_its_service_exists() -> None:
+    """No cluster DNS needed by the champion's pods; the DNS name only where a Service has no IP (local mode)."""
+    md, settings = _md(), Settings()
+    assert ctl.challenger_url(md, settings, None) is None  # not created yet: no router until it is
+    with_ip = {"spec": {"clusterIP": "10.0.0.72", "ports": [{"port": 80}]}}
+    assert ctl.challenger_url(md, settings, with_ip) == "http://10.0.0.72:80"
+    v6 = {"spec": {"clusterIP": "fd00::12", "ports": [{"port": 80}]}}
+    assert ctl.challenger_url(md, settings, v6) == "http://[fd00::12]:80"
+    name = md["metadata"]["name"]
+    assert ctl.challenger_url(md, settings, {"spec": {}}) == f"http://{name}-challenger.{md['metadata'].get('namespace', 'default')}.svc.cluster.local"

@@ -156,7 +156,21 @@ def challenger_name(md: Obj) -> str:
     return md["metadata"]["name"] + CHALLENGER_SUFFIX
 
 
-def challenger_url(md: Obj, settings: Settings) -> str:
+def challenger_url(md: Obj, settings: Settings, service: Obj | None) -> str | None:
+    """Where the champion's router sends the challenger's share; None until the challenger's Service exists.
+
+    Its ClusterIP where it has one: the router then needs no cluster DNS and
+    makes no search-path lookups per connection (kube-proxy still balances
+    over the challenger's pods). Its DNS name otherwise (local mode maps that
+    to its proxy).
+    """
+    if service is None:
+        return None
+    spec = service.get("spec") or {}
+    ip, ports = spec.get("clusterIP"), spec.get("ports") or []
+    if ip and ip != "None" and ports:
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{ports[0]['port']}"
     meta = md["metadata"]
     return f"http://{challenger_name(md)}.{meta.get('namespace', 'default')}.svc.{settings.cluster_domain}"
 
@@ -236,8 +250,11 @@ def _storage(spec: ModelDeploymentSpec, settings: Settings) -> PodStorage:
 
 
 def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, settings: Settings,
-                route: rollouts.Route | None = None) -> list[str]:
-    """The ``serve`` command line of the server container; ``route``: the champion's router during a rollout."""
+                route: rollouts.Route | None = None, route_to: str | None = None) -> list[str]:
+    """The ``serve`` command line of the server container; ``route``: the champion's router during a rollout.
+
+    The router is set only once ``route_to`` (the challenger's address) is known.
+    """
     s = spec.server
     storage = _storage(spec, settings)
     args = [
@@ -259,8 +276,8 @@ def server_args(md: Obj, spec: ModelDeploymentSpec, version: str, sha256: str, s
         if storage.feedback_arg:
             args += ["--feedback-dir", storage.feedback_arg]
         args += ["--feedback-keep-seconds", str(spec.feedback.keep_seconds), "--feedback-max-pending", str(spec.feedback.max_pending)]
-    if route is not None:
-        args += ["--route-to", challenger_url(md, settings), "--route-mode", route.mode]
+    if route is not None and route_to is not None:
+        args += ["--route-to", route_to, "--route-mode", route.mode]
         if route.mode == "canary":
             args += ["--route-weight", _arg(route.weight)]
     return args
@@ -279,7 +296,7 @@ def _resources(spec: ModelDeploymentSpec) -> Obj | None:
 
 
 def build_deployment(md: Obj, version: str, sha256: str, settings: Settings, route: rollouts.Route | None = None,
-                     component: str = COMPONENT) -> Obj:
+                     component: str = COMPONENT, route_to: str | None = None) -> Obj:
     """The apps/v1 Deployment serving one version; the pod template changes (and rolls) with the version.
 
     ``route``: the champion's router during a rollout (its args change, and its pods roll, at each step).
@@ -307,7 +324,7 @@ def build_deployment(md: Obj, version: str, sha256: str, settings: Settings, rou
         "name": "server",
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": server_args(md, spec, version, sha256, settings, route),
+        "args": server_args(md, spec, version, sha256, settings, route, route_to),
         "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}]
         + ([{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}] if grpc_enabled(spec, settings) else []),
@@ -410,10 +427,14 @@ def build_pdb(md: Obj) -> Obj | None:
 
 
 def desired_children(md: Obj, version: str, sha256: str, settings: Settings, route: rollouts.Route | None = None,
-                     challenger: tuple[str, str] | None = None) -> Observed:
-    """Every child that should exist while ``version`` serves (absent ones are None); ``challenger``: a rollout's."""
+                     challenger: tuple[str, str] | None = None, challenger_service: Obj | None = None) -> Observed:
+    """Every child that should exist while ``version`` serves (absent ones are None); ``challenger``: a rollout's.
+
+    ``challenger_service``: the challenger's Service as observed, whose address the champion's router needs.
+    """
+    route_to = challenger_url(md, settings, challenger_service) if challenger else None
     return Observed(
-        deployment=stamp(build_deployment(md, version, sha256, settings, route)),
+        deployment=stamp(build_deployment(md, version, sha256, settings, route, route_to=route_to)),
         service=stamp(build_service(md, settings)),
         hpa=stamp(build_hpa(md)),
         pdb=stamp(build_pdb(md)),
@@ -601,7 +622,7 @@ def decide(md: Obj, training_jobs: list[Obj], observed: Observed, settings: Sett
         wanted = None  # touch nothing that is not ours
     if spec is not None and wanted is not None:
         desired = desired_children(md, wanted[0], wanted[1], settings, plan.route if plan else None,
-                                   plan.challenger if plan else None)
+                                   plan.challenger if plan else None, observed.challenger_service)
         for (res, want), (_, have) in zip(desired.items() + desired.challenger_items(),
                                           observed.items() + observed.challenger_items()):
             if want is not None and needs_apply(want, have):
