@@ -22,7 +22,7 @@ from sklearn.datasets import load_iris
 
 from tests.cluster.load import Load
 from tests.cluster.test_install import (
-    ANSWERS, NAMESPACE, SERVING_TIMEOUT, TRAINING_TIMEOUT, V1_BODY, explained, get_json, iris_training_job, post,
+    ANSWERS, NAMESPACE, ROOT, SERVING_TIMEOUT, TRAINING_TIMEOUT, V1_BODY, explained, get_json, iris_training_job, post,
     wait_until,
 )
 from tests.cluster.test_rollout import rolled_out
@@ -91,8 +91,20 @@ class Labeller:
                 self.errors.append(repr(exc))
 
 
+@pytest.fixture(scope="module")
+def no_drift_policy(cluster, served):
+    """examples/iris' DriftPolicy away for the module, back afterwards.
+
+    The load sends the same two rows thousands of times: real data drift to the
+    policy, whose retrain would supersede the challenger under test.
+    """
+    kubectl(cluster, "delete", "driftpolicy", "iris", "-n", NAMESPACE, "--ignore-not-found", "--timeout=120s", timeout=150)
+    yield
+    kubectl(cluster, "apply", "-n", NAMESPACE, "-f", str(ROOT / "examples" / "iris" / "driftpolicy.yaml"))
+
+
 @pytest.fixture
-def rollout_reset(cluster, served):
+def rollout_reset(cluster, served, no_drift_policy):
     """Back to replace (the example's default) and the newest passing version after each test."""
     yield
     _set_rollout(cluster, None)

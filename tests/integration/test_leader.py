@@ -152,7 +152,19 @@ def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, 
     assert wait_until(lambda: leader.leader_gauge() == 1, 30, 0.1, "the leader's gauge") and standby.leader_gauge() == 0
 
     names = [f"tj-{i:03d}" for i in range(BATCH)]
-    crds.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=_training_jobs(names))
+    # The apply runs beside the poll: the leader starts on the first TrainingJobs while kubectl still sends the
+    # rest, and on a loaded machine it finished all of them before a poll that waited for kubectl saw one Job.
+    applied: list[BaseException | None] = []
+
+    def apply() -> None:
+        try:
+            crds.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=_training_jobs(names))
+            applied.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
+            applied.append(exc)
+
+    applying = threading.Thread(target=apply, daemon=True)
+    applying.start()
     # One Job is enough to know the leader is at work: ask for one (a full LIST of hundreds, parsed into
     # objects, takes longer than the leader needs to finish them all).
     wait_until(lambda: batch.list_namespaced_job(namespace, limit=1).items, 60, 0.02, "the leader's first Job")
@@ -180,6 +192,9 @@ def test_the_standby_takes_over_a_killed_leader_and_nothing_is_duplicated(crds, 
     wait_until(lambda: (health := standby.healthz()) is not None and health != {"leader": False} and True, 30, 0.1,
                "kopf to answer the new leader's liveness probe")
     assert wait_until(lambda: standby.leader_gauge() == 1, 30, 0.1, "the new leader's gauge")
+
+    applying.join(120)
+    assert applied == [None], applied or "kubectl apply of the batch did not return"
 
     def all_reconciled() -> list[dict[str, Any]] | None:
         tjs = training_jobs()
