@@ -37,7 +37,9 @@ def second_job(cluster, served):
 
 
 def serving_pods(cluster) -> list[dict]:
-    return get_json(cluster, "pods", "-l", "mlops.dev/model-deployment=iris")["items"]
+    # The champion's pods only (its Deployment's selector): a rollout's challenger pods carry the same
+    # mlops.dev/model-deployment label under another component.
+    return get_json(cluster, "pods", "-l", "app.kubernetes.io/component=serving,mlops.dev/model-deployment=iris")["items"]
 
 
 def rolled_out(cluster, version: str, replicas: int = 2):

@@ -57,6 +57,12 @@ def _train(cluster, tj: dict) -> str:
     return status["modelVersion"]
 
 
+def _routes(cluster) -> bool:
+    """The champion's Deployment has its router (set once the challenger's Service has an address)."""
+    (container,) = get_json(cluster, "deployment", "iris")["spec"]["template"]["spec"]["containers"]
+    return "--route-to" in container.get("args", [])
+
+
 class Labeller:
     """Predicts iris rows through the Service and sends each true label back, until stopped (bounded)."""
 
@@ -153,14 +159,16 @@ def test_shadow_challenger_never_changes_what_a_client_receives(cluster, served,
                 "-p", json.dumps({"spec": {"version": "latest"}}))
         wait_until(lambda: get_json(cluster, "deployments", "iris-challenger").get("status", {}).get("readyReplicas"),
                    SERVING_TIMEOUT, "the shadow challenger's pods")
-        wait_until(lambda: rolled_out(cluster, champion), SERVING_TIMEOUT, "the champion's pods with the router")
+        wait_until(lambda: _routes(cluster) and rolled_out(cluster, champion), SERVING_TIMEOUT,
+                   "the champion's pods with the router")
         with Load(f"{served}/v1/models/iris:predict", V1_BODY, ANSWERS, max_seconds=60) as load:
             wait_until(lambda: len(load.outcomes) >= 200, 60, "200 answers", interval=0.5)
         assert not load.failures, f"{load.summary()}; first failures: {load.failures[:5]}"
         assert load.versions() == [champion], load.summary()  # every answer is the champion's, never the shadow's
-        status = get_json(cluster, "modeldeployment", "iris")["status"]
+        # The copies reached the challenger: its own counters, scraped into the rollout's evidence (each reconcile).
+        status = wait_until(lambda: ((s := get_json(cluster, "modeldeployment", "iris")["status"]).get("rollout") or {})
+                            .get("challengerEvidence", {}).get("requests", 0) > 0 and s, 90, "the challenger's evidence")
         ro = status["rollout"]
         assert ro["challenger"] == shadow and ro["phase"] == "Analysing" and status["modelVersion"] == champion
-        assert ro["challengerEvidence"]["requests"] > 0  # the copies reached it
     with capsys.disabled():
         print(f"\ncluster shadow: {load.summary()}; challenger answered {ro['challengerEvidence']['requests']} copies")
