@@ -57,6 +57,23 @@ def _train(cluster, tj: dict) -> str:
     return status["modelVersion"]
 
 
+def settled_champion(cluster) -> str:
+    """The version the ModelDeployment serves once nothing moves: the newest succeeded iris run, fully rolled out.
+
+    test_rollout's module ends by deleting its iris-v2 run, so the ModelDeployment may still be rolling back to
+    iris-v1 when these tests start; a champion read before that would change under the test.
+    """
+    def settled() -> str | None:
+        runs = [t for t in get_json(cluster, "trainingjobs")["items"]
+                if t["spec"].get("model") == "iris" and (t.get("status") or {}).get("phase") == "Succeeded"
+                and not t["metadata"].get("deletionTimestamp")]
+        newest = max(runs, key=lambda t: t["status"].get("completionTime") or "")["status"]["modelVersion"] if runs else None
+        served = get_json(cluster, "modeldeployment", "iris")["status"].get("modelVersion")
+        return served if served == newest and rolled_out(cluster, served) else None
+
+    return wait_until(settled, SERVING_TIMEOUT, "the ModelDeployment settled on the newest run")
+
+
 def _routes(cluster) -> bool:
     """The champion's Deployment has its router (set once the challenger's Service has an address)."""
     (container,) = get_json(cluster, "deployment", "iris")["spec"]["template"]["spec"]["containers"]
@@ -120,7 +137,7 @@ def rollout_reset(cluster, served, no_drift_policy):
 
 def test_canary_worse_challenger_is_rolled_back_with_no_request_failing(cluster, served, rollout_reset, capsys) -> None:
     with explained(cluster):
-        champion = get_json(cluster, "modeldeployment", "iris")["status"]["modelVersion"]
+        champion = settled_champion(cluster)
         _set_rollout(cluster, CANARY)
         kubectl(cluster, "patch", "modeldeployment", "iris", "-n", NAMESPACE, "--type=merge",
                 "-p", json.dumps({"spec": {"version": champion}}))  # hold the champion while the stump trains
@@ -149,7 +166,7 @@ def test_canary_worse_challenger_is_rolled_back_with_no_request_failing(cluster,
 
 def test_shadow_challenger_never_changes_what_a_client_receives(cluster, served, rollout_reset, capsys) -> None:
     with explained(cluster):
-        champion = get_json(cluster, "modeldeployment", "iris")["status"]["modelVersion"]
+        champion = settled_champion(cluster)
         _set_rollout(cluster, {"strategy": "shadow", "stepDuration": "10m", "analysis": {"minSamples": 100000,
                                                                                        "maxSamples": 100000}})
         kubectl(cluster, "patch", "modeldeployment", "iris", "-n", NAMESPACE, "--type=merge",

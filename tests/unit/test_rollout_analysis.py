@@ -26,6 +26,9 @@ def arm(labelled: int, rate: float, requests: int = 1000, server_errors: int = 0
     # guardrails first, at any time
     (arm(100, 0.05), arm(10, 0.05, requests=100, server_errors=5), Progress(1, 0, 0, False), "RollBack", "ServerErrors"),
     (arm(100, 0.05), arm(10, 0.05, p99=0.1), Progress(1, 0, 0, False), "RollBack", "Latency"),
+    # latency: adjacent millisecond buckets (10 ms vs 25 ms) are noise, not a slower model; nor is the p99 of a few requests
+    (arm(100, 0.05), arm(10, 0.05, p99=0.025), Progress(1, 0, 0, False), "Hold", "StepTime"),
+    (arm(100, 0.05), arm(10, 0.05, requests=150, p99=0.5), Progress(1, 0, 0, False), "Hold", "StepTime"),
     (arm(100, 0.05), arm(10, 0.05, requests=10, server_errors=5), Progress(1, 0, 0, False), "Hold", "StepTime"),  # too few requests to judge 5xx
     # a step is held for its time and its samples
     (arm(2000, 0.05), arm(2000, 0.05), Progress(30, 400, 0, False), "Hold", "StepTime"),

@@ -41,6 +41,10 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
         champion = (best or {}).get("status", {}).get("modelVersion")
     now = clock()
     decision = trainingjob.decide(tj, job, pods, settings, now, champion=champion)
+    if decision.job is not None and trainingjob.runs_on_dask(tj, settings) and not await _still_current(cluster, tj):
+        # A DaskJob is deleted once its run is recorded, so a reconcile working from a cached TrainingJob that
+        # does not show the record yet would create it again (same name: a second run). Look again shortly.
+        return Result(tj.get("status"), STALE_RECHECK_SECONDS)
     if decision.job is not None and store_check is not None:
         problem = await store_check(namespace)
         if problem is not None:
@@ -51,6 +55,19 @@ async def reconcile_training_job(cluster: Cluster, namespace: str, name: str, se
                       delete=[decision.delete] if decision.delete is not None else (), events=decision.events)
     status = await apply_decision(cluster, TRAINING_JOBS, tj, decision.status, changes, now)
     return Result(status, decision.requeue_after)
+
+
+STALE_RECHECK_SECONDS = 1.0
+
+
+async def _still_current(cluster: Cluster, tj: Obj) -> bool:
+    """Whether the API server still has this version of the TrainingJob (clusters without a cache: always)."""
+    read = getattr(cluster, "read", None)
+    if read is None:
+        return True
+    meta = tj["metadata"]
+    fresh = await read(TRAINING_JOBS, meta.get("namespace", "default"), meta["name"])
+    return fresh is not None and fresh["metadata"].get("resourceVersion") == meta.get("resourceVersion")
 
 
 def training_job_of(obj: Obj) -> str | None:

@@ -6,7 +6,8 @@ go in; a :class:`Verdict` comes out. The order of the table:
 
 1. guardrails, judged at any time once the challenger answered
    :data:`MIN_REQUESTS` requests: its 5xx ratio above ``maxServerErrorRatio``
-   or its p99 latency above ``maxP99Ratio`` times the champion's rolls back;
+   or its p99 latency above ``maxP99Ratio`` times the champion's (and 50 ms more than it, both sides with
+   200 requests or more) rolls back;
 2. a step is judged only after ``stepDuration`` **and** ``minSamples``
    labelled predictions of the challenger within the step;
 3. a *look* is taken each time the challenger's labelled predictions pass
@@ -39,7 +40,12 @@ import math
 from dataclasses import dataclass
 
 MIN_REQUESTS = 20
-"""Requests of the challenger before its 5xx ratio and p99 count: a single early 5xx is not a 100 % failure rate."""
+"""Requests of the challenger before its 5xx ratio counts: a single early 5xx is not a 100 % failure rate."""
+MIN_LATENCY_REQUESTS = 200
+"""Requests of each side before their p99 latencies are compared: the p99 of 20 requests is their slowest one."""
+LATENCY_SLACK_SECONDS = 0.05
+"""A challenger p99 within this much of the champion's never rolls back: at millisecond latencies the histogram's
+adjacent buckets (10 ms, 25 ms) already differ by more than 2x, and a shadow's copies arrive in bursts."""
 
 # Decisions.
 HOLD, ADVANCE, PROMOTE, AWAIT_APPROVAL, ROLL_BACK = "Hold", "Advance", "Promote", "AwaitApproval", "RollBack"
@@ -144,8 +150,10 @@ def judge(champion: Arm, challenger: Arm, criteria: Criteria, progress: Progress
             return Verdict(ROLL_BACK, "ServerErrors",
                            f"challenger answered {challenger.server_errors}/{challenger.requests} requests with 5xx "
                            f"({_pct(ratio)} > {_pct(c.max_server_error_ratio)})")
-        if (champion.requests >= MIN_REQUESTS and challenger.p99_seconds is not None and champion.p99_seconds
-                and challenger.p99_seconds > c.max_p99_ratio * champion.p99_seconds):
+        if (min(champion.requests, challenger.requests) >= MIN_LATENCY_REQUESTS and challenger.p99_seconds is not None
+                and champion.p99_seconds
+                and challenger.p99_seconds > max(c.max_p99_ratio * champion.p99_seconds,
+                                                 champion.p99_seconds + LATENCY_SLACK_SECONDS)):
             return Verdict(ROLL_BACK, "Latency",
                            f"challenger p99 {challenger.p99_seconds * 1000:g} ms > {c.max_p99_ratio:g} x champion's "
                            f"{champion.p99_seconds * 1000:g} ms")
