@@ -46,8 +46,10 @@ def test_demo_canary_rolls_back_the_worse_challenger_and_promotes_the_good_one(t
     """``demo --rollouts``: after the loop, canary rollouts decided on live traffic and feedback.
 
     The demo's client fails on any answer that is not 200, so a run that
-    completes also shows that no request failed while the champions' pods
-    rolled at each step and a challenger came and went.
+    completes also shows that no request got an error while the champions'
+    processes rolled at each step and a challenger came and went. A
+    connection closed without an answer (locally, a replaced process) is sent
+    once more and counted in ``dropped_connections``; a second one fails.
     """
     out, root = tmp_path / "out", tmp_path / "root"
     proc = subprocess.run(

@@ -29,6 +29,7 @@ promoted; see docs/rollouts.md.
 from __future__ import annotations
 
 import argparse
+import http.client
 import asyncio
 import atexit
 import json
@@ -122,9 +123,18 @@ class Client:
     def __init__(self, base: str, model: str):
         self.base, self.model = base, model
         self.outcomes: list[bool] = []
+        self.dropped = 0
+        """Predictions whose connection was closed without an answer and that were sent once more."""
 
     def round(self, rows: list[list[float]], labels: list[str]) -> None:
-        out = _post(f"{self.base}/v1/models/{self.model}:predict", {"instances": rows})
+        url = f"{self.base}/v1/models/{self.model}:predict"
+        try:
+            out = _post(url, {"instances": rows})
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            # A server process replaced under the connection (locally, a canary step restarts the champion's
+            # processes): a prediction has no side effect, so it is sent once more, and counted.
+            self.dropped += 1
+            out = _post(url, {"instances": rows})
         self.outcomes += [p != y for p, y in zip(out["predictions"], labels)]
         _post(f"{self.base}/v1/models/{self.model}/feedback",
               {"feedback": [{"id": i, "label": y} for i, y in zip(out["ids"], labels)]})
@@ -290,6 +300,7 @@ async def drive(manager: LocalManager, timeline: Timeline, budget: float, seed: 
         "challenger_score": gate.get("value"),
         "champion_score": gate.get("championValue"),
         "drifted_features": drifted,
+        "dropped_connections": client.dropped,
     }
 
 
