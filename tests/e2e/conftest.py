@@ -30,3 +30,17 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+async def step_until(manager, what: str, check, timeout: float = 240.0):  # type: ignore[no-untyped-def]
+    """Step a LocalManager until ``check()`` is truthy (bounded); the failure names what never happened."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        await manager.step()
+        if value := await asyncio.to_thread(check):
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}; errors: {manager.errors}")

@@ -14,13 +14,14 @@ import asyncio
 import copy
 import socket
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from mlops_operator.controllers.cluster import MODEL_DEPLOYMENTS, TRAINING_JOBS
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.local.manager import LocalManager
+from tests.e2e.conftest import step_until as _until
 
 EXPERIMENT = "iris-e2e"
 
@@ -40,18 +41,6 @@ MD = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "metadata":
 
 def _condition(obj: dict | None, type_: str) -> dict:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-async def _until(manager: LocalManager, what: str, check: Callable[[], Any], timeout: float = 240.0) -> Any:
-    """Step the manager until ``check()`` is truthy (bounded); the failure names what never happened."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        await manager.step()
-        if value := await asyncio.to_thread(check):
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}; errors: {manager.errors}")
 
 
 @pytest.fixture()

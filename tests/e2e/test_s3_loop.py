@@ -11,7 +11,6 @@ import asyncio
 import json
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
 
 import obstore
 import pytest
@@ -20,6 +19,7 @@ from sklearn.datasets import load_iris
 from mlops_operator.controllers.cluster import MODEL_DEPLOYMENTS, TRAINING_JOBS
 from mlops_operator.controllers.settings import Settings
 from mlops_operator.local.manager import LocalManager
+from tests.e2e.conftest import step_until as _until
 
 TJ = {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "iris-v1"},
       "spec": {"model": "iris", "data": {"source": "sklearn://iris", "target": "species",
@@ -40,18 +40,6 @@ def s3_env(s3_server, monkeypatch):
 
 def _ready(obj: dict | None) -> dict:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
-
-
-async def _until(manager: LocalManager, what: str, check: Callable[[], Any], timeout: float = 240.0) -> Any:
-    """Step the manager until ``check()`` is truthy (bounded); the failure names what never happened."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        await manager.step()
-        if value := await asyncio.to_thread(check):
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}; errors: {manager.errors}")
 
 
 def _post(url: str, body: dict) -> dict:
