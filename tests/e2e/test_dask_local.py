@@ -38,7 +38,7 @@ def test_dask_local_cluster_trains_and_the_model_serves(tmp_path: Path) -> None:
     stored = next(e for e in events if e.get("event") == "gate")
     assert stored["result"] == "Passed" and stored["value"] >= 0.9
     meta = json.loads(next(store.rglob("cancer-dask-g1/metadata.json")).read_text())
-    assert meta["distributed"] == {"engine": "dask", "workers": 2,
+    assert meta["distributed"] == {"engine": "dask", "workers": 2, "partitions": fitted["partitions"],
                                    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}}
     assert meta["estimator"] == "dask_ml.linear_model.LogisticRegression" and meta["classes"] == ["benign", "malignant"]
     # The LocalCluster's worker processes went with the trainer.

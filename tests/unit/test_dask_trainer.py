@@ -187,3 +187,84 @@ def test_dask_distributed_model_rejects_unknown_class(tmp_path) -> None:
     with pytest.raises(SpecError, match="no distributed form"):
         distributed_class("os.system")
     assert Distributed().workers == 2
+
+
+# -- partitioned sources: the workers read them, the runner keeps samples ----------------------
+
+
+def _write_parts(directory, frame: pd.DataFrame, files: int, row_group: int) -> int:
+    """``frame`` as ``files`` Parquet files of ``row_group``-row groups plus its last rows as a CSV; returns the partitions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tail = frame.iloc[-37:]
+    chunks = np.array_split(np.arange(len(frame) - len(tail)), files)
+    for n, idx in enumerate(chunks):
+        pq.write_table(pa.Table.from_pandas(frame.iloc[idx], preserve_index=False), directory / f"part-{n}.parquet",
+                       row_group_size=row_group)
+    tail.to_csv(directory / "part-z.csv", index=False)
+    (directory / "_SUCCESS").write_text("")
+    return sum(-(-len(idx) // row_group) for idx in chunks) + 1
+
+
+def _refuse_in_the_runner(piece, columns=None):
+    raise AssertionError("the runner read a whole partition; only the workers may")
+
+
+def test_dask_partitioned_source_is_read_by_the_workers_and_split_the_same_way_each_run(on_cluster, tmp_path,
+                                                                                       monkeypatch) -> None:
+    from mlops_operator.runtime import partitions
+
+    frame = load_breast_cancer(as_frame=True).frame
+    expected_parts = _write_parts(tmp_path / "data", frame, files=3, row_group=60)
+    # The workers are other processes (spawned): this only stops the runner from reading partitions itself.
+    monkeypatch.setattr(partitions, "read_partition", _refuse_in_the_runner)
+    job = _job("cancer-parts", f"file://{tmp_path}/data", "sklearn.linear_model.SGDClassifier",
+               {"max_iter": 20, "random_state": 0}, data={"target": "target"},
+               qualityGate={"metric": "accuracy", "minimum": 0.9})
+    store = ModelStore(tmp_path / "store")
+    first = train(job, store, version="v1", log=lambda *a, **k: None)
+    rows = first.metadata["rows"]
+    assert rows["total"] == len(frame) and rows["train"] + rows["test"] == len(frame)
+    assert 0.1 * len(frame) < rows["test"] < 0.3 * len(frame)  # validation.fraction 0.2, drawn row by row
+    assert rows["evaluated"] == rows["test"] == len(first.y_test) and rows["profiled"] == rows["train"]
+    assert first.metadata["distributed"]["partitions"] == expected_parts
+    assert first.metrics["accuracy"] >= 0.9
+
+    second = train(job, store, version="v2", log=lambda *a, **k: None)
+    assert second.metadata["rows"] == rows and second.metadata["dataDigest"] == first.metadata["dataDigest"]
+    np.testing.assert_array_equal(second.y_test, first.y_test)
+
+    changed = frame.copy()
+    changed.loc[100, "mean radius"] += 1.0
+    _write_parts(tmp_path / "changed", changed, files=3, row_group=60)
+    job["spec"]["data"]["source"] = f"file://{tmp_path}/changed"
+    third = train(job, store, version="v3", log=lambda *a, **k: None)
+    assert third.metadata["dataDigest"] != first.metadata["dataDigest"]
+
+
+def test_dask_the_runner_evaluates_and_profiles_bounded_samples(on_cluster, tmp_path, monkeypatch) -> None:
+    from mlops_operator.runtime import distributed
+
+    monkeypatch.setattr(distributed, "EVALUATION_ROWS", 40)
+    monkeypatch.setattr(distributed, "PROFILE_ROWS", 70)
+    frame = load_breast_cancer(as_frame=True).frame
+    _write_parts(tmp_path / "data", frame, files=2, row_group=100)
+    job = _job("cancer-sample", f"file://{tmp_path}/data", "sklearn.naive_bayes.GaussianNB", data={"target": "target"})
+    result = train(job, ModelStore(tmp_path / "store"), log=lambda *a, **k: None)
+    rows = result.metadata["rows"]
+    assert rows["test"] > 40 and rows["evaluated"] == 40 == len(result.X_test)
+    assert rows["train"] > 70 and rows["profiled"] == 70
+    assert result.metrics["accuracy"] > 0.8  # naive Bayes' one pass is exact: the sample only bounds the evaluation
+
+
+def test_dask_a_bad_partition_is_a_data_error_naming_it(on_cluster, tmp_path) -> None:
+    frame = load_breast_cancer(as_frame=True).frame
+    _write_parts(tmp_path / "data", frame, files=2, row_group=100)
+    bad = frame.head(30).astype({"mean radius": object})
+    bad.loc[5, "mean radius"] = "twelve"
+    bad.to_csv(tmp_path / "data" / "part-y.csv", index=False)
+    job = _job("cancer-bad", f"file://{tmp_path}/data", "sklearn.naive_bayes.GaussianNB", data={"target": "target"})
+    with pytest.raises(DataError, match=r"part-y\.csv: column 'mean radius' is numeric but holds non-numeric values such as 'twelve'"):
+        train(job, ModelStore(tmp_path / "store"), log=lambda *a, **k: None)

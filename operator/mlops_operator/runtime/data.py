@@ -356,13 +356,7 @@ def prepare(
         cat = set(categorical)
         kinds = {f: "categorical" if f in cat else "numeric" for f in features}
 
-    out = pd.DataFrame(index=frame.index)
-    for f in features:
-        if kinds[f] == "categorical":
-            out[f] = as_categories(frame[f])
-        else:
-            out[f] = _as_numbers(f, frame[f], declared=declared)
-    out[target] = frame[target]
+    out = _type_columns(frame, features, kinds, target, declared)
 
     warnings: list[str] = []
     fb_rows = fb_rejected = 0
@@ -396,6 +390,56 @@ def prepare(
         feedback_rejected=fb_rejected,
         warnings=warnings,
     )
+
+
+def _type_columns(frame: pd.DataFrame, features: Sequence[str], kinds: dict[str, str], target: str,
+                  declared: bool) -> pd.DataFrame:
+    out = pd.DataFrame(index=frame.index)
+    for f in features:
+        out[f] = as_categories(frame[f]) if kinds[f] == "categorical" else _as_numbers(f, frame[f], declared=declared)
+    out[target] = frame[target]
+    return out
+
+
+@dataclass(frozen=True)
+class Schema:
+    """How :func:`prepare` typed a data set's columns, to type more rows of it the same way (a partition)."""
+
+    target: str
+    features: list[str]
+    kinds: dict[str, str]
+    declared: bool
+    """Whether the spec listed the features (the error for text in a numeric column says what to do)."""
+    task: str | None
+
+    @classmethod
+    def of(cls, ds: Dataset, *, declared: bool, task: str | None) -> Schema:
+        return cls(ds.target, list(ds.features), ds.kinds, declared, task)
+
+
+def type_rows(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, int]:
+    """More rows typed as :func:`prepare` typed the first ones: (rows with a target, rows dropped for lacking one)."""
+    columns = {str(c) for c in frame.columns}
+    missing = [c for c in [*schema.features, schema.target] if c not in columns]
+    if missing:
+        raise DataError(f"column(s) {_list(missing)} not in every part of the data")
+    frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
+    out = _type_columns(frame, schema.features, schema.kinds, schema.target, schema.declared)
+    has_target = out[schema.target].notna()
+    out = out[has_target].reset_index(drop=True)
+    out[schema.target] = _type_target(out[schema.target], schema.task)
+    return out, int((~has_target).sum())
+
+
+def type_feedback(fb: pd.DataFrame, main: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, int, list[str]]:
+    """Feedback rows typed like ``main``'s (see :func:`_type_feedback`), without the rows lacking a label."""
+    lacking = [c for c in [*schema.features, schema.target] if c not in fb.columns]
+    if lacking:
+        return fb.iloc[:0], 0, [f"feedback left out: it has no column(s) {_list(lacking)}"]
+    out, rejected, warnings = _type_feedback(fb, main, schema.features, schema.kinds, schema.target, schema.task)
+    out = out[out[schema.target].notna()].reset_index(drop=True)
+    out[schema.target] = _type_target(out[schema.target], schema.task)
+    return out, rejected, warnings
 
 
 def _type_target(y: pd.Series, task: str | None) -> pd.Series:

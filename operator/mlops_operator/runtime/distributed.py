@@ -1,14 +1,16 @@
-"""The distributed fit of a TrainingJob with ``spec.distributed``: Dask workers do the work, the runner keeps a plain model.
+"""The distributed run of a TrainingJob with ``spec.distributed``: Dask workers read and fit, the runner keeps a plain model.
 
-The runner (the trainer process) reads and splits the rows as the single-pod
-trainer does, then sends the training rows to the Dask workers in partitions
-(one or more per worker). There:
+No pod holds the whole data set. The runner lists the source's partitions
+(runtime/partitions.py) and types the columns from the first rows; then, on
+the workers:
 
-- the preprocessing statistics are computed by Dask reductions over the
-  partitions (mean, variance, min/max, an approximate median, the most frequent
-  values, the category levels) and set on the same scikit-learn
-  ColumnTransformer the single-pod trainer fits, so the served model is the
-  usual pipeline;
+- each partition is read from the source, typed, and its rows drawn to
+  training or held-out; one pass brings back the row counts, a digest, and
+  uniform samples of both sides (at most EVALUATION_ROWS and PROFILE_ROWS);
+- the preprocessing statistics are Dask reductions over the training rows
+  (mean, variance, min/max, an approximate median, the most frequent values,
+  the category levels) set on the same scikit-learn ColumnTransformer the
+  single-pod trainer fits, so the served model is the usual pipeline;
 - the estimator is fitted by its distributed implementation: xgboost's
   ``xgboost.dask`` (converted to the in-memory ``XGBClassifier``/``XGBRegressor``
   through its Booster), dask-ml's linear models (converted to scikit-learn's
@@ -16,8 +18,8 @@ trainer does, then sends the training rows to the Dask workers in partitions
   scikit-learn ``partial_fit`` estimator one partition at a time (its fitted
   ``estimator_`` is the model).
 
-What follows (metrics, gate, skops check, reference profile, ONNX) is the
-single-pod trainer's, on the in-memory pipeline. The workers are the Dask
+What follows (metrics, gate, importance, skops check, reference profile, ONNX)
+is the single-pod trainer's, on the samples. The workers are the Dask
 operator's (``DASK_SCHEDULER_ADDRESS``, set in a DaskJob's runner pod) or, with
 no scheduler given, a ``LocalCluster`` of ``spec.distributed.workers`` local
 processes: the local mode, and a distributed TrainingJob on a cluster whose
@@ -32,6 +34,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,8 @@ import pandas as pd
 
 from ..api.base import parse_quantity
 from ..api.distributed import DASK_ML_ESTIMATORS, INCREMENTAL_ESTIMATORS, XGBOOST_ESTIMATORS, Distributed
+from . import data as data_mod
+from . import partitions
 from .data import DataError, Dataset, to_matrix
 from .pipeline import SpecError, build_pipeline
 
@@ -110,32 +115,257 @@ def distributed_task(class_path: str, declared: str | None) -> Any:
     return kind
 
 
+# -- the run ------------------------------------------------------------------------------
+
+
+EVALUATION_ROWS = 50_000
+"""Held-out rows the runner evaluates, gates, explains and compiles on at most: a uniform sample of them all."""
+PROFILE_ROWS = 50_000
+"""Training rows the drift reference profile is made of at most: a uniform sample of them all."""
+KEY = "__mlops_sample_key__"
+MAX_CLASSES = 1_000
+MERGE_FAN_IN = 8
+
+
+@dataclass(frozen=True)
+class DaskRun:
+    """What a distributed run hands back to the trainer: the runner's rows and the fitted in-memory pipeline.
+
+    ``dataset`` holds the held-out sample then the training sample (``test_idx`` and
+    ``train_idx`` index it); ``rows`` counts every row of the source.
+    """
+
+    dataset: Dataset
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    rows: dict[str, int]
+    pipeline: Any
+    seconds: float
+    digest: str
+    partitions: int
+
+
+def train_on_dask(estimator: Any, class_path: str, task: str, data: Any, preprocessing: Any, spec: Distributed,
+                  feedback: pd.DataFrame | None, pvc_root: Any, max_download_bytes: int, log: Any) -> DaskRun:
+    """Read, split and fit on the workers; keep in the runner only samples of the rows.
+
+    The workers read the partitions (runtime/partitions.py), type them as the
+    first rows were typed, and split each row to training or held-out by a
+    draw seeded with ``validation.seed`` and the partition's index (so every
+    pass over the data splits it the same way). One pass counts the rows and
+    brings back uniform samples of both sides; the fit then streams the
+    training rows, or keeps them on the workers when they fit in a third of
+    the workers' memory.
+    """
+    _require_dask()
+    parts = _source_partitions(data, task, pvc_root, max_download_bytes, log)
+    head = data_mod.prepare(partitions.read_head(parts[0]), target=data.target, features=data.features,
+                            categorical=data.categorical, task=task)
+    schema = data_mod.Schema.of(head, declared=data.features is not None, task=task)
+    pieces: list[Any] = list(parts)
+    warnings = list(head.warnings)
+    feedback_rows = feedback_rejected = 0
+    if feedback is not None and len(feedback):
+        typed, feedback_rejected, warns = data_mod.type_feedback(feedback, head.frame, schema)
+        warnings += warns
+        if len(typed):
+            pieces.append(typed)
+            feedback_rows = len(typed)
+    for w in warnings:
+        log("data", level="warning", message=w)
+    validation = data.validation
+    try:
+        with dask_client(spec, log) as client:
+            scan = _scan(pieces, schema, validation.seed, validation.fraction)
+            _check_rows(scan, task)
+            runner_rows = pd.concat([scan.test_sample, scan.train_sample], ignore_index=True).drop(columns=[KEY])
+            ds = Dataset(frame=runner_rows, target=head.target, features=head.features, categorical=head.categorical,
+                         dtypes=head.dtypes, dropped_missing_target=scan.dropped, feedback_rows=feedback_rows,
+                         feedback_rejected=feedback_rejected, warnings=warnings)
+            rows = {"total": scan.train + scan.test, "train": scan.train, "test": scan.test,
+                    "droppedMissingTarget": scan.dropped, "feedback": feedback_rows, "evaluated": len(scan.test_sample),
+                    "profiled": len(scan.train_sample)}
+            if feedback_rejected:
+                rows["feedbackRejected"] = feedback_rejected
+            log("split", **rows, partitions=len(pieces), feedbackUsed=feedback is not None)
+            started = time.monotonic()
+            pipeline = _fit(client, estimator, class_path, task, pieces, scan, schema, ds, preprocessing, validation)
+            seconds = time.monotonic() - started
+    except _killed_worker() as exc:
+        raise DataError(f"a Dask worker died (out of memory?) on {exc}: each partition (a file, or a Parquet row group) "
+                        "must fit in one worker's memory; write smaller files or row groups, or give the workers "
+                        "more memory (spec.distributed.resources)") from None
+    log("fitted_on_dask", estimator=class_path, workers=spec.workers, partitions=len(pieces), seconds=round(seconds, 3))
+    n_test = len(scan.test_sample)
+    return DaskRun(ds, np.arange(n_test, len(ds.frame)), np.arange(n_test), rows, pipeline, seconds,
+                   _digest(scan.digests), len(pieces))
+
+
+def _source_partitions(data: Any, task: str, pvc_root: Any, max_download_bytes: int, log: Any) -> list[Any]:
+    """The workers' partitions; a source they cannot read themselves is read here and cut in pieces."""
+    if partitions.is_partitioned(data.source):
+        parts: list[Any] = partitions.list_partitions(data.source, pvc_root=pvc_root)
+        log("loaded_data", source=data.source, partitions=len(parts),
+            rows=sum(p.rows for p in parts) if all(p.rows is not None for p in parts) else None)
+        return parts
+    frame = data_mod.read_source(data.source, target=data.target, pvc_root=pvc_root, max_bytes=max_download_bytes)
+    log("loaded_data", source=data.source, rows=len(frame), columns=int(frame.shape[1]))
+    size = max(1, math.ceil(len(frame) / IN_MEMORY_PARTITIONS))
+    return [frame.iloc[i:i + size] for i in range(0, len(frame), size)]
+
+
+IN_MEMORY_PARTITIONS = 4
+"""Pieces a source read whole by the runner is cut into (it is bounded by the download limit: small)."""
+
+
+def _check_rows(scan: Scan, task: str) -> None:
+    total = scan.train + scan.test
+    if total < data_mod.MIN_ROWS:
+        raise DataError(f"only {total} row(s) with a target; at least {data_mod.MIN_ROWS} are needed")
+    if scan.test == 0 or scan.train == 0:
+        raise DataError(f"the validation split left {scan.train} training and {scan.test} held-out rows; "
+                        "change spec.data.validation.fraction or add rows")
+    if task == "classification" and len(scan.classes) < 2:
+        raise DataError(f"the target has {len(scan.classes)} class(es); classification needs at least 2")
+
+
+def _killed_worker() -> type[BaseException]:
+    from distributed.scheduler import KilledWorker
+
+    return KilledWorker
+
+
+def _digest(digests: list[str]) -> str:
+    """The data set's digest: over each partition's (typed rows, in order), so no one process reads them all."""
+    import hashlib
+
+    h = hashlib.sha256(f"partitions={len(digests)}\n".encode())
+    for d in digests:
+        h.update(d.encode() + b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+# -- one pass over the partitions: counts, classes, digests and samples -----------------------
+
+
+@dataclass
+class Scan:
+    """The pass over every partition before the fit (merged from the workers' pieces, in partition order)."""
+
+    train_counts: list[int]
+    test: int
+    dropped: int
+    train_bytes: int
+    classes: set[Any]
+    digests: list[str]
+    train_sample: pd.DataFrame
+    test_sample: pd.DataFrame
+
+    @property
+    def train(self) -> int:
+        return sum(self.train_counts)
+
+
+def _draws(rows: int, seed: int, index: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of partition ``index`` are held out, and each row's sampling key: the same on every pass."""
+    rng = np.random.default_rng([seed, index])
+    u = rng.random((2, rows))
+    return u[0] < fraction, u[1]
+
+
+def _typed(piece: Any, schema: data_mod.Schema) -> tuple[pd.DataFrame, int]:
+    try:
+        raw = partitions.read_partition(piece, columns=[*schema.features, schema.target])
+        return data_mod.type_rows(raw, schema)
+    except DataError as exc:
+        raise DataError(f"{partitions.describe(piece)}: {exc}") from None
+
+
+def _scan_piece(piece: Any, schema: data_mod.Schema, index: int, seed: int, fraction: float, caps: tuple[int, int]) -> Scan:
+    rows, dropped = _typed(piece, schema)
+    held, key = _draws(len(rows), seed, index, fraction)
+    keyed = rows.assign(**{KEY: key})
+    train, test = keyed[~held], keyed[held]
+    classes: set[Any] = set()
+    if schema.task == "classification":
+        classes = set(rows[schema.target].unique().tolist())
+        if len(classes) > MAX_CLASSES:
+            raise DataError(f"the target has more than {MAX_CLASSES} classes")
+    digest = data_mod.data_digest(Dataset(rows, schema.target, schema.features,
+                                          [f for f, k in schema.kinds.items() if k == "categorical"], {}))
+    return Scan([len(train)], len(test), dropped, int(train.memory_usage(deep=True).sum()), classes, [digest],
+                train.nsmallest(caps[0], KEY), test.nsmallest(caps[1], KEY))
+
+
+def _merge(caps: tuple[int, int], *scans: Scan) -> Scan:
+    classes = set().union(*(s.classes for s in scans))
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"the target has more than {MAX_CLASSES} classes")
+    return Scan(
+        [n for s in scans for n in s.train_counts], sum(s.test for s in scans), sum(s.dropped for s in scans),
+        sum(s.train_bytes for s in scans), classes, [d for s in scans for d in s.digests],
+        pd.concat([s.train_sample for s in scans], ignore_index=True).nsmallest(caps[0], KEY),
+        pd.concat([s.test_sample for s in scans], ignore_index=True).nsmallest(caps[1], KEY),
+    )
+
+
+def _scan(pieces: list[Any], schema: data_mod.Schema, seed: int, fraction: float) -> Scan:
+    """Scan every partition on the workers and merge the results in a tree (no task holds more than a few samples)."""
+    import dask
+
+    caps = (PROFILE_ROWS, EVALUATION_ROWS)  # read here, in the runner: the workers get them as arguments
+    level = [dask.delayed(_scan_piece, pure=True)(p, schema, i, seed, fraction, caps) for i, p in enumerate(pieces)]
+    for _ in range(64):  # a tree of fan-in 8: 64 levels is far beyond MAX_PARTITIONS
+        if len(level) == 1:
+            break
+        level = [dask.delayed(_merge, pure=True)(caps, *level[i:i + MERGE_FAN_IN]) for i in range(0, len(level), MERGE_FAN_IN)]
+    (scan,) = dask.compute(level[0])
+    scan.train_sample = scan.train_sample.sort_values(KEY, kind="stable").reset_index(drop=True)
+    scan.test_sample = scan.test_sample.sort_values(KEY, kind="stable").reset_index(drop=True)
+    return scan
+
+
+def _training_rows(piece: Any, schema: data_mod.Schema, index: int, seed: int, fraction: float) -> pd.DataFrame:
+    rows, _ = _typed(piece, schema)
+    held, _ = _draws(len(rows), seed, index, fraction)
+    return rows[~held].reset_index(drop=True)
+
+
 # -- the fit ------------------------------------------------------------------------------
 
 
-def fit_on_dask(estimator: Any, class_path: str, task: str, ds: Dataset, train_idx: np.ndarray, y_train: np.ndarray,
-                preprocessing: Any, spec: Distributed, log: Any) -> tuple[Any, float]:
-    """The fitted in-memory pipeline and the seconds the distributed fit took."""
+def _fit(client: Any, estimator: Any, class_path: str, task: str, pieces: list[Any], scan: Scan,
+         schema: data_mod.Schema, ds: Dataset, preprocessing: Any, validation: Any) -> Any:
+    """The fitted in-memory pipeline: preprocessing statistics and the estimator, both computed on the workers."""
+    import dask
     import dask.dataframe as dd
-
-    train_frame = ds.frame.iloc[train_idx]
-    with dask_client(spec, log) as client:
-        started = time.monotonic()
-        partitions = max(spec.workers, math.ceil(len(train_frame) / 250_000))
-        ddf = client.persist(dd.from_pandas(train_frame[list(ds.features)].reset_index(drop=True), npartitions=partitions,
-                                            sort=False))
-        pipeline = build_pipeline(estimator, ds.features, ds.categorical, preprocessing)
-        prepare = _fit_prepare(pipeline.named_steps["prepare"], ddf, ds, train_frame)
-        X = ddf.map_partitions(_transform_partition, prepare, list(ds.features), list(ds.categorical),
-                               meta=pd.DataFrame(columns=range(_width(prepare, ds, train_frame)), dtype=float))
-        X = client.persist(X.to_dask_array(lengths=True))
-        y = _target_array(y_train, X.chunks[0], task, class_path)
-        model = _fit_estimator(estimator, class_path, task, X, y, y_train, client)
-        seconds = time.monotonic() - started
     from sklearn.pipeline import Pipeline
 
-    log("fitted_on_dask", estimator=class_path, workers=spec.workers, partitions=partitions, seconds=round(seconds, 3))
-    return Pipeline([("prepare", prepare), ("model", model)]), seconds
+    meta = ds.frame.iloc[:0]
+    used = [i for i, n in enumerate(scan.train_counts) if n > 0]
+    lengths = tuple(scan.train_counts[i] for i in used)
+    ddf = dd.from_delayed([dask.delayed(_training_rows, pure=True)(pieces[i], schema, i, validation.seed, validation.fraction)
+                           for i in used], meta=meta, verify_meta=False)
+    keep = scan.train_bytes * 3 < _workers_memory(client)
+    if keep:  # they fit: read the source once, not once per pass
+        ddf = client.persist(ddf)
+    sample = ds.frame.iloc[len(scan.test_sample):]
+    pipeline = build_pipeline(estimator, ds.features, ds.categorical, preprocessing)
+    prepare = _fit_prepare(pipeline.named_steps["prepare"], ddf, ds, sample)
+    X = ddf.map_partitions(_transform_partition, prepare, list(ds.features), list(ds.categorical),
+                           meta=pd.DataFrame(columns=range(_width(prepare, ds, sample)), dtype=float)).to_dask_array(lengths=lengths)
+    classes = np.array(sorted(scan.classes)) if task == "classification" else None
+    y = _target_array(ddf[ds.target], lengths, classes, task, class_path)
+    if keep:
+        X, y = client.persist([X, y])
+    model = _fit_estimator(estimator, class_path, task, X, y, classes, client)
+    return Pipeline([("prepare", prepare), ("model", model)])
+
+
+def _workers_memory(client: Any) -> int:
+    """The workers' memory limits together (0 when one has none: then nothing is kept)."""
+    limits = [int(w.get("memory_limit") or 0) for w in client.scheduler_info()["workers"].values()]
+    return 0 if not limits or 0 in limits else sum(limits)
 
 
 def _transform_partition(part: pd.DataFrame, prepare: Any, features: list[str], categorical: list[str]) -> pd.DataFrame:
@@ -147,26 +377,23 @@ def _width(prepare: Any, ds: Dataset, frame: pd.DataFrame) -> int:
     return int(prepare.transform(to_matrix(frame.head(1), ds.features, ds.categorical)).shape[1])
 
 
-def _target_array(y_train: np.ndarray, chunks: Sequence[int], task: str, class_path: str) -> Any:
-    """The target in the training rows' partitions; dask-ml's logistic regression learns 0/1 (classes_ maps back)."""
-    import dask.array as da
-
-    y = np.asarray(y_train)
+def _target_array(target: Any, lengths: Sequence[int], classes: np.ndarray | None, task: str, class_path: str) -> Any:
+    """The training rows' target as a Dask array; dask-ml's logistic regression learns 0/1 (classes_ maps back)."""
     if task == "classification" and class_path in XGBOOST_ESTIMATORS:
-        classes = np.unique(y)
+        assert classes is not None
         if not np.array_equal(classes, np.arange(len(classes))):
             # As the in-memory XGBClassifier: it predicts 0..k-1 and stores no label names.
             raise DataError(f"{class_path} needs the classes 0..k-1 as the target (found {classes[:10].tolist()}); "
                             "use integer labels or a dask-ml/Incremental classifier, which keep the labels")
     if task == "classification" and class_path in DASK_ML_ESTIMATORS:
-        classes = np.unique(y)
+        assert classes is not None
         if len(classes) != 2:
             raise DataError(f"{class_path} is a binary classifier; the target has {len(classes)} classes")
-        y = (y == classes[1]).astype(np.int64)
-    return da.from_array(y, chunks=(tuple(chunks),))
+        target = (target == classes[1]).astype(np.int64)
+    return target.to_dask_array(lengths=list(lengths))
 
 
-def _fit_estimator(estimator: Any, class_path: str, task: str, X: Any, y: Any, y_local: np.ndarray, client: Any) -> Any:
+def _fit_estimator(estimator: Any, class_path: str, task: str, X: Any, y: Any, classes: np.ndarray | None, client: Any) -> Any:
     """Fit on the workers; return the in-memory model the server loads."""
     try:
         with warnings.catch_warnings():
@@ -174,8 +401,8 @@ def _fit_estimator(estimator: Any, class_path: str, task: str, X: Any, y: Any, y
             if class_path in XGBOOST_ESTIMATORS:
                 return _fit_xgboost(estimator, class_path, X, y, client)
             if class_path in DASK_ML_ESTIMATORS:
-                return _fit_dask_ml_linear(estimator, class_path, X, y, y_local)
-            return _fit_incremental(estimator, task, X, y, y_local)
+                return _fit_dask_ml_linear(estimator, class_path, X, y, classes)
+            return _fit_incremental(estimator, task, X, y, classes)
     except (ValueError, TypeError) as exc:
         raise DataError(f"fitting {class_path} on Dask failed: {exc}") from None
 
@@ -192,7 +419,7 @@ def _fit_xgboost(estimator: Any, class_path: str, X: Any, y: Any, client: Any) -
     return model
 
 
-def _fit_dask_ml_linear(estimator: Any, class_path: str, X: Any, y: Any, y_local: np.ndarray) -> Any:
+def _fit_dask_ml_linear(estimator: Any, class_path: str, X: Any, y: Any, classes: np.ndarray | None) -> Any:
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
     estimator.fit(X, y)
@@ -201,7 +428,7 @@ def _fit_dask_ml_linear(estimator: Any, class_path: str, X: Any, y: Any, y_local
     if class_path.endswith("LogisticRegression"):
         model = LogisticRegression()
         model.coef_, model.intercept_ = coef.reshape(1, -1), np.array([intercept])
-        model.classes_ = np.unique(y_local)
+        model.classes_ = classes
     else:
         model = LinearRegression()
         model.coef_, model.intercept_ = coef, intercept
@@ -209,7 +436,7 @@ def _fit_dask_ml_linear(estimator: Any, class_path: str, X: Any, y: Any, y_local
     return model
 
 
-def _fit_incremental(estimator: Any, task: str, X: Any, y: Any, y_local: np.ndarray) -> Any:
+def _fit_incremental(estimator: Any, task: str, X: Any, y: Any, classes: np.ndarray | None) -> Any:
     """``max_iter`` passes (at most MAX_INCREMENTAL_PASSES) of ``partial_fit`` over every partition in turn.
 
     One pass is what ``Incremental.fit`` does: an epoch, too little for SGD. Naive Bayes has no
@@ -219,7 +446,7 @@ def _fit_incremental(estimator: Any, task: str, X: Any, y: Any, y_local: np.ndar
 
     passes = max(1, min(int(getattr(estimator, "max_iter", 1) or 1), MAX_INCREMENTAL_PASSES))
     wrapper = Incremental(estimator, shuffle_blocks=False)
-    extra = {"classes": np.unique(y_local)} if task == "classification" else {}
+    extra = {"classes": classes} if task == "classification" else {}
     for _ in range(passes):
         wrapper.partial_fit(X, y, **extra)
     return wrapper.estimator_

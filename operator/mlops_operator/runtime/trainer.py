@@ -36,7 +36,7 @@ from . import data as data_mod
 from . import tracking
 from .compiled import COMPILED_FILE, reference_rows
 from .importance import TOP as IMPORTANCE_TOP, permutation_ranking
-from .distributed import distributed_class, distributed_task, fit_on_dask
+from .distributed import DaskRun, distributed_class, distributed_task, train_on_dask
 from .onnx_conversion import Compilation, compile_pipeline
 from .data import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_PVC_ROOT, DataError, Dataset, to_matrix
 from .metrics import Gate, baseline, better, check_bounds, compute_metrics
@@ -237,10 +237,17 @@ def train(
     started = time.monotonic()
     log("start", trainingJob=job.metadata.name, namespace=target.namespace, model=target.model, version=target.version,
         estimator=choice.class_path, task=choice.task)
-    ds, feedback_used = load_data(spec.data, target, choice.task, feedback_dir, pvc_root, max_download_bytes, log)
-    split = split_data(ds, choice.task, spec.data.validation, log, feedback_used=feedback_used)
     metric = scoring_metric(spec.tuning, spec.quality_gate.metric if spec.quality_gate else None, choice.task)
-    fitted = fit(choice, ds, split, spec.preprocessing, log, tuning=spec.tuning, metric=metric, distributed=spec.distributed)
+    dask_run: DaskRun | None = None
+    if spec.distributed is not None:
+        dask_run = train_on_dask(choice.estimator, choice.class_path, choice.task, spec.data, spec.preprocessing,
+                                 spec.distributed, read_feedback_rows(spec.data, target, feedback_dir, None, log),
+                                 pvc_root, max_download_bytes, log)
+        ds, split, fitted = dask_run.dataset, split_of(dask_run), Fitted(dask_run.pipeline, dask_run.seconds)
+    else:
+        ds, feedback_used = load_data(spec.data, target, choice.task, feedback_dir, pvc_root, max_download_bytes, log)
+        split = split_data(ds, choice.task, spec.data.validation, log, feedback_used=feedback_used)
+        fitted = fit(choice, ds, split, spec.preprocessing, log, tuning=spec.tuning, metric=metric)
     metrics = evaluate(fitted, split, choice.task, log)
     gate = judge(spec.quality_gate, metrics, champion, store, target, ds, split, choice.task, trusted, log)
     importance = permutation_ranking(fitted.pipeline, split.X_test, split.y_test, ds.features, metric,
@@ -251,8 +258,10 @@ def train(
     metadata = describe(job, target, choice, ds, split, fitted, metrics, gate, started)
     metadata["compiled"] = compiled.info
     metadata["importance"] = importance
-    if spec.distributed is not None:
-        metadata["distributed"] = spec.distributed.to_dict()
+    if dask_run is not None and spec.distributed is not None:
+        # Over every row, partition by partition: the runner's rows are only samples.
+        metadata["dataDigest"] = dask_run.digest
+        metadata["distributed"] = {**spec.distributed.to_dict(), "partitions": dask_run.partitions}
     return store_version(store, target, model_bytes, metadata, reference, fitted, split, log, compiled)
 
 
@@ -313,15 +322,7 @@ def load_data(
     """
     frame = data_mod.read_source(data.source, target=data.target, pvc_root=pvc_root, max_bytes=max_download_bytes)
     log("loaded_data", source=data.source, rows=len(frame), columns=int(frame.shape[1]))
-    feedback = None
-    if feedback_dir is not None:
-        if data.include_feedback:
-            needed = data.features or [str(c) for c in frame.columns if str(c) != data.target]
-            feedback, warns = data_mod.read_feedback(feedback_dir, target.namespace, target.model, needed, data.target)
-            for w in warns:
-                log("feedback", level="warning", message=w)
-        else:
-            log("feedback", level="warning", message="feedback ignored: spec.data.includeFeedback is false")
+    feedback = read_feedback_rows(data, target, feedback_dir, [str(c) for c in frame.columns], log)
     ds = data_mod.prepare(
         frame,
         target=data.target,
@@ -335,6 +336,32 @@ def load_data(
     if ds.dropped_missing_target:
         log("data", level="warning", message=f"{ds.dropped_missing_target} row(s) without a target were dropped")
     return ds, feedback is not None
+
+
+def read_feedback_rows(data: Any, target: Target, feedback_dir: str | os.PathLike[str] | None, columns: Sequence[str] | None,
+                       log: Log) -> Any:
+    """The feedback rows the spec asks for (None without a feedback location or with includeFeedback false).
+
+    ``columns`` are the source's, for the feature list when the spec has none (None: keep every column).
+    """
+    if feedback_dir is None:
+        return None
+    if not data.include_feedback:
+        log("feedback", level="warning", message="feedback ignored: spec.data.includeFeedback is false")
+        return None
+    needed = data.features or ([c for c in columns if c != data.target] if columns is not None else None)
+    feedback, warns = data_mod.read_feedback(feedback_dir, target.namespace, target.model, needed, data.target)
+    for w in warns:
+        log("feedback", level="warning", message=w)
+    return feedback
+
+
+def split_of(run: DaskRun) -> Split:
+    """The trainer's split of a distributed run: its held-out and training samples."""
+    ds = run.dataset
+    y = ds.y
+    return Split(run.train_idx, run.test_idx, ds.matrix(run.train_idx), ds.matrix(run.test_idx), y[run.train_idx],
+                 y[run.test_idx], run.rows)
 
 
 def split_data(ds: Dataset, task: Task, validation: Any, log: Log, *, feedback_used: bool = False) -> Split:
@@ -355,18 +382,13 @@ def split_data(ds: Dataset, task: Task, validation: Any, log: Log, *, feedback_u
 
 
 def fit(choice: Choice, ds: Dataset, split: Split, preprocessing: Any, log: Log, *, tuning: Any = None,
-        metric: str | None = None, distributed: Any = None) -> Fitted:
+        metric: str | None = None) -> Fitted:
     """Put the preprocessing in front of the estimator and fit both on the training rows.
 
     With ``tuning``, a cross-validated search on the training rows picks the
     estimator's parameters first; the winner is then fitted like any run.
-    With ``distributed`` (spec.distributed) both are fitted on Dask workers
-    (runtime/distributed.py); the API refuses tuning together with it.
+    (A distributed run fits on Dask workers instead: runtime/distributed.py.)
     """
-    if distributed is not None:
-        pipeline, seconds = fit_on_dask(choice.estimator, choice.class_path, choice.task, ds, split.train_idx,
-                                        split.y_train, preprocessing, distributed, log)
-        return Fitted(pipeline, seconds)
     pipeline = build_pipeline(choice.estimator, ds.features, ds.categorical, preprocessing)
     found = None
     if tuning is not None:

@@ -204,6 +204,18 @@ class Bucket:
                 return None
             raise _error(exc, self.where(key)) from None
 
+    def stat(self, key: str) -> S3Object | None:
+        """The object's size and time, or None when there is no such key (a missing bucket is an error)."""
+        import obstore
+
+        try:
+            meta = obstore.head(self.store, key)
+        except Exception as exc:
+            if _not_found(exc):
+                return None
+            raise _error(exc, self.where(key)) from None
+        return S3Object(str(meta["path"]), int(meta.get("size") or 0), meta["last_modified"])
+
     def put_new(self, key: str, data: bytes) -> bool:
         """Write a new object; False (nothing written) when the key exists: objects are never overwritten."""
         import obstore
