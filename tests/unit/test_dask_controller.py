@@ -102,6 +102,30 @@ def test_dask_job_spec_workers_and_scheduler(tj) -> None:
                                                            "dask.org/component": "scheduler"}
 
 
+def test_dask_workers_of_an_s3_source_get_the_store_secret_by_reference_and_nothing_else(tj) -> None:
+    settings = Settings(image="example/mlops:1", dask_jobs=True, store_uri="pvc://models/store", store_secret="s3-reader",
+                        s3_endpoint="https://s3.example:9000", store_ca_config_map="s3-ca")
+    tj["spec"]["data"]["source"] = "s3://datasets/cancer/"
+    tj["spec"]["tracking"] = {"mlflow": {"trackingUri": "https://mlflow.example", "credentialsSecret": "mlflow-token"}}
+    built = ctl.decide(tj, None, [], settings, NOW).job["spec"]
+    worker = built["cluster"]["spec"]["worker"]["spec"]
+    env = {e["name"]: e for e in worker["containers"][0]["env"]}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.example:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-reader"
+    assert not any(k.startswith("MLFLOW") for k in env)  # the runner's tracking credentials stay the runner's
+    mounts = {m["name"]: m for m in worker["containers"][0]["volumeMounts"]}
+    assert set(mounts) == {"tmp", "store-ca"} and mounts["store-ca"]["readOnly"]  # no store claim on a worker
+    assert {v["name"] for v in worker["volumes"]} == {"tmp", "store-ca"}
+    # The runner reads the source's first rows: it gets the object store's settings even with a claim as the store.
+    runner_env = {e["name"] for e in built["job"]["spec"]["containers"][0]["env"]}
+    assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= runner_env
+    assert any(name.startswith("MLFLOW") for name in runner_env)
+
+    tj["spec"]["data"]["source"] = "sklearn://breast_cancer"
+    worker = ctl.decide(tj, None, [], settings, NOW).job["spec"]["cluster"]["spec"]["worker"]["spec"]
+    assert not any(e["name"].startswith("AWS_") for e in worker["containers"][0]["env"])
+
+
 def test_dask_job_pods_are_restricted(tj) -> None:
     job = ctl.decide(tj, None, [], ON_DASK, NOW).job
     for pod_spec in (job["spec"]["job"]["spec"], job["spec"]["cluster"]["spec"]["worker"]["spec"],
@@ -178,6 +202,22 @@ def test_dask_permanent_failure_never_retries(tj, summary, code, reason) -> None
     assert _cond(d.status, "Failed")["reason"] == reason
     if code == 3:
         assert d.status["gate"]["result"] == "Failed" and d.status["metrics"] == {"accuracy": 0.5}
+
+
+def test_dask_an_out_of_memory_runner_says_so_and_is_retried(tj) -> None:
+    tj["spec"]["backoffLimit"] = 1
+    first = ctl.decide(tj, None, [], ON_DASK, NOW)
+    tj = _after(first, tj)
+    runner = _runner(None, 137)
+    runner["status"]["containerStatuses"][0]["state"]["terminated"].update(reason="OOMKilled", message='{"event": "split"}')
+    retry = ctl.decide(tj, _daskjob("cancer-dask-g1", "Failed"), [runner], ON_DASK, NOW)
+    assert retry.job["metadata"]["name"] == "cancer-dask-g1-r1"
+    assert "OOMKilled" in _cond(retry.status, "Ready")["message"]
+    tj = _after(retry, tj)
+    last = ctl.decide(tj, _daskjob("cancer-dask-g1-r1", "Failed"), [runner], ON_DASK, NOW + timedelta(minutes=1))
+    ready = _cond(last.status, "Ready")
+    assert last.status["phase"] == "Failed" and ready["reason"] == "BackoffLimitExceeded"
+    assert "2 attempts failed; last: the trainer used more than" in ready["message"]
 
 
 def test_dask_deadline_is_the_trainingjobs(tj) -> None:

@@ -176,6 +176,23 @@ def test_job_controller_failures(tj, reason: str) -> None:
     assert d.status["phase"] == "Failed" and _cond(d.status, "Ready")["reason"] == reason
 
 
+def test_an_out_of_memory_trainer_is_reported_as_oomkilled_with_what_to_do(tj) -> None:
+    tj["spec"]["resources"] = {"limits": {"memory": "512Mi"}}
+    # The kubelet's account of a container the kernel killed: the message is the log's tail (FallbackToLogsOnError).
+    killed = _pod('{"event": "loaded_data", "level": "info", "reason": "not a summary"}', exit_code=137)
+    killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
+    job = _job({"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                              "message": "Job has reached the specified backoff limit"}]})
+    d = ctl.decide(tj, job, [killed], Settings(), NOW)
+    ready = _cond(d.status, "Ready")
+    assert d.status["phase"] == "Failed" and ready["reason"] == "OOMKilled"
+    assert "more than its memory limit (512Mi)" in ready["message"] and "spec.distributed" in ready["message"]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "OOMKilled")]
+    # Any other death keeps the Job controller's reason: a log line is never taken for the trainer's summary.
+    killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "Error"
+    assert _cond(ctl.decide(tj, job, [killed], Settings(), NOW).status, "Ready")["reason"] == "BackoffLimitExceeded"
+
+
 @pytest.mark.parametrize("pods", [[], [{"metadata": {"name": "other"}, "status": {"phase": "Failed"}}]], ids=["pods gone", "another pod"])
 def test_a_succeeded_run_stays_succeeded_when_its_pods_are_gone(tj, pods) -> None:
     # Pod garbage collection, `kubectl delete pod` or a cascading delete can remove the pods

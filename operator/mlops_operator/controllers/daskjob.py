@@ -23,6 +23,7 @@ from .conditions import set_condition, summarize, timestamp
 from .decision import Event
 from .security import restricted_pod_spec
 from .settings import Settings
+from .storage import is_s3, s3_access
 from .cluster import Obj
 
 DASK_API_VERSION = "kubernetes.dask.org/v1"
@@ -107,6 +108,12 @@ def build_daskjob(tj: Obj, batch_job: Obj, settings: Settings, attempt: int = 0)
     worker = _dask_container("worker", image, settings, worker_cmd,
                              [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}],
                              worker_resources)
+    # The workers read the data's partitions themselves: an s3:// source needs the store's settings and Secret
+    # (by reference), nothing else of the runner's (no store mount, no MLflow credentials).
+    access = s3_access(settings) if is_s3(spec.data.source) else None
+    if access is not None:
+        worker["env"] += access.env
+        worker["volumeMounts"] += access.mounts
     scheduler = _dask_container(
         "scheduler", image, settings, ["dask", "scheduler"],
         [{"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
@@ -136,7 +143,8 @@ def build_daskjob(tj: Obj, batch_job: Obj, settings: Settings, attempt: int = 0)
                 "spec": {
                     "worker": {
                         "replicas": spec.distributed.workers,
-                        "spec": restricted_pod_spec([worker], tmp, settings.service_account),
+                        "spec": restricted_pod_spec([worker], [*tmp, *(access.volumes if access else [])],
+                                                    settings.service_account),
                     },
                     "scheduler": {
                         "spec": restricted_pod_spec([scheduler], list(tmp), settings.service_account),
@@ -181,7 +189,7 @@ def runner_exit_code(pods: list[Obj]) -> int | None:
     return None
 
 
-def dask_outcome(daskjob: Obj, summary: Obj | None, exit_code: int | None = None) -> DaskOutcome:
+def dask_outcome(daskjob: Obj, summary: Obj | None, exit_code: int | None = None, oom: str | None = None) -> DaskOutcome:
     """Pure: the phase of one attempt from the DaskJob's ``jobStatus``, the runner's summary and exit code."""
     status = daskjob.get("status") or {}
     job_status = status.get("jobStatus")
@@ -190,6 +198,8 @@ def dask_outcome(daskjob: Obj, summary: Obj | None, exit_code: int | None = None
     if phase == "Succeeded":
         return DaskOutcome("Succeeded", "Succeeded", f"DaskJob {name} succeeded")
     if phase == "Failed":
+        if oom:
+            return DaskOutcome("Failed", "OOMKilled", oom)
         if summary and summary.get("reason"):
             reason = str(summary["reason"])
             return DaskOutcome("Failed", reason, str(summary.get("message") or reason)[:1000],
@@ -225,11 +235,12 @@ class DaskDecision:
 
 
 def decide_dask(tj: Obj, status: Obj, old: Obj, same_generation: bool, daskjob: Obj | None, summary: Obj | None,
-                new_daskjob: Callable[[int], Obj], now: datetime, exit_code: int | None = None) -> DaskDecision:
+                new_daskjob: Callable[[int], Obj], now: datetime, exit_code: int | None = None,
+                oom: str | None = None) -> DaskDecision:
     """Level-based decision table of one distributed generation (the spec is already valid).
 
     ``status`` is the status being built (generation, version set);
-    ``new_daskjob(attempt)`` builds the DaskJob of an attempt.
+    ``new_daskjob(attempt)`` builds the DaskJob of an attempt; ``oom`` says why the runner was OOMKilled.
     """
     generation = tj["metadata"].get("generation", 1)
     spec = tj["spec"]
@@ -268,7 +279,7 @@ def decide_dask(tj: Obj, status: Obj, old: Obj, same_generation: bool, daskjob: 
     if left is not None and left <= 0 and DASK_PHASES.get((daskjob.get("status") or {}).get("jobStatus")) != "Succeeded":
         return finish("Failed", "DeadlineExceeded", f"the run took longer than activeDeadlineSeconds ({deadline}s)")
 
-    outcome = dask_outcome(daskjob, summary, exit_code)
+    outcome = dask_outcome(daskjob, summary, exit_code, oom)
     if outcome.phase == "Succeeded":
         return DaskDecision(status=status, events=events, delete=daskjob, succeeded=True)
     if outcome.phase == "Failed":

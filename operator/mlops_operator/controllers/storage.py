@@ -79,8 +79,9 @@ def s3_env(settings: Settings) -> list[Obj]:
     return env
 
 
-def pod_storage(settings: Settings, *, store_read_only: bool, feedback: bool, feedback_read_only: bool) -> PodStorage:
-    """The store (read-only for serving) and, when ``feedback``, the feedback location of one pod."""
+def pod_storage(settings: Settings, *, store_read_only: bool, feedback: bool, feedback_read_only: bool,
+                data_source: str | None = None) -> PodStorage:
+    """The store (read-only for serving), when ``feedback`` the feedback location, and an ``s3://`` data source of one pod."""
     if is_s3(settings.store_uri):
         storage = PodStorage(store_arg=settings.store_uri)
     elif settings.store_uri.startswith("pvc://"):
@@ -100,13 +101,20 @@ def pod_storage(settings: Settings, *, store_read_only: bool, feedback: bool, fe
         elif settings.feedback_volume:
             _mount(storage, "feedback", settings.feedback_volume, settings.feedback_path, "", feedback_read_only)
             storage.feedback_arg = settings.feedback_path
-    if is_s3(storage.store_arg) or is_s3(storage.feedback_arg):
-        storage.env = s3_env(settings)
-        if settings.store_ca_config_map:
-            storage.volumes.append({"name": "store-ca", "configMap": {
-                "name": settings.store_ca_config_map, "items": [{"key": CA_KEY, "path": CA_KEY}]}})
-            storage.mounts.append({"name": "store-ca", "mountPath": CA_MOUNT, "readOnly": True})
+    if is_s3(storage.store_arg) or is_s3(storage.feedback_arg) or is_s3(data_source):
+        access = s3_access(settings)
+        storage.env, storage.volumes, storage.mounts = access.env, [*storage.volumes, *access.volumes], [*storage.mounts, *access.mounts]
     return storage
+
+
+def s3_access(settings: Settings) -> PodStorage:
+    """What a pod needs to reach the object store and nothing else: the settings, the Secret's keys, the CA bundle."""
+    access = PodStorage(store_arg="", env=s3_env(settings))
+    if settings.store_ca_config_map:
+        access.volumes.append({"name": "store-ca", "configMap": {
+            "name": settings.store_ca_config_map, "items": [{"key": CA_KEY, "path": CA_KEY}]}})
+        access.mounts.append({"name": "store-ca", "mountPath": CA_MOUNT, "readOnly": True})
+    return access
 
 
 STORE_RECHECK_SECONDS = 30.0

@@ -73,7 +73,8 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
         "training", **{labels.TRAINING_JOB: meta["name"], labels.MODEL: spec.model, labels.VERSION: version}
     )
 
-    storage = pod_storage(settings, store_read_only=False, feedback=spec.data.include_feedback, feedback_read_only=True)
+    storage = pod_storage(settings, store_read_only=False, feedback=spec.data.include_feedback, feedback_read_only=True,
+                          data_source=spec.data.source)
     args = ["train", "--spec", SPEC_PATH, "--store", storage.store_arg, "--version", version,
             "--termination-log", "/dev/termination-log"]
     for module in settings.allowed_estimator_modules:
@@ -137,8 +138,8 @@ def build_job(tj: Obj, settings: Settings, champion: str | None = None) -> Obj:
     }
 
 
-def termination_summary(pods: list[Obj]) -> Obj | None:
-    """The trainer's one-line JSON summary from the newest terminated trainer container."""
+def last_termination(pods: list[Obj]) -> Obj | None:
+    """The ``terminated`` state of the newest terminated trainer container."""
     best: tuple[str, Obj] | None = None
     for pod in pods:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -148,15 +149,39 @@ def termination_summary(pods: list[Obj]) -> Obj | None:
             when = term.get("finishedAt") or ""
             if best is None or when >= best[0]:
                 best = (when, term)
-    if best is None:
+    return best[1] if best else None
+
+
+def out_of_memory(pods: list[Obj], spec: Obj) -> str | None:
+    """Why the last attempt failed when the kernel killed it for its memory (the kubelet's ``OOMKilled``).
+
+    Such a trainer writes no summary (its last log line stands in for one), so this is
+    the only account of it a user gets.
+    """
+    term = last_termination(pods)
+    if not term or term.get("reason") != "OOMKilled":
         return None
-    text = (best[1].get("message") or "").strip().splitlines()
+    limit = (((spec.get("resources") or {}).get("limits")) or {}).get("memory")
+    where = f"its memory limit ({limit})" if limit else "the memory its node could give it"
+    hint = ("raise spec.resources.limits.memory: the runner holds the samples and the model, the workers the rows"
+            if spec.get("distributed") else
+            "raise spec.resources.limits.memory, or train on Dask workers with spec.distributed, which never holds all the rows in one pod")
+    return f"the trainer used more than {where} and was killed (OOMKilled); {hint}"
+
+
+def termination_summary(pods: list[Obj]) -> Obj | None:
+    """The trainer's one-line JSON summary from the newest terminated trainer container."""
+    term = last_termination(pods)
+    if term is None or term.get("reason") == "OOMKilled":
+        return None  # killed mid-run: the message is the log's tail, not a summary
+    text = (term.get("message") or "").strip().splitlines()
     for line in reversed(text):
         try:
             summary = json.loads(line)
         except ValueError:
             continue
-        if isinstance(summary, dict):
+        # A log line (the tail of a trainer that died before writing its summary) has an "event"; a summary never does.
+        if isinstance(summary, dict) and "event" not in summary:
             return summary
     return None
 
@@ -264,7 +289,8 @@ def decide(
         return _succeeded(tj, status, old, job_status, summary or {}, settings, now, same_generation)
 
     if failed:
-        reason, message = _failure(failed, summary)
+        oom = out_of_memory(pods, tj["spec"])
+        reason, message = ("OOMKilled", oom) if oom else _failure(failed, summary)
         status.update(phase="Failed", completionTime=job_status.get("completionTime") or failed.get("lastTransitionTime") or timestamp(now))
         if summary and summary.get("gate"):
             status["gate"] = _gate_status(summary["gate"])
@@ -306,7 +332,7 @@ def _decide_on_dask(tj: Obj, status: Obj, old: Obj, same_generation: bool, daskj
     summary = termination_summary(pods)
     dask = decide_dask(tj, status, old, same_generation, daskjob, summary,
                        lambda attempt: build_daskjob(tj, build_job(tj, settings, champion), settings, attempt), now,
-                       runner_exit_code(pods))
+                       runner_exit_code(pods), out_of_memory(pods, tj["spec"]))
     if dask.succeeded and daskjob is not None:
         end = (daskjob.get("status") or {}).get("endTime")
         done = _succeeded(tj, dask.status, old, {"completionTime": end} if end else {}, summary or {}, settings, now,
