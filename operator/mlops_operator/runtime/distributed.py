@@ -118,13 +118,14 @@ def distributed_task(class_path: str, declared: str | None) -> Any:
 # -- the run ------------------------------------------------------------------------------
 
 
-EVALUATION_ROWS = 50_000
+EVALUATION_ROWS = 20_000
 """Held-out rows the runner evaluates, gates, explains and compiles on at most: a uniform sample of them all."""
-PROFILE_ROWS = 50_000
+PROFILE_ROWS = 20_000
 """Training rows the drift reference profile is made of at most: a uniform sample of them all."""
 KEY = "__mlops_sample_key__"
 MAX_CLASSES = 1_000
-MERGE_FAN_IN = 8
+MERGE_FAN_IN = 4
+"""Scans one merge task takes: it holds their samples at once, so few (a worker's memory bounds it)."""
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ def _scan(pieces: list[Any], schema: data_mod.Schema, seed: int, fraction: float
 
     caps = (PROFILE_ROWS, EVALUATION_ROWS)  # read here, in the runner: the workers get them as arguments
     level = [dask.delayed(_scan_piece, pure=True)(p, schema, i, seed, fraction, caps) for i, p in enumerate(pieces)]
-    for _ in range(64):  # a tree of fan-in 8: 64 levels is far beyond MAX_PARTITIONS
+    for _ in range(64):  # a tree of fan-in 4: 64 levels is far beyond MAX_PARTITIONS
         if len(level) == 1:
             break
         level = [dask.delayed(_merge, pure=True)(caps, *level[i:i + MERGE_FAN_IN]) for i in range(0, len(level), MERGE_FAN_IN)]

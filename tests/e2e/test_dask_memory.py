@@ -1,0 +1,112 @@
+"""Data larger than the memory of any one process: the single-process trainer is OOM-killed, Dask trains on it.
+
+The data set is 15.7 million rows of 16 numeric features and a label: 2.1 GB as
+the trainer's float64 columns (193 MB of Parquet, in 157 row groups). Memory
+limits are enforced by the kernel through a memory cgroup this test creates
+(tests/memcg.py), as a pod's limit is on a node:
+
+- the single-process trainer, limited to 512 MiB, is killed by the kernel's
+  OOM killer before it can store anything (on a cluster, the kubelet reports
+  that kill as ``OOMKilled`` and the TrainingJob says so:
+  tests/unit/test_trainingjob_controller.py);
+- ``spec.distributed`` with two workers of 512 MiB each trains on the same
+  file, its whole run (runner, scheduler, both workers) inside 1.5 GiB: less
+  than the data, so no process of it held all the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+from tests.memcg import memory_cgroup  # noqa: E402
+
+ROWS = 15_700_000
+FEATURES = 16
+ROW_GROUP = 100_000
+"""Rows of one Parquet row group: one partition, a few tens of MB on a worker."""
+MiB = 1 << 20
+IN_MEMORY = ROWS * (FEATURES + 1) * 8
+RUN_SECONDS = 900
+
+
+def _write(path: Path) -> None:
+    """A linearly separable-with-noise problem on values with few levels (so the Parquet file stays small)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    weights = np.linspace(-1, 1, FEATURES)
+    writer = None
+    try:
+        for start in range(0, ROWS, ROW_GROUP):
+            rng = np.random.default_rng(start)
+            X = rng.integers(0, 64, size=(ROW_GROUP, FEATURES)).astype(np.float64) / 8.0
+            y = ((X - 4.0) @ weights + rng.normal(0, 1.0, ROW_GROUP) > 0).astype(np.int64)
+            table = pa.table({**{f"f{j}": X[:, j] for j in range(FEATURES)}, "label": y})
+            writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=ROW_GROUP)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+@pytest.fixture(scope="module")
+def big_parquet(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "events.parquet"
+    _write(path)
+    return path
+
+
+def _job(tmp_path: Path, source: Path, distributed: bool) -> Path:
+    spec = {
+        "model": "events",
+        "data": {"source": f"file://{source}", "target": "label"},
+        "estimator": {"class": "sklearn.linear_model.SGDClassifier", "params": {"max_iter": 1, "tol": None, "random_state": 0}},
+        "preprocessing": {"numeric": {"impute": "none", "scale": "standard"}},
+        "qualityGate": {"metric": "accuracy", "minimum": 0.85},
+    }
+    if distributed:
+        spec["distributed"] = {"engine": "dask", "workers": 2, "resources": {"limits": {"memory": "512Mi"}}}
+    path = tmp_path / "trainingjob.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
+                                    "metadata": {"name": "events", "namespace": "ml"}, "spec": spec}))
+    return path
+
+
+def _train(tmp_path: Path, spec: Path, limit: int):  # type: ignore[no-untyped-def]
+    try:
+        with memory_cgroup(limit) as group:
+            done = group.run([sys.executable, "-m", "mlops_operator.cli", "train", "--spec", str(spec), "--store",
+                              str(tmp_path / "store"), "--termination-log", str(tmp_path / "summary")],
+                             timeout=RUN_SECONDS, capture_output=True, text=True)
+            return done, group.oom_kills(), group.peak()
+    except PermissionError as exc:
+        pytest.skip(f"no memory cgroup can be made here ({exc}); the limits could not be enforced")
+
+
+def test_dask_single_process_trainer_is_oom_killed_at_512mib(tmp_path, big_parquet) -> None:
+    done, oom_kills, _ = _train(tmp_path, _job(tmp_path, big_parquet, distributed=False), 512 * MiB)
+    assert done.returncode == -signal.SIGKILL and oom_kills >= 1, done.stderr[-2000:]
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("metadata.json"))
+    assert not (tmp_path / "summary").exists()  # killed mid-run: no summary, hence the kubelet's OOMKilled is all there is
+
+
+def test_dask_two_workers_of_512mib_train_on_2gb_within_less_memory_than_the_data(tmp_path, big_parquet) -> None:
+    assert IN_MEMORY > 2 * 10**9
+    limit = 3 * 512 * MiB  # runner (with the scheduler) and two workers
+    done, oom_kills, peak = _train(tmp_path, _job(tmp_path, big_parquet, distributed=True), limit)
+    assert done.returncode == 0 and oom_kills == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert peak < limit < IN_MEMORY
+    summary = json.loads((tmp_path / "summary").read_text())
+    assert summary["rows"]["total"] == ROWS and summary["rows"]["evaluated"] < summary["rows"]["test"]
+    assert summary["gate"]["result"] == "Passed" and summary["metrics"]["accuracy"] >= 0.85
+    meta = json.loads(next((tmp_path / "store").rglob("metadata.json")).read_text())
+    assert meta["distributed"]["partitions"] == ROWS // ROW_GROUP + (ROWS % ROW_GROUP > 0)
