@@ -130,3 +130,60 @@ def test_s3_loop_on_the_cluster_trains_serves_and_retrains_from_the_bucket(clust
               f"{result['error_rate_before_drift']} -> {result['error_rate_after_drift']} -> "
               f"{result['error_rate_after_promotion']}")
     assert_recovered(result)
+
+
+# -- more rows than a trainer's memory limit ------------------------------------------------------
+
+BIG_KEY = "big/events.csv.gz"
+BIG_ROWS = 15_700_000
+"""2.1 GB as the trainer's float64 columns (16 features and the label)."""
+
+
+def upload_big_csv(server: S3Server, bucket: str) -> str:
+    """15.7 million rows as one gzip'd CSV of a few MB: a block of rows repeated, inside gzip's window, so the
+    object passes the single-pod trainer's download limit and only its parsed columns are large."""
+    import gzip
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    block_rows = 250
+    X = rng.integers(0, 8, size=(block_rows, 16)) / 2
+    y = (X @ np.linspace(-1, 1, 16) > 0).astype(int)
+    block = "".join(",".join(f"{v:g}" for v in row) + f",{label}\n" for row, label in zip(X, y)).encode()
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as gz:
+        gz.write((",".join(f"f{j}" for j in range(16)) + ",label\n").encode())
+        for _ in range(BIG_ROWS // block_rows):
+            gz.write(block)
+    obstore.put(server.store(bucket), BIG_KEY, out.getvalue())
+    return f"s3://{bucket}/{BIG_KEY}"
+
+
+def test_dask_baseline_a_single_pod_trainer_over_its_memory_limit_fails_as_oomkilled(cluster, s3_on_bridge,
+                                                                                      s3_release) -> None:
+    """The kubelet's OOMKilled, not a guess: the TrainingJob says which limit and what to change, stores nothing."""
+    from tests.cluster.test_smoke import wait_for
+
+    server, bucket = s3_on_bridge, s3_release
+    source = upload_big_csv(server, bucket)
+    name = "events-one-pod"
+    tj = {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name, "namespace": NAMESPACE},
+          "spec": {"model": name, "data": {"source": source, "target": "label"},
+                   "estimator": {"class": "sklearn.linear_model.SGDClassifier"},
+                   "resources": {"requests": {"memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+                   "backoffLimit": 0}}
+    with explained(cluster, NAMESPACE):
+        kubectl(cluster, "apply", "-f", "-", input=json.dumps(tj))
+        try:
+            failed = wait_for(lambda: (lambda o: o if (o.get("status") or {}).get("phase") == "Failed" else None)(
+                get_json(cluster, "trainingjob", name, namespace=NAMESPACE)), 300, f"TrainingJob {name} to fail")
+            ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
+            assert ready["reason"] == "OOMKilled", ready
+            assert "more than its memory limit (512Mi)" in ready["message"] and "spec.distributed" in ready["message"]
+            events = get_json(cluster, "events", "--field-selector", f"involvedObject.name={name}", namespace=NAMESPACE)
+            assert any(e["reason"] == "OOMKilled" and e["type"] == "Warning" for e in events["items"]), events["items"]
+            assert not [k for k in server.keys(bucket) if k.startswith(f"models/{NAMESPACE}/{name}/")]
+        finally:
+            kubectl(cluster, "delete", "trainingjob", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true",
+                    timeout=120)

@@ -323,8 +323,9 @@ def prepare(
     categorical: Sequence[str] | None,
     task: str | None,
     feedback: pd.DataFrame | None = None,
+    min_rows: int = MIN_ROWS,
 ) -> Dataset:
-    """Select and type the columns, append feedback rows, drop rows without a target."""
+    """Select and type the columns, append feedback rows, drop rows without a target (at least ``min_rows`` must stay)."""
     if frame.shape[1] == 0 or len(frame) == 0:
         raise DataError("the data has no rows")
     columns = [str(c) for c in frame.columns]
@@ -376,8 +377,8 @@ def prepare(
     dropped = int(missing_target.sum())
     out = out[~missing_target].reset_index(drop=True)
     out[target] = _type_target(out[target], task)
-    if len(out) < MIN_ROWS:
-        raise DataError(f"only {len(out)} row(s) with a target; at least {MIN_ROWS} are needed")
+    if len(out) < min_rows:
+        raise DataError(f"only {len(out)} row(s) with a target; at least {min_rows} are needed")
     cat_list = [f for f in features if kinds[f] == "categorical"]
     return Dataset(
         frame=out,

@@ -122,6 +122,8 @@ EVALUATION_ROWS = 20_000
 """Held-out rows the runner evaluates, gates, explains and compiles on at most: a uniform sample of them all."""
 PROFILE_ROWS = 20_000
 """Training rows the drift reference profile is made of at most: a uniform sample of them all."""
+IN_MEMORY_PARTITIONS = 4
+"""Pieces a source read whole by the runner is cut into (it is bounded by the download limit: small)."""
 KEY = "__mlops_sample_key__"
 MAX_CLASSES = 1_000
 MERGE_FAN_IN = 4
@@ -159,9 +161,9 @@ def train_on_dask(estimator: Any, class_path: str, task: str, data: Any, preproc
     the workers' memory.
     """
     _require_dask()
-    parts = _source_partitions(data, task, pvc_root, max_download_bytes, log)
+    parts = _source_partitions(data, pvc_root, max_download_bytes, log)
     head = data_mod.prepare(partitions.read_head(parts[0]), target=data.target, features=data.features,
-                            categorical=data.categorical, task=task)
+                            categorical=data.categorical, task=task, min_rows=1)  # the rows are counted later, all of them
     schema = data_mod.Schema.of(head, declared=data.features is not None, task=task)
     pieces: list[Any] = list(parts)
     warnings = list(head.warnings)
@@ -193,7 +195,7 @@ def train_on_dask(estimator: Any, class_path: str, task: str, data: Any, preproc
             pipeline = _fit(client, estimator, class_path, task, pieces, scan, schema, ds, preprocessing, validation)
             seconds = time.monotonic() - started
     except _killed_worker() as exc:
-        raise DataError(f"a Dask worker died (out of memory?) on {exc}: each partition (a file, or a Parquet row group) "
+        raise DataError(f"a Dask worker died (out of memory?) on task {getattr(exc, 'task', exc)}, again and again: each partition (a file, or a Parquet row group) "
                         "must fit in one worker's memory; write smaller files or row groups, or give the workers "
                         "more memory (spec.distributed.resources)") from None
     log("fitted_on_dask", estimator=class_path, workers=spec.workers, partitions=len(pieces), seconds=round(seconds, 3))
@@ -202,7 +204,7 @@ def train_on_dask(estimator: Any, class_path: str, task: str, data: Any, preproc
                    _digest(scan.digests), len(pieces))
 
 
-def _source_partitions(data: Any, task: str, pvc_root: Any, max_download_bytes: int, log: Any) -> list[Any]:
+def _source_partitions(data: Any, pvc_root: Any, max_download_bytes: int, log: Any) -> list[Any]:
     """The workers' partitions; a source they cannot read themselves is read here and cut in pieces."""
     if partitions.is_partitioned(data.source):
         parts: list[Any] = partitions.list_partitions(data.source, pvc_root=pvc_root)
@@ -213,10 +215,6 @@ def _source_partitions(data: Any, task: str, pvc_root: Any, max_download_bytes: 
     log("loaded_data", source=data.source, rows=len(frame), columns=int(frame.shape[1]))
     size = max(1, math.ceil(len(frame) / IN_MEMORY_PARTITIONS))
     return [frame.iloc[i:i + size] for i in range(0, len(frame), size)]
-
-
-IN_MEMORY_PARTITIONS = 4
-"""Pieces a source read whole by the runner is cut into (it is bounded by the download limit: small)."""
 
 
 def _check_rows(scan: Scan, task: str) -> None:
