@@ -283,6 +283,7 @@ class OneNodeCluster:
                 except OSError as err:
                     problems.append(f"{directory} not removed: {err.strerror}")
         problems += [f"mount still there: {m}" for m in hoststate.mounts_under(work_dir)]
+        problems += [f"socket still open: {s}" for s in hoststate.sockets_on(BRIDGE_IP)]
         if self.before is not None:
             problems += hoststate.leftovers(self.before, hoststate.HostState.snapshot())
         problems += [f"sysctl {k} is {v!r}, was {self._sysctls[k]!r}"
