@@ -153,9 +153,6 @@ class ClusterDNS:
         if self._log is not None and not self._log.closed:
             self._log.write(line + "\n")
 
-    def running(self) -> bool:
-        return any(s.isAlive() for s in self.servers if hasattr(s, "thread"))
-
     def stop(self) -> list[str]:
         """Stop answering and close the sockets; return what is still running (empty when stopped)."""
         for server in self.servers:
