@@ -3,7 +3,9 @@
 # registry or a Docker daemon, for the one-node test cluster:
 #   1. the base (hack/cluster/base-image.sh) imported into podman as the
 #      PYTHON_IMAGE build argument;
-#   2. `podman build --isolation chroot` of the Dockerfile;
+#   2. `podman build --isolation chroot` of the Dockerfile with the `dask`
+#      extra (EXTRAS=dask): one image for every role on the cluster, the
+#      DaskJobs' runner, scheduler and workers included;
 #   3. a "pause" image for the pods' sandboxes: the same base whose entrypoint
 #      waits for SIGTERM;
 #   4. both saved as OCI archives, ready for `ctr images import`.
@@ -30,6 +32,8 @@ BASE_TAR="$(bash "$HERE/base-image.sh" | tail -n1)"
 BASE_KEY="$(basename "$BASE_TAR" .tar)"
 BASE_KEY="${BASE_KEY##*-}"
 BASE_REF="localhost/mlops-python-base:$BASE_KEY"
+# The distributed-training test's Dask pods need the extra; the other roles do not mind it.
+EXTRAS=dask
 
 # The build context as .dockerignore admits it, plus the Dockerfile itself.
 context_key() {
@@ -79,7 +83,7 @@ fi
 
 echo "image.sh: building $OPERATOR_REF" >&2
 podman build --isolation chroot --pull=never \
-  --build-arg "PYTHON_IMAGE=$BASE_REF" \
+  --build-arg "PYTHON_IMAGE=$BASE_REF" --build-arg "EXTRAS=$EXTRAS" \
   -t "$OPERATOR_REF" -f "$ROOT/Dockerfile" "$ROOT" >&2
 
 # The sandbox ("pause") container only holds the pod's namespaces; PID 1

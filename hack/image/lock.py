@@ -4,8 +4,9 @@
     .venv/bin/python hack/image/lock.py --check  # exit 1 if it misses a dependency or breaks a range
 
 The pins are the versions installed in the running environment of every
-package the project needs at run time (its dependencies, transitively, no
-extras), so the image gets what the tests ran with, the same on every build.
+package the project needs at run time (its dependencies and those of its
+``dask`` extra, transitively), so the image gets what the tests ran with, the
+same on every build, with or without ``--build-arg EXTRAS=dask``.
 """
 
 from __future__ import annotations
@@ -23,23 +24,39 @@ from packaging.utils import canonicalize_name
 HERE = Path(__file__).resolve().parent
 CONSTRAINTS = HERE / "constraints.txt"
 HEADER = "# The versions the image installs (hack/image/lock.py writes this file from the test environment).\n"
+IMAGE_EXTRAS = ("dask",)
+"""The project's extras an image may be built with (the Dockerfile's EXTRAS): their packages are pinned too."""
 
 
-def runtime_requirements(dist: str = "mlops-operator") -> dict[str, Requirement]:
-    """Every package ``dist`` needs at run time, by canonical name, with the first requirement naming it."""
-    env = {**default_environment(), "extra": ""}
+def _applies(req: Requirement, extras: tuple[str, ...]) -> bool:
+    """Whether ``req`` is needed by a package installed with ``extras`` on this platform."""
+    if req.marker is None:
+        return True
+    env = default_environment()
+    return any(req.marker.evaluate({**env, "extra": extra}) for extra in ("", *extras))
+
+
+def runtime_requirements(dist: str = "mlops-operator", extras: tuple[str, ...] = IMAGE_EXTRAS) -> dict[str, Requirement]:
+    """Every package ``dist`` (with ``extras``) needs at run time, by canonical name, with the first requirement naming it."""
     found: dict[str, Requirement] = {}
-    todo = [dist]
+    todo = [(dist, extras)]
+    seen = set()
     while todo:
-        name = todo.pop()
+        name, wanted = todo.pop()
+        if (canonicalize_name(name), wanted) in seen:
+            continue
+        seen.add((canonicalize_name(name), wanted))
         for text in metadata.requires(name) or []:
             req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate(env):
+            if not _applies(req, wanted):
                 continue
             key = canonicalize_name(req.name)
-            if key not in found:
-                found[key] = req
-                todo.append(req.name)
+            if key == canonicalize_name(dist):
+                # An extra naming the project itself (``mlops-operator[dask]``): its extras, not a pin.
+                todo.append((dist, tuple(sorted(req.extras))))
+                continue
+            found.setdefault(key, req)
+            todo.append((req.name, tuple(sorted(req.extras))))
     return found
 
 

@@ -111,6 +111,24 @@ def processes_of(work_dir: Path, cgroup_leaf: str) -> dict[int, str]:
     return found
 
 
+def sockets_on(address: str) -> list[str]:
+    """Listening TCP and bound UDP sockets on the IPv4 ``address`` (``"udp 10.244.0.1:53"``), from /proc/net."""
+    packed = "".join(f"{int(octet):02X}" for octet in reversed(address.split(".")))
+    found = []
+    for proto, wanted in (("tcp", "0A"), ("udp", "07")):  # LISTEN; an unconnected datagram socket
+        try:
+            lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            ip, port = local.split(":")
+            if ip == packed and state == wanted:
+                found.append(f"{proto} {address}:{int(port, 16)}")
+    return found
+
+
 def nft_tables() -> set[tuple[str, str]]:
     """(family, name) of every nftables table; iptables-nft makes ``ip filter`` & co. on first use."""
     if shutil.which("nft") is None:

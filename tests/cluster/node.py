@@ -11,6 +11,8 @@
 * the kubelet, its pods' cgroups inside this process's own cgroup, its root
   dir and pod logs in the temporary directory;
 * kube-proxy in iptables mode;
+* the pods' name server (tests/cluster/dns.py) on the bridge address: Service
+  names of the cluster domain resolve, nothing else does;
 * the CNI bridge/host-local/portmap/loopback plugins on a bridge of its own,
   pod range ``POD_CIDR``; the Service range is the control plane's.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 
 from tests.cluster import hoststate
 from tests.cluster.cgroups import PodCgroupRoot
+from tests.cluster.dns import LOOKUP_TIMEOUT as DNS_LOOKUP_TIMEOUT, ClusterDNS
 from tests.cluster.pieces import Image
 from tests.envtest.controlplane import (
     DEFAULT_CONTROLLERS,
@@ -51,6 +54,7 @@ from tests.envtest.controlplane import (
 POD_CIDR = "10.244.0.0/24"
 BRIDGE_IP = "10.244.0.1"
 NODE_NAME = "mlops-node"
+CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = "/usr/lib/cni"
 # The control plane's controllers, plus: EndpointSlices for kube-proxy, the
 # node lifecycle (it lifts the node's not-ready taint once the kubelet is Ready),
@@ -171,6 +175,7 @@ class OneNodeCluster:
         self.components: list[Component] = []
         self.cgroups: PodCgroupRoot | None = None
         self.bridge: str | None = None
+        self.dns: ClusterDNS | None = None
         self.before: hoststate.HostState | None = None
         self._sysctls: dict[str, str] = {}
         self._shim_dirs_before: set[Path] = set()
@@ -217,6 +222,7 @@ class OneNodeCluster:
             self.plane = ClusterControlPlane(self.plane_bin_dir, self.node_bin_dir,
                                              log_dir=self.work_dir / "logs").start()
             self._write_cni_config()
+            self._start_dns()
             self.cgroups = PodCgroupRoot(f"mlops-cluster-{os.getpid()}").create()
             self._start_containerd()
             self._import_images()
@@ -246,11 +252,14 @@ class OneNodeCluster:
             with contextlib.suppress(Exception):
                 component.stop(15)
         self.components = []
+        problems = []
+        if self.dns is not None:
+            problems += self.dns.stop()
+            self.dns = None
         if self.plane is not None:
             self.plane.stop()
             self.plane = None
 
-        problems = []
         leaf = self.cgroups.leaf if self.cgroups else f"mlops-cluster-{os.getpid()}"
         stray = hoststate.processes_of(work_dir, leaf)
         if stray:
@@ -274,6 +283,7 @@ class OneNodeCluster:
                 except OSError as err:
                     problems.append(f"{directory} not removed: {err.strerror}")
         problems += [f"mount still there: {m}" for m in hoststate.mounts_under(work_dir)]
+        problems += [f"socket still open: {s}" for s in hoststate.sockets_on(BRIDGE_IP)]
         if self.before is not None:
             problems += hoststate.leftovers(self.before, hoststate.HostState.snapshot())
         problems += [f"sysctl {k} is {v!r}, was {self._sysctls[k]!r}"
@@ -295,6 +305,8 @@ class OneNodeCluster:
         """Log tails of every component (the control plane's too), for failure reports."""
         tails = dict(self.plane.logs()) if self.plane else {}
         tails.update({c.name: c.tail(60) for c in self.components})
+        if self.dns is not None:
+            tails["dns"] = self.dns.tail(60)
         return tails
 
     def pod_logs(self) -> dict[str, str]:
@@ -372,6 +384,16 @@ class OneNodeCluster:
         }
         (conf_dir / "10-mlops.conflist").write_text(json.dumps(conflist, indent=2) + "\n")
 
+    def _start_dns(self) -> None:
+        """The pods' name server, before any pod: it answers from the API server, so after the control plane."""
+        assert self.work_dir is not None and self.plane is not None
+        try:
+            plane = self.plane
+            self.dns = ClusterDNS(lambda path: plane.request(path, timeout=DNS_LOOKUP_TIMEOUT), BRIDGE_IP,
+                                  self.work_dir / "logs" / "dns.log", domain=CLUSTER_DOMAIN).start()
+        except OSError as err:
+            raise ClusterError(f"the DNS responder cannot listen on {BRIDGE_IP}:53: {err}") from err
+
     def _start_containerd(self) -> None:
         assert self.work_dir is not None
         base = self.work_dir / "containerd"
@@ -428,7 +450,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         root = self.work_dir / "kubelet"
         root.mkdir()
         resolv = self.work_dir / "resolv.conf"
-        # Pods get no real name server: nothing in them may resolve or reach outside the host.
+        # The node's own resolv.conf (pods with dnsPolicy Default): no real name server, nothing resolves.
+        # Every other pod asks clusterDNS, which knows the cluster's Services and nothing else.
         resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         port, healthz = free_ports(2)
         self.kubelet_healthz_port = healthz
@@ -453,7 +476,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
             "podLogsDir": str(self.pod_logs_dir),
             "resolvConf": str(resolv),
-            "clusterDomain": "cluster.local",
+            "clusterDNS": [BRIDGE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
             # The imported images must never be garbage-collected.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,

@@ -8,6 +8,7 @@ machine's own: raising them needs CAP_SYS_RESOURCE, which some sandboxes
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -57,3 +58,21 @@ def test_root_filesystem_is_read_only_but_home_is_writable(operator_image: Image
     proc = podman_run(operator_image, "-c", script, entrypoint="python3")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["venv EROFS", "home /tmp"]
+
+
+def test_image_carries_the_dask_extra_at_the_pinned_versions(operator_image: Image) -> None:
+    """hack/cluster/image.sh builds with EXTRAS=dask: the DaskJobs' runner, scheduler and workers run this image."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack" / "image"))
+    try:
+        import lock
+    finally:
+        sys.path.pop(0)
+    pinned = lock.read()
+    script = ("import json, importlib.metadata as m, dask.dataframe, distributed, dask_ml.linear_model, xgboost\n"
+              "print(json.dumps({d: m.version(d) for d in ('dask', 'distributed', 'dask-ml', 'xgboost-cpu')}))\n")
+    proc = podman_run(operator_image, "-c", script, entrypoint="python3")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {d: pinned[d] for d in ("dask", "distributed", "dask-ml", "xgboost-cpu")}

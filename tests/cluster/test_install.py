@@ -118,8 +118,8 @@ def post(url: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
-def persistent_volumes(store_dir: Path) -> str:
-    """hostPath volumes pre-bound to the chart's claims, writable by the pods' uid."""
+def persistent_volumes(store_dir: Path, namespace: str = NAMESPACE) -> str:
+    """hostPath volumes pre-bound to the chart's claims in ``namespace``, writable by the pods' uid."""
     items = []
     for claim, size in CLAIMS.items():
         path = store_dir / claim
@@ -128,13 +128,13 @@ def persistent_volumes(store_dir: Path) -> str:
         os.chown(path, POD_UID, POD_UID)
         items.append({
             "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": f"{NAMESPACE}-{claim}"},
+            "metadata": {"name": f"{namespace}-{claim}"},
             "spec": {
                 "capacity": {"storage": size},
                 "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
-                "claimRef": {"namespace": NAMESPACE, "name": claim},
+                "claimRef": {"namespace": namespace, "name": claim},
                 "hostPath": {"path": str(path), "type": "Directory"},
             },
         })
