@@ -263,7 +263,8 @@ def test_dask_run_that_misses_its_gate_fails_once_and_leaves_no_dask_cluster(clu
     name = "cancer-dask-strict"
     tj["metadata"] = {"name": name, "namespace": dask_namespace}
     tj["spec"]["model"] = name
-    tj["spec"]["qualityGate"]["minimum"] = 0.99  # the example's model scores about 0.97 on its held-out rows
+    # One weak feature: about the majority class's share (0.63) on any held-out draw, far from the gate's 0.9.
+    tj["spec"]["data"]["features"] = ["mean fractal dimension"]
     recorder = PodRecorder(cluster, dask_namespace)
     with explained(cluster, dask_operator):
         kubectl(cluster, "apply", "-f", "-", input=json.dumps(tj))
@@ -277,7 +278,7 @@ def test_dask_run_that_misses_its_gate_fails_once_and_leaves_no_dask_cluster(clu
         status = wait_until(failed, TRAINING_TIMEOUT, f"TrainingJob {name} Failed", interval=2.0)
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "False" and ready["reason"] == "GateFailed", ready
-        assert status["gate"]["result"] == "Failed" and status["gate"]["value"] < 0.99, status["gate"]
+        assert status["gate"]["result"] == "Failed" and status["gate"]["value"] < 0.9, status["gate"]
         # One attempt only: a missed gate is no crash that a new DaskJob could fix.
         assert status["jobName"] == f"{name}-g1", status
         runners = sorted(p["metadata"]["name"] for p in recorder.of("job-runner"))
