@@ -82,19 +82,17 @@ def dask_namespace(cluster) -> str:
             timeout=CLEANUP_TIMEOUT + 30)
 
 
-@pytest.fixture(scope="module")
-def dask_operator(cluster, dask_namespace, tmp_path_factory) -> Path:
-    """The Dask operator's CRDs and its controller (a host process) for the namespace; its log's path.
+@contextlib.contextmanager
+def running_dask_operator(cluster, namespace: str, log_path: Path):
+    """The Dask operator's CRDs and its controller (a host process) watching ``namespace``; removed afterwards.
 
-    Stopped after the release (which deletes what it made while the Dask
-    operator can still remove its finalizers), then its CRDs are deleted.
+    Stop it only after what it made is deleted: it removes its own finalizers.
     """
     crd_dir = dask_crd_dir()
     install_crds(cluster.kubeconfig, crd_dir)
-    log_path = tmp_path_factory.mktemp("dask-operator") / "dask-operator.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", dask_namespace,
+        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace,
          "-m", "dask_kubernetes.operator.controller"],
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -111,6 +109,13 @@ def dask_operator(cluster, dask_namespace, tmp_path_factory) -> Path:
         log.close()
         kubectl(cluster, "delete", "-f", str(crd_dir), "--ignore-not-found", f"--timeout={CLEANUP_TIMEOUT}s",
                 timeout=CLEANUP_TIMEOUT + 30)
+
+
+@pytest.fixture(scope="module")
+def dask_operator(cluster, dask_namespace, tmp_path_factory) -> Path:
+    """The Dask operator for the namespace; its log's path. Stopped after the release (see above)."""
+    with running_dask_operator(cluster, dask_namespace, tmp_path_factory.mktemp("dask-operator") / "dask-operator.log") as log:
+        yield log
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,11 @@ import pytest
 from mlops_operator.local.demo import Timeline, Traffic
 from mlops_operator.runtime.data import read_source
 from tests.cluster.node import BRIDGE_IP
+from tests.cluster.test_dask import running_dask_operator
 from tests.cluster.test_install import CLEANUP_TIMEOUT, OPERATOR_READY_TIMEOUT, ROOT, explained, get_json
 from tests.cluster.test_loop import assert_recovered, delete_loop, demo_objects, drive_loop
 from tests.cluster.test_smoke import kubectl
+from tests import bigdata
 from tests.s3server import REGION, S3Server, running_s3
 
 NAMESPACE = "mlops-s3"
@@ -45,9 +47,18 @@ def s3_on_bridge(cluster, tmp_path_factory) -> S3Server:
 
 
 @pytest.fixture(scope="module")
-def s3_release(cluster, images, helm, s3_on_bridge) -> str:
-    """The chart installed on ``s3://<bucket>`` in its own namespace; the bucket's name. Removed afterwards."""
-    server = s3_on_bridge
+def s3_release(cluster, images, helm, s3_on_bridge, tmp_path_factory) -> str:
+    """The chart installed on ``s3://<bucket>`` in its own namespace, with DaskJobs on; the bucket's name.
+
+    The Dask operator (a host process, as in test_dask.py) watches the namespace; it
+    outlives the release, whose removal deletes what it made.
+    """
+    with running_dask_operator(cluster, NAMESPACE, tmp_path_factory.mktemp("dask-operator-s3") / "dask-operator.log"):
+        yield from _s3_release(cluster, images, helm, s3_on_bridge)
+
+
+def _s3_release(cluster, images, helm, server: S3Server):
+    dask_image = images["operator"].ref  # the tests' one image carries the dask extra
     bucket = server.new_bucket("cluster")
     repository, _, tag = images["operator"].ref.rpartition(":")
     kubeconfig = f"--kubeconfig={cluster.kubeconfig}"
@@ -65,13 +76,16 @@ def s3_release(cluster, images, helm, s3_on_bridge) -> str:
                  "--set", f"watchNamespaces={{{NAMESPACE}}}", "--set", f"crds.enabled={str(not crds_exist).lower()}",
                  "--set", f"store.uri=s3://{bucket}/models", "--set", f"feedback.uri=s3://{bucket}/feedback",
                  "--set", f"store.s3.endpoint={server.endpoint}", "--set", f"store.s3.region={REGION}",
-                 "--set", "store.s3.addressingStyle=path", "--set", f"store.s3.secretName={SECRET}")
+                 "--set", "store.s3.addressingStyle=path", "--set", f"store.s3.secretName={SECRET}",
+                 "--set", "dask.enabled=true", "--set", f"dask.image={dask_image}")
             kubectl(cluster, "-n", NAMESPACE, "rollout", "status", OPERATOR, f"--timeout={OPERATOR_READY_TIMEOUT}s",
                     timeout=OPERATOR_READY_TIMEOUT + 30)
         yield bucket
     finally:
         try:
             delete_loop(cluster, MODEL, NAMESPACE)  # while the operator still runs
+            kubectl(cluster, "delete", "-n", NAMESPACE, "trainingjobs", "--all", f"--timeout={CLEANUP_TIMEOUT}s",
+                    timeout=CLEANUP_TIMEOUT + 30)
         except AssertionError:
             pass
         helm("uninstall", RELEASE, kubeconfig, "-n", NAMESPACE, "--wait", f"--timeout={CLEANUP_TIMEOUT}s",
@@ -135,7 +149,7 @@ def test_s3_loop_on_the_cluster_trains_serves_and_retrains_from_the_bucket(clust
 # -- more rows than a trainer's memory limit ------------------------------------------------------
 
 BIG_KEY = "big/events.csv.gz"
-BIG_ROWS = 15_700_000
+BIG_ROWS = bigdata.ROWS
 """2.1 GB as the trainer's float64 columns (16 features and the label)."""
 
 
@@ -187,3 +201,58 @@ def test_dask_baseline_a_single_pod_trainer_over_its_memory_limit_fails_as_oomki
         finally:
             kubectl(cluster, "delete", "trainingjob", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true",
                     timeout=120)
+
+
+def test_dask_workers_of_512mib_train_on_s3_partitions_larger_than_their_memory(cluster, s3_on_bridge, s3_release,
+                                                                               tmp_path: Path, capsys) -> None:
+    """The same rows as above, as Parquet under a prefix: two worker pods of 512 MiB read its row groups themselves."""
+    import time
+
+    from tests.cluster.test_smoke import wait_for
+
+    server, bucket = s3_on_bridge, s3_release
+    for path in bigdata.write_parquet(tmp_path / "events", files=4):
+        obstore.put(server.store(bucket), f"big/events/{path.name}", path.read_bytes())
+        path.unlink()
+    name = "events-dask"
+    tj = {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name, "namespace": NAMESPACE},
+          "spec": {"model": name, "data": {"source": f"s3://{bucket}/big/events/", "target": "label"},
+                   "estimator": {"class": "sklearn.linear_model.SGDClassifier",
+                                 "params": {"max_iter": 1, "tol": None, "random_state": 0}},
+                   "preprocessing": {"numeric": {"impute": "none", "scale": "standard"}},
+                   "qualityGate": {"metric": "accuracy", "minimum": 0.85},
+                   "resources": {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}},  # the runner
+                   "distributed": {"engine": "dask", "workers": 2,
+                                   "resources": {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}}},
+                   "activeDeadlineSeconds": 1200, "backoffLimit": 0}}
+    workers: dict[str, dict] = {}
+
+    def outcome() -> dict | None:
+        for pod in get_json(cluster, "pods", "-l", "dask.org/component=worker", namespace=NAMESPACE)["items"]:
+            workers[pod["metadata"]["name"]] = pod
+        status = get_json(cluster, "trainingjob", name, namespace=NAMESPACE).get("status") or {}
+        assert status.get("phase") != "Failed", status
+        return status if status.get("phase") == "Succeeded" else None
+
+    with explained(cluster, NAMESPACE):
+        started = time.monotonic()
+        kubectl(cluster, "apply", "-f", "-", input=json.dumps(tj))
+        try:
+            status = wait_for(outcome, 1200, f"TrainingJob {name} Succeeded")
+            seconds = time.monotonic() - started
+            assert status["gate"]["result"] == "Passed", status["gate"]
+            meta = json.loads(bytes(obstore.get(server.store(bucket),
+                                                f"models/{NAMESPACE}/{name}/{status['modelVersion']}/metadata.json").bytes()))
+            assert meta["rows"]["total"] == bigdata.ROWS and meta["distributed"]["partitions"] == -(-bigdata.ROWS // bigdata.ROW_GROUP)
+            # Two worker pods, each limited to a quarter of the data's size, and none of them ever restarted.
+            assert len(workers) == 2, sorted(workers)
+            for pod in workers.values():
+                assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
+                restarts = [s.get("restartCount", 0) for s in pod["status"].get("containerStatuses") or []]
+                assert restarts and max(restarts) == 0, pod["status"]
+        finally:
+            kubectl(cluster, "delete", "trainingjob", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true",
+                    timeout=CLEANUP_TIMEOUT + 30)
+    with capsys.disabled():
+        print(f"\ncluster dask beyond memory: {bigdata.ROWS:,} rows ({bigdata.IN_MEMORY / 1e9:.1f} GB as float64) on "
+              f"2 workers of 512Mi, Succeeded in {seconds:.0f}s, accuracy {status['metrics']['accuracy']:.4f}")

@@ -21,47 +21,21 @@ import signal
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
+from tests.bigdata import IN_MEMORY, ROW_GROUP, ROWS, write_parquet  # noqa: E402
 from tests.memcg import memory_cgroup  # noqa: E402
 
-ROWS = 15_700_000
-FEATURES = 16
-ROW_GROUP = 100_000
-"""Rows of one Parquet row group: one partition, a few tens of MB on a worker."""
 MiB = 1 << 20
-IN_MEMORY = ROWS * (FEATURES + 1) * 8
 RUN_SECONDS = 900
-
-
-def _write(path: Path) -> None:
-    """A linearly separable-with-noise problem on values with few levels (so the Parquet file stays small)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    weights = np.linspace(-1, 1, FEATURES)
-    writer = None
-    try:
-        for start in range(0, ROWS, ROW_GROUP):
-            rng = np.random.default_rng(start)
-            X = rng.integers(0, 64, size=(ROW_GROUP, FEATURES)).astype(np.float64) / 8.0
-            y = ((X - 4.0) @ weights + rng.normal(0, 1.0, ROW_GROUP) > 0).astype(np.int64)
-            table = pa.table({**{f"f{j}": X[:, j] for j in range(FEATURES)}, "label": y})
-            writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
-            writer.write_table(table, row_group_size=ROW_GROUP)
-    finally:
-        if writer is not None:
-            writer.close()
 
 
 @pytest.fixture(scope="module")
 def big_parquet(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("big") / "events.parquet"
-    _write(path)
+    (path,) = write_parquet(tmp_path_factory.mktemp("big"))
     return path
 
 
