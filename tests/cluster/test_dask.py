@@ -18,22 +18,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import daskoperator
 from tests.cluster.node import NODE_NAME, POD_CIDR
 from tests.cluster.test_install import (
     CLAIMS, CLEANUP_TIMEOUT, OPERATOR_READY_TIMEOUT, POD_UID, ROOT, diagnostics, get_json, persistent_volumes, wait_until,
 )
 from tests.cluster.test_smoke import kubectl
-from tests.envtest.controlplane import install_crds
 from tests.pss import restricted_violations
 
 NAMESPACE = "mlops-dask"
@@ -44,16 +41,9 @@ TRAINING_JOB = "cancer-dask"
 DASKJOB = "cancer-dask-g1"  # name and generation, the first attempt
 # Four cold starts of the image (scheduler, two workers, runner) on two shared cores, then the fit.
 TRAINING_TIMEOUT = 600
-DASK_OPERATOR_STOP_TIMEOUT = 20
 CLUSTER_LABEL = "dask.org/cluster-name"
 COMPONENT_LABEL = "dask.org/component"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
-
-
-def dask_crd_dir() -> Path:
-    import dask_kubernetes
-
-    return Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / "dask-kubernetes-operator" / "crds"
 
 
 @contextlib.contextmanager
@@ -84,31 +74,13 @@ def dask_namespace(cluster) -> str:
 
 @contextlib.contextmanager
 def running_dask_operator(cluster, namespace: str, log_path: Path):
-    """The Dask operator's CRDs and its controller (a host process) watching ``namespace``; removed afterwards.
-
-    Stop it only after what it made is deleted: it removes its own finalizers.
-    """
-    crd_dir = dask_crd_dir()
-    install_crds(cluster.kubeconfig, crd_dir)
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace,
-         "-m", "dask_kubernetes.operator.controller"],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    """The Dask operator watching ``namespace`` on the cluster; its CRDs are deleted afterwards (they are cluster-wide)."""
     try:
-        yield log_path
+        with daskoperator.running_dask_operator(cluster.kubeconfig, namespace, log_path):
+            yield log_path
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(DASK_OPERATOR_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-        kubectl(cluster, "delete", "-f", str(crd_dir), "--ignore-not-found", f"--timeout={CLEANUP_TIMEOUT}s",
-                timeout=CLEANUP_TIMEOUT + 30)
+        kubectl(cluster, "delete", "-f", str(daskoperator.dask_crd_dir()), "--ignore-not-found",
+                f"--timeout={CLEANUP_TIMEOUT}s", timeout=CLEANUP_TIMEOUT + 30)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from mlops_operator.controllers.cluster import DASK_JOBS, PODS, Resource  # noqa
 from mlops_operator.controllers.reconcile.trainingjob import reconcile_training_job  # noqa: E402
 from mlops_operator.controllers.settings import Settings  # noqa: E402
 from mlops_operator.k8s.client import KubeCluster  # noqa: E402
-from tests.envtest.controlplane import install_crds  # noqa: E402
+from tests.daskoperator import running_dask_operator  # noqa: E402
 from tests.pss import restricted_violations  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
@@ -41,33 +41,11 @@ DASK_CLUSTERS = Resource("kubernetes.dask.org/v1", "DaskCluster", "daskclusters"
 SERVICES = Resource("v1", "Service", "services")
 
 
-def _dask_crd_dir() -> Path:
-    import dask_kubernetes
-
-    return Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / "dask-kubernetes-operator" / "crds"
-
-
 @pytest.fixture
 def dask_operator(control_plane, namespace, tmp_path):
     """The Dask operator's CRDs installed and its controller running for ``namespace``."""
-    install_crds(control_plane.kubeconfig, _dask_crd_dir())
-    log = open(tmp_path / "dask-operator.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace,
-         "-m", "dask_kubernetes.operator.controller"],
-        env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield tmp_path / "dask-operator.log"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
+    with running_dask_operator(control_plane.kubeconfig, namespace, tmp_path / "dask-operator.log") as log:
+        yield log
 
 
 def _reconcile(cluster: KubeCluster, namespace: str, name: str) -> dict:
