@@ -124,20 +124,26 @@ class Client:
         self.base, self.model = base, model
         self.outcomes: list[bool] = []
         self.dropped = 0
-        """Predictions whose connection was closed without an answer and that were sent once more."""
+        """Requests whose connection was closed without an answer and that were sent once more."""
 
     def round(self, rows: list[list[float]], labels: list[str]) -> None:
-        url = f"{self.base}/v1/models/{self.model}:predict"
-        try:
-            out = _post(url, {"instances": rows})
-        except (http.client.RemoteDisconnected, ConnectionResetError):
-            # A server process replaced under the connection (locally, a canary step restarts the champion's
-            # processes): a prediction has no side effect, so it is sent once more, and counted.
-            self.dropped += 1
-            out = _post(url, {"instances": rows})
+        out = self._post(f"{self.base}/v1/models/{self.model}:predict", {"instances": rows})
         self.outcomes += [p != y for p, y in zip(out["predictions"], labels)]
-        _post(f"{self.base}/v1/models/{self.model}/feedback",
-              {"feedback": [{"id": i, "label": y} for i, y in zip(out["ids"], labels)]})
+        self._post(f"{self.base}/v1/models/{self.model}/feedback",
+                   {"feedback": [{"id": i, "label": y} for i, y in zip(out["ids"], labels)]})
+
+    def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST, and once more when the connection closed before any answer.
+
+        Locally a canary step replaces the champion's server processes; a process that
+        is shutting down closes the connections that carry no request yet, so a request
+        that met such a connection was never read: sending it again does it once.
+        """
+        try:
+            return _post(url, body)
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            self.dropped += 1
+            return _post(url, body)
 
     def error_rate(self, last: int = 250) -> float | None:
         recent = self.outcomes[-last:]

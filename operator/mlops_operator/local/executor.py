@@ -313,12 +313,10 @@ class LocalDeployment:
         old = [p for p in self.pods if p.hash != want_hash]
         for _ in range(max(0, replicas - len(current))):
             current.append(await self._start(template, want_hash))
-        for pod in current[replicas:]:
-            await self._remove(pod)
+        await self._remove(*current[replicas:])
         ready_new = sum(1 for p in current[:replicas] if p.ready)
         if old and ready_new >= replicas:
-            for pod in old:  # the new version serves: now the old one may go
-                await self._remove(pod)
+            await self._remove(*old)  # the new version serves: now the old one may go
         self._write_status(dep, want_hash)
 
     async def _start(self, template: Obj, want_hash: str) -> LocalPod:
@@ -362,11 +360,20 @@ class LocalDeployment:
                 return
             await asyncio.sleep(0.2)
 
-    async def _remove(self, pod: LocalPod) -> None:
-        if pod in self.pods:
-            self.pods.remove(pod)
-        await self.executor.processes.stop(pod.process, grace=10.0)
-        await self.executor.cluster.delete(PODS, self.key[0], pod.name)
+    async def _remove(self, *pods: LocalPod) -> None:
+        """Take every one of ``pods`` out of its Services first, then stop them together.
+
+        One by one, the second would still take new connections while the first drains
+        (up to its grace period), and a request sent on such a connection would meet a
+        process that is shutting down.
+        """
+        for pod in pods:
+            pod.ready = False
+            if pod in self.pods:
+                self.pods.remove(pod)
+        await asyncio.gather(*(self.executor.processes.stop(pod.process, grace=10.0) for pod in pods))
+        for pod in pods:
+            await self.executor.cluster.delete(PODS, self.key[0], pod.name)
 
     def _write_status(self, dep: Obj, want_hash: str) -> None:
         current = [p for p in self.pods if p.hash == want_hash]
@@ -385,8 +392,7 @@ class LocalDeployment:
     async def stop(self) -> None:
         for task in list(self._probes):
             task.cancel()
-        for pod in list(self.pods):
-            await self._remove(pod)
+        await self._remove(*self.pods)
 
 
 def _http_ok(url: str) -> bool:

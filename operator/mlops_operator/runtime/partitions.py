@@ -141,7 +141,8 @@ def _skipped(relative: PurePosixPath) -> bool:
 def _local_files(source: str, pvc_root: Path) -> Iterator[tuple[str, str, int]]:
     path = _local_path(source, pvc_root)
     if path.is_file():
-        fmt = _format(path.name) or ("parquet" if path.open("rb").read(4) == b"PAR1" else "csv")
+        with path.open("rb") as fh:
+            fmt = _format(path.name) or ("parquet" if fh.read(4) == b"PAR1" else "csv")
         yield str(path), fmt, path.stat().st_size
         return
     if not path.is_dir():
