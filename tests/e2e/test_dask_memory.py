@@ -30,7 +30,7 @@ from tests.bigdata import IN_MEMORY, ROW_GROUP, ROWS, write_parquet  # noqa: E40
 from tests.memcg import memory_cgroup  # noqa: E402
 
 MiB = 1 << 20
-RUN_SECONDS = 900
+RUN_SECONDS = 600
 
 
 @pytest.fixture(scope="module")

@@ -94,8 +94,9 @@ def test_dask_job_spec_workers_and_scheduler(tj) -> None:
     wc = worker["spec"]["containers"][0]
     assert wc["image"] == "example/mlops:1-dask" and wc["command"][:2] == ["dask", "worker"]
     assert wc["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
-    # Dask's own bound is the pod's limit, so a worker spills before the kernel kills it.
+    # Dask's own bound is the pod's limit, so a worker spills before the kernel kills it; it never pauses.
     assert wc["command"][wc["command"].index("--memory-limit") + 1] == str(2**30)
+    assert {"name": "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE", "value": "False"} in wc["env"]
     sc = cluster["scheduler"]["spec"]["containers"][0]
     assert sc["command"] == ["dask", "scheduler"] and sc["resources"] == {"limits": {"cpu": "1", "memory": "256Mi"}}
     assert cluster["scheduler"]["service"]["selector"] == {"dask.org/cluster-name": "cancer-dask-g1",

@@ -268,3 +268,19 @@ def test_dask_a_bad_partition_is_a_data_error_naming_it(on_cluster, tmp_path) ->
     job = _job("cancer-bad", f"file://{tmp_path}/data", "sklearn.naive_bayes.GaussianNB", data={"target": "target"})
     with pytest.raises(DataError, match=r"part-y\.csv: column 'mean radius' is numeric but holds non-numeric values such as 'twelve'"):
         train(job, ModelStore(tmp_path / "store"), log=lambda *a, **k: None)
+
+
+def test_dask_local_workers_never_pause_and_keep_the_memory_limit(monkeypatch) -> None:
+    """A paused worker whose memory is libraries and allocator caches waits forever: the local ones never pause."""
+    import dask
+
+    from mlops_operator.runtime.distributed import dask_client
+
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    spec = Distributed.model_validate({"workers": 1, "resources": {"limits": {"memory": "512Mi"}}})
+    with dask_client(spec, lambda *a, **k: None) as client:
+        seen = client.run(lambda: dask.config.get("distributed.worker.memory.pause"))
+        limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+    assert list(seen.values()) == [False]
+    assert limits == [512 * 2**20]
+    assert dask.config.get("distributed.worker.memory.pause") == 0.8  # the runner's own configuration is left as it was

@@ -46,6 +46,10 @@ PERMANENT_EXIT_CODES = (2, 3)
 """The trainer's exit codes no retry can fix (invalid spec or data, gate missed): the batch Job's podFailurePolicy."""
 
 
+WORKER_NO_PAUSE = {"name": "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE", "value": "False"}
+"""No pause at 80 % of the worker's memory: see runtime/distributed.py (WORKER_MEMORY_CONFIG) for why."""
+
+
 def daskjob_name(tj: Obj, attempt: int = 0) -> str:
     """``<name>-g<generation>`` for the first attempt, ``-r<n>`` after it."""
     base = f"{tj['metadata']['name']}-g{tj['metadata'].get('generation', 1)}"
@@ -108,6 +112,7 @@ def build_daskjob(tj: Obj, batch_job: Obj, settings: Settings, attempt: int = 0)
     worker = _dask_container("worker", image, settings, worker_cmd,
                              [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}],
                              worker_resources)
+    worker["env"].append(WORKER_NO_PAUSE)
     # The workers read the data's partitions themselves: an s3:// source needs the store's settings and Secret
     # (by reference), nothing else of the runner's (no store mount, no MLflow credentials).
     access = s3_access(settings) if is_s3(spec.data.source) else None

@@ -52,6 +52,12 @@ CONNECT_TIMEOUT_SECONDS = 120
 """How long the runner waits for the scheduler and for its workers (pods may still be pulling the image)."""
 MAX_INCREMENTAL_PASSES = 50
 """Passes over the partitions for a ``partial_fit`` estimator (its ``max_iter``, capped: each pass visits every partition)."""
+WORKER_MEMORY_CONFIG = {"distributed.worker.memory.pause": False}
+"""Dask pauses a worker at 80 % of its memory limit until its memory falls; most of a worker's memory is its
+libraries and its allocators' caches, which never fall, so a small worker (512 MiB, some 300 of them libraries)
+could wait forever with nothing to do. The runs here stream the partitions and keep rows on the workers only when
+they fit in a third of the memory, so a pause protects nothing; spilling and the restart at 95 % stay. A DaskJob's
+workers get the same through their environment (controllers/daskjob.py)."""
 SAMPLE_ROWS = 64
 """Rows the ColumnTransformer's structure is fitted on before the distributed statistics replace what it learnt."""
 
@@ -82,7 +88,9 @@ def dask_client(spec: Distributed, log: Any) -> Iterator[Any]:
             yield client
         return
     memory = _memory_limit(spec)
-    with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+    import dask
+
+    with dask.config.set(WORKER_MEMORY_CONFIG), LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None, memory_limit=memory if memory else "auto",
                       silence_logs=40) as cluster, Client(cluster) as client:
         log("dask", scheduler="local", workers=spec.workers, memoryLimit=memory)
