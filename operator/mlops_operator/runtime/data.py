@@ -108,18 +108,8 @@ def read_source(
         raise DataError(f"data source {source!r} has no scheme (sklearn://, file://, pvc://, s3://, https://)")
     if scheme == "sklearn":
         return _read_sklearn(rest, target)
-    if scheme == "file":
-        parsed = urllib.parse.urlparse(source)
-        if parsed.netloc not in ("", "localhost"):
-            raise DataError(f"file:// sources must be local paths (file:///path), got host {parsed.netloc!r}")
-        return read_table_file(Path(urllib.parse.unquote(parsed.path)), source)
-    if scheme == "pvc":
-        claim, _, rel = rest.partition("/")
-        root = Path(pvc_root) / claim
-        path = (root / urllib.parse.unquote(rel)).resolve()
-        if not rel or not path.is_relative_to(root.resolve()):
-            raise DataError(f"{source}: the path must stay inside the claim")
-        return read_table_file(path, source)
+    if scheme in ("file", "pvc"):
+        return read_table_file(local_path(source, pvc_root), source)
     if scheme == "s3":
         return read_table_bytes(_read_s3_object(source, max_bytes), rest, source)
     if scheme == "https" or (scheme == "http" and _loopback_allowed(source)):
@@ -127,6 +117,22 @@ def read_source(
         name = urllib.parse.unquote(urllib.parse.urlparse(source).path)
         return read_table_bytes(data, name, source)
     raise DataError(f"unsupported data source {source!r}: use sklearn://, file:///, pvc://<claim>/<path>, s3://<bucket>/<key> or https://")
+
+
+def local_path(source: str, pvc_root: str | os.PathLike[str] = DEFAULT_PVC_ROOT) -> Path:
+    """The path of a ``file:///path`` or ``pvc://<claim>/<path>`` source (the latter never outside its claim)."""
+    scheme, _, rest = source.partition("://")
+    if scheme == "file":
+        parsed = urllib.parse.urlparse(source)
+        if parsed.netloc not in ("", "localhost"):
+            raise DataError(f"file:// sources must be local paths (file:///path), got host {parsed.netloc!r}")
+        return Path(urllib.parse.unquote(parsed.path))
+    claim, _, rel = rest.partition("/")
+    root = Path(pvc_root) / claim
+    path = (root / urllib.parse.unquote(rel)).resolve()
+    if not rel or not path.is_relative_to(root.resolve()):
+        raise DataError(f"{source}: the path must stay inside the claim")
+    return path
 
 
 def _read_s3_object(source: str, max_bytes: int) -> bytes:

@@ -22,7 +22,6 @@ and cut into in-memory partitions.
 from __future__ import annotations
 
 import io
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from .data import DEFAULT_PVC_ROOT, DataError
+from .data import DEFAULT_PVC_ROOT, DataError, local_path
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -139,7 +138,7 @@ def _skipped(relative: PurePosixPath) -> bool:
 
 
 def _local_files(source: str, pvc_root: Path) -> Iterator[tuple[str, str, int]]:
-    path = _local_path(source, pvc_root)
+    path = local_path(source, pvc_root)
     if path.is_file():
         with path.open("rb") as fh:
             fmt = _format(path.name) or ("parquet" if fh.read(4) == b"PAR1" else "csv")
@@ -153,21 +152,6 @@ def _local_files(source: str, pvc_root: Path) -> Iterator[tuple[str, str, int]]:
         fmt = _format(child.name)
         if fmt and not _skipped(PurePosixPath(child.relative_to(path).as_posix())):
             yield str(child), fmt, child.stat().st_size
-
-
-def _local_path(source: str, pvc_root: Path) -> Path:
-    scheme, _, rest = source.partition("://")
-    if scheme == "file":
-        parsed = urllib.parse.urlparse(source)
-        if parsed.netloc not in ("", "localhost"):
-            raise DataError(f"file:// sources must be local paths (file:///path), got host {parsed.netloc!r}")
-        return Path(urllib.parse.unquote(parsed.path))
-    claim, _, rel = rest.partition("/")
-    root = pvc_root / claim
-    path = (root / urllib.parse.unquote(rel)).resolve()
-    if not rel or not path.is_relative_to(root.resolve()):
-        raise DataError(f"{source}: the path must stay inside the claim")
-    return path
 
 
 def _s3_files(source: str) -> Iterator[tuple[str, str, int]]:
