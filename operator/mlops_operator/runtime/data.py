@@ -379,10 +379,7 @@ def prepare(
         out = pd.concat([out, fb], ignore_index=True)
     out = out.reset_index(drop=True)
 
-    missing_target = out[target].isna()
-    dropped = int(missing_target.sum())
-    out = out[~missing_target].reset_index(drop=True)
-    out[target] = _type_target(out[target], task)
+    out, dropped = _with_target(out, target, task)
     if len(out) < min_rows:
         raise DataError(f"only {len(out)} row(s) with a target; at least {min_rows} are needed")
     cat_list = [f for f in features if kinds[f] == "categorical"]
@@ -431,11 +428,8 @@ def type_rows(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, int]:
     if missing:
         raise DataError(f"column(s) {_list(missing)} not in every part of the data")
     frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
-    out = _type_columns(frame, schema.features, schema.kinds, schema.target, schema.declared)
-    has_target = out[schema.target].notna()
-    out = out[has_target].reset_index(drop=True)
-    out[schema.target] = _type_target(out[schema.target], schema.task)
-    return out, int((~has_target).sum())
+    return _with_target(_type_columns(frame, schema.features, schema.kinds, schema.target, schema.declared),
+                        schema.target, schema.task)
 
 
 def type_feedback(fb: pd.DataFrame, main: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, int, list[str]]:
@@ -444,9 +438,15 @@ def type_feedback(fb: pd.DataFrame, main: pd.DataFrame, schema: Schema) -> tuple
     if lacking:
         return fb.iloc[:0], 0, [f"feedback left out: it has no column(s) {_list(lacking)}"]
     out, rejected, warnings = _type_feedback(fb, main, schema.features, schema.kinds, schema.target, schema.task)
-    out = out[out[schema.target].notna()].reset_index(drop=True)
-    out[schema.target] = _type_target(out[schema.target], schema.task)
-    return out, rejected, warnings
+    return _with_target(out, schema.target, schema.task)[0], rejected, warnings
+
+
+def _with_target(out: pd.DataFrame, target: str, task: str | None) -> tuple[pd.DataFrame, int]:
+    """The rows that have a target, the target typed for the task; and how many rows had none."""
+    missing = out[target].isna()
+    kept = out[~missing].reset_index(drop=True)
+    kept[target] = _type_target(kept[target], task)
+    return kept, int(missing.sum())
 
 
 def _type_target(y: pd.Series, task: str | None) -> pd.Series:
