@@ -59,12 +59,17 @@ def _job(source: str, workers: int | None) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
-    """One run, in its own process: prints one JSON line."""
-    from mlops_operator.runtime.trainer import train
-
+    """One run, in its own process, its store removed afterwards: prints one JSON line."""
     job = _job(args.source, args.workers)
     out: dict = {"workers": args.workers}
-    store = tempfile.mkdtemp(prefix="bench-training-store-")
+    with tempfile.TemporaryDirectory(prefix="bench-training-store-") as store:
+        _measure(args, job, store, out)
+    print(json.dumps(out))
+
+
+def _measure(args: argparse.Namespace, job: dict, store: str, out: dict) -> None:
+    from mlops_operator.runtime.trainer import train
+
     quiet = lambda *a, **k: None  # noqa: E731
     if not args.workers:
         started = time.monotonic()
@@ -85,7 +90,6 @@ def child(args: argparse.Namespace) -> None:
             out["workerPeakMB"] = sorted(round(v / 1024) for v in peaks.values())
     out.update(fit=result.metadata["trainingSeconds"], accuracy=result.metrics["accuracy"],
                runnerPeakMB=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-    print(json.dumps(out))
 
 
 def _data(rows: int, folder: Path) -> str:

@@ -73,9 +73,16 @@ def cluster(images):
     assert not problems, "the cluster left things behind on the host:\n  " + "\n  ".join(problems)
 
 
+# Set at the first failure that finds the node itself unhealthy: the tests after it fail at once, saying so,
+# instead of each waiting out its timeouts on a node that cannot run their pods.
+UNHEALTHY = pytest.StashKey[str]()
+# The node's summary at the first failed cluster test, printed again at the very end of the run.
+FIRST_FAILURE = pytest.StashKey[str]()
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On a failed cluster test, print the components' and the pods' logs."""
+    """On a failed cluster test, print the node's summary and the components' and the pods' logs."""
     outcome = yield
     report = outcome.get_result()
     if report.when != "call" or not report.failed or "cluster" not in item.fixturenames:
@@ -83,8 +90,30 @@ def pytest_runtest_makereport(item, call):
     node = item.funcargs.get("cluster")
     if node is None:
         return
+    summary = node.summary()
+    report.sections.append(("one-node cluster", summary))
+    item.config.stash.setdefault(FIRST_FAILURE, f"{item.nodeid}\n{summary}")
+    problems = node.health()
+    if problems and UNHEALTHY not in item.config.stash:
+        item.config.stash[UNHEALTHY] = f"{item.nodeid}: {'; '.join(problems)}"
     for name, tail in {**node.logs(), **{f"pod {k}": v for k, v in node.pod_logs().items()}}.items():
         report.sections.append((f"log of {name}", tail))
+
+
+@pytest.fixture(autouse=True)
+def node_still_healthy(request):
+    """Fail a cluster test at once when an earlier one found the node unhealthy."""
+    unhealthy = request.config.stash.get(UNHEALTHY, None)
+    if unhealthy is not None:
+        pytest.fail(f"not run: the node has been unhealthy since {unhealthy}", pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The node as the first failed cluster test found it, where a truncated log still shows it: at the end."""
+    first = config.stash.get(FIRST_FAILURE, None)
+    if first is not None:
+        terminalreporter.section("one-node cluster at the first failed test")
+        terminalreporter.write_line(first)
 
 
 @pytest.fixture(scope="session")

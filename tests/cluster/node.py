@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from tests.cluster import hoststate
@@ -70,7 +71,17 @@ SHIM_SOCKET_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"))
 # One cluster per machine at a time: the bridge address and pod range are fixed.
 LOCK_FILE = Path("/run/lock/mlops-operator-cluster.lock")
 NODE_READY_TIMEOUT = 120.0
+EVICTION_SIGNALS = ("memory.available", "nodefs.available", "nodefs.inodesFree", "imagefs.available",
+                    "imagefs.inodesFree", "pid.available")
 POD_REMOVAL_TIMEOUT = 90.0
+# A pod's sandbox and containers start in seconds here (local images, no pulls): longer means the node is stuck.
+STUCK_CREATING_AFTER = 180.0
+LOW_DISK_BYTES = 1 << 30
+
+
+def _timestamp(text: str) -> float:
+    """Seconds since the epoch of an API server timestamp (RFC 3339, UTC)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 class ClusterError(RuntimeError):
@@ -309,6 +320,60 @@ class OneNodeCluster:
             tails["dns"] = self.dns.tail(60)
         return tails
 
+    def health(self) -> list[str]:
+        """What is wrong with the node itself, whatever the test: an exited component, a node that is not
+        Ready or under pressure, pods stuck in ContainerCreating, a disk nearly full. Empty when healthy."""
+        problems = [f"{c.name} exited" for c in self.components if not c.running()]
+        if self.plane is None or self.work_dir is None:
+            return problems
+        free = shutil.disk_usage(self.work_dir).free
+        if free < LOW_DISK_BYTES:
+            problems.append(f"{free >> 20} MiB free on the disk of {self.work_dir}")
+        try:
+            node = self._get(f"/api/v1/nodes/{NODE_NAME}")
+            pods = self._get("/api/v1/pods")["items"]
+        except (OSError, ValueError) as err:
+            return problems + [f"API server not answering: {err}"]
+        for c in node.get("status", {}).get("conditions", []):
+            if (c["type"] == "Ready") != (c["status"] == "True"):
+                problems.append(f"node {c['type']}={c['status']}: {c.get('message', '')}")
+        now = time.time()
+        for pod in pods:
+            for status in pod.get("status", {}).get("containerStatuses", []):
+                waiting = status.get("state", {}).get("waiting") or {}
+                age = now - _timestamp(pod["metadata"]["creationTimestamp"])
+                if waiting.get("reason") == "ContainerCreating" and age > STUCK_CREATING_AFTER:
+                    problems.append(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']} "
+                                    f"in ContainerCreating for {age:.0f}s")
+        return problems
+
+    def summary(self, events: int = 15) -> str:
+        """A short account of the node for a failure report: its conditions, the disk and the latest Warning events."""
+        lines = [f"problems: {'; '.join(self.health()) or 'none'}"]
+        if self.work_dir is not None:
+            lines.append(f"disk free under {self.work_dir}: {shutil.disk_usage(self.work_dir).free >> 20} MiB")
+        try:
+            node = self._get(f"/api/v1/nodes/{NODE_NAME}")
+            warnings = [e for e in self._get("/api/v1/events")["items"] if e.get("type") == "Warning"]
+        except (OSError, ValueError) as err:
+            return "\n".join([*lines, f"API server not answering: {err}"])
+        lines += [f"node {c['type']}={c['status']} ({c.get('reason', '')})"
+                  for c in node.get("status", {}).get("conditions", [])]
+        warnings.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        for e in warnings[-events:]:
+            obj = e.get("involvedObject", {})
+            lines.append(f"Warning {e.get('lastTimestamp') or e.get('eventTime')} {obj.get('namespace', '')}/"
+                         f"{obj.get('kind')}/{obj.get('name')} {e.get('reason')} x{e.get('count', 1)}: "
+                         f"{(e.get('message') or '')[:300]}")
+        return "\n".join(lines)
+
+    def _get(self, path: str) -> dict:
+        assert self.plane is not None
+        status, body = self.plane.request(path, timeout=10)
+        if status != 200:
+            raise ValueError(f"GET {path}: HTTP {status}")
+        return json.loads(body)
+
     def pod_logs(self) -> dict[str, str]:
         """The containers' own output, as the kubelet stored it: ``namespace_pod_uid/container`` -> tail."""
         found = {}
@@ -478,10 +543,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "resolvConf": str(resolv),
             "clusterDNS": [BRIDGE_IP],
             "clusterDomain": CLUSTER_DOMAIN,
-            # The imported images must never be garbage-collected.
+            # The imported images must never be garbage-collected: nothing could pull them back.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+            # No node-pressure eviction ("0%" turns a signal off). The kubelet measures the machine's disk
+            # and memory, which the tests do not own: with a shared disk under a few per cent free, it
+            # would evict the operator's pods and delete unused images (nothing can pull them back) to
+            # reclaim space, and the replacements would wait in ContainerCreating for good. Containers'
+            # own limits stay enforced by the kernel (OOMKilled), which is what the tests need.
+            "evictionHard": {signal: "0%" for signal in EVICTION_SIGNALS},
             "podCIDR": POD_CIDR,
             "maxPods": 30,
             "serializeImagePulls": False,

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from tests.cluster.node import POD_CIDR
+from tests.cluster.node import EVICTION_SIGNALS, NODE_NAME, POD_CIDR
 
 PORT = 8080
 REPLICAS = 2
@@ -150,3 +150,13 @@ def _answers(url: str) -> str | None:
         return get(url)
     except OSError:
         return None
+
+
+def test_the_node_is_healthy_and_evicts_nothing_for_the_machines_disk_or_memory(cluster) -> None:
+    """The kubelet, asked for its running configuration, has every eviction signal off; the node reports no problem.
+
+    Its disk and memory signals measure the whole machine, which the tests share with everything else on it.
+    """
+    config = json.loads(kubectl(cluster, "get", "--raw", f"/api/v1/nodes/{NODE_NAME}/proxy/configz"))["kubeletconfig"]
+    assert config["evictionHard"] == {signal: "0%" for signal in EVICTION_SIGNALS}
+    assert cluster.health() == []
