@@ -88,6 +88,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                      "s3": {"endpoint": "https://minio.example:9000", "region": "eu-west-1", "addressingStyle": "path",
                             "secretName": "mlops-store", "caConfigMap": "store-ca"}},
            "feedback": {"uri": "s3://models-bucket/feedback"}},
+    "s3-data-claim-store": {"store": {"create": True, "s3": {"endpoint": "https://minio.example:9000",
+                                                             "secretName": "data-creds"}}},
     "s3-namespaced-unchecked": {"watchNamespaces": WATCHED,
                                 "store": {"uri": "s3://models-bucket/prod", "s3": {"secretName": "creds", "checkSecret": False}}},
     "mlflow-secrets": {"watchNamespaces": WATCHED, "tracking": {"mlflow": {"secretNames": ["mlflow-creds", "team-b-mlflow"]}}},
@@ -531,6 +533,19 @@ def test_s3_store_has_no_claims_and_reaches_the_operator_settings(rendered: dict
     assert mounts["store-ca"] == {"name": "store-ca", "mountPath": "/etc/mlops/store-ca", "readOnly": True}
     (role,) = [r for r in of_kind(objs, "ClusterRole") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     assert [r for r in role["rules"] if "secrets" in r["resources"]] == [STORE_SECRET_RULE]
+
+
+def test_s3_settings_reach_the_operator_for_training_data_beside_a_claim_store(rendered: dict[str, list[Obj]]) -> None:
+    """Data on s3:// with models on a claim: the claim is made and mounted, and the trainers get the S3 settings."""
+    from mlops_operator.k8s.config import settings_from_env
+
+    objs = rendered["s3-data-claim-store"]
+    assert [c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")] == ["mlops-model-store", "mlops-feedback"]
+    settings = settings_from_env(env_of(objs))
+    assert (settings.store_uri, settings.s3_endpoint, settings.store_secret) == (
+        "", "https://minio.example:9000", "data-creds")
+    assert json.loads(env_of(objs)["MLOPS_STORE_VOLUME"]) == {"persistentVolumeClaim": {"claimName": "mlops-model-store"}}
+    assert not any("secrets" in r["resources"] for r in rules_of(objs)), "the operator checks no key for data sources"
 
 
 def test_s3_secret_check_can_be_left_out(rendered: dict[str, list[Obj]]) -> None:

@@ -171,13 +171,18 @@ namespace otherwise. Keep docs/operations.md (RBAC) in step.
 {{- end }}
 
 {{/* Non-empty when anything is on object storage. */}}
+{{/* Non-empty when the operator gets the S3 settings: an s3:// store or feedback, or store.s3 filled in for
+training data on s3:// beside a claim store. */}}
 {{- define "mlops-operator.usesS3" -}}
-{{- if or (hasPrefix "s3://" (toString .Values.store.uri)) (hasPrefix "s3://" (toString .Values.feedback.uri)) }}true{{ end }}
+{{- $s3 := .Values.store.s3 }}
+{{- if or (hasPrefix "s3://" (toString .Values.store.uri)) (hasPrefix "s3://" (toString .Values.feedback.uri)) $s3.endpoint $s3.region $s3.secretName $s3.caConfigMap }}true{{ end }}
 {{- end }}
 
-{{/* Non-empty when the operator reads the store Secret to check the key. */}}
+{{/* Non-empty when the operator reads the store Secret to check the key: only for an s3:// store or feedback
+(it checks nothing for training data). */}}
 {{- define "mlops-operator.checksStoreSecret" -}}
-{{- if and (include "mlops-operator.usesS3" .) .Values.store.s3.secretName .Values.store.s3.checkSecret }}true{{ end }}
+{{- $locations := or (hasPrefix "s3://" (toString .Values.store.uri)) (hasPrefix "s3://" (toString .Values.feedback.uri)) }}
+{{- if and $locations .Values.store.s3.secretName .Values.store.s3.checkSecret }}true{{ end }}
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs in every mode: it scans the CRDs to find the served resources. */}}
