@@ -24,11 +24,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sklearn.datasets import load_breast_cancer
 
 from tests import daskoperator
 from tests.cluster.node import NODE_NAME, POD_CIDR
 from tests.cluster.test_install import (
-    CLAIMS, CLEANUP_TIMEOUT, OPERATOR_READY_TIMEOUT, POD_UID, ROOT, diagnostics, get_json, persistent_volumes, wait_until,
+    CLAIMS, CLEANUP_TIMEOUT, OPERATOR_READY_TIMEOUT, POD_UID, ROOT, data_claim, diagnostics, get_json, persistent_volumes,
+    wait_until,
 )
 from tests.cluster.test_smoke import kubectl
 from tests.pss import restricted_violations
@@ -233,17 +235,27 @@ def test_dask_trainingjob_trains_on_scheduler_and_worker_pods_and_succeeds(clust
               f"accuracy {status['metrics']['accuracy']}")
 
 
-def test_dask_run_that_misses_its_gate_fails_once_and_leaves_no_dask_cluster(cluster, dask_namespace, dask_operator,
-                                                                             dask_release) -> None:
-    """The failure path on the real operators: the runner's exit 3 (gate missed) is final, not retried."""
+def test_dask_run_from_a_claim_that_misses_its_gate_fails_once_and_leaves_no_dask_cluster(
+        cluster, dask_namespace, dask_operator, dask_release) -> None:
+    """The failure path on the real operators: the runner's exit 3 (gate missed) is final, not retried.
+
+    Its data are two CSV files on a claim (``pvc://``), which the runner and both workers mount read-only: the
+    workers read the files, so a gate result (not a DataError) says they could.
+    """
     tj = yaml.safe_load(EXAMPLE.read_text())
     name = "cancer-dask-strict"
     tj["metadata"] = {"name": name, "namespace": dask_namespace}
     tj["spec"]["model"] = name
     # One weak feature: about the majority class's share (0.63) on any held-out draw, far from the gate's 0.9.
     tj["spec"]["data"]["features"] = ["mean fractal dimension"]
+    folder = cluster.work_dir / "data-claim-dask" / "cancer"
+    folder.mkdir(parents=True)
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.iloc[::2].to_csv(folder / "part-0.csv", index=False)
+    frame.iloc[1::2].to_csv(folder / "part-1.csv", index=False)
     recorder = PodRecorder(cluster, dask_namespace)
-    with explained(cluster, dask_operator):
+    with data_claim(cluster, folder.parent, "training-data", dask_namespace) as claim, explained(cluster, dask_operator):
+        tj["spec"]["data"]["source"] = f"{claim}/cancer/"
         kubectl(cluster, "apply", "-f", "-", input=json.dumps(tj))
 
         def failed() -> dict | None:
@@ -260,6 +272,9 @@ def test_dask_run_that_misses_its_gate_fails_once_and_leaves_no_dask_cluster(clu
         assert status["jobName"] == f"{name}-g1", status
         runners = sorted(p["metadata"]["name"] for p in recorder.of("job-runner"))
         assert runners == [f"{name}-g1-runner"], runners
+        for pod in [*recorder.of("worker"), *recorder.of("job-runner")]:
+            assert {"name": "data", "persistentVolumeClaim": {"claimName": "training-data", "readOnly": True}} in (
+                pod["spec"]["volumes"]), pod["metadata"]["name"]
         # Nothing was stored for the model, and the Dask cluster went with the failed DaskJob.
         assert not list((dask_release / "mlops-model-store").rglob(f"{name}/*/metadata.json"))
 

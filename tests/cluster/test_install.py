@@ -141,6 +141,33 @@ def persistent_volumes(store_dir: Path, namespace: str = NAMESPACE) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
+@contextlib.contextmanager
+def data_claim(cluster, directory: Path, claim: str, namespace: str = NAMESPACE):
+    """A claim ``claim`` bound to a hostPath volume of ``directory`` (readable by the pods' uid); removed afterwards."""
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    volume = f"{namespace}-{claim}"
+    objects = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                  "claimRef": {"namespace": namespace, "name": claim},
+                  "hostPath": {"path": str(directory), "type": "Directory"}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": volume,
+                  "resources": {"requests": {"storage": "1Gi"}}}},
+    ]}
+    kubectl(cluster, "apply", "-f", "-", input=json.dumps(objects))
+    try:
+        yield f"pvc://{claim}"
+    finally:
+        with contextlib.suppress(AssertionError):
+            kubectl(cluster, "delete", "pvc", claim, "-n", namespace, "--ignore-not-found",
+                    f"--timeout={CLEANUP_TIMEOUT}s", timeout=CLEANUP_TIMEOUT + 30)
+            kubectl(cluster, "delete", "pv", volume, "--ignore-not-found", f"--timeout={CLEANUP_TIMEOUT}s",
+                    timeout=CLEANUP_TIMEOUT + 30)
+
+
 def uninstall(cluster, helm, kubeconfig: str) -> None:
     """docs/install.md's Uninstall: the example first (while the operator still runs), then the release."""
     def run(*args: str, timeout: float = CLEANUP_TIMEOUT) -> None:

@@ -127,6 +127,24 @@ def test_dask_workers_of_an_s3_source_get_the_store_secret_by_reference_and_noth
     assert not any(e["name"].startswith("AWS_") for e in worker["containers"][0]["env"])
 
 
+def test_dask_workers_and_runner_of_a_pvc_source_mount_its_claim_read_only_where_the_trainer_reads(tj) -> None:
+    from mlops_operator.controllers.storage import DATA_CLAIMS_PATH
+    from mlops_operator.runtime.data import DEFAULT_PVC_ROOT
+
+    assert DATA_CLAIMS_PATH == DEFAULT_PVC_ROOT  # the trainer's --pvc-root, left at its default
+    tj["spec"]["data"]["source"] = "pvc://training-data/cancer/"
+    built = ctl.decide(tj, None, [], ON_DASK, NOW).job["spec"]
+    for pod in (built["cluster"]["spec"]["worker"]["spec"], built["job"]["spec"]):
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "data"]
+        assert volume["persistentVolumeClaim"] == {"claimName": "training-data", "readOnly": True}
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "data"]
+        assert mount == {"name": "data", "mountPath": "/mnt/pvc/training-data", "readOnly": True}
+        assert restricted_violations(pod) == []
+    worker = built["cluster"]["spec"]["worker"]["spec"]
+    assert {v["name"] for v in worker["volumes"]} == {"tmp", "data"}  # the data, not the store
+    assert not any(e["name"].startswith("AWS_") for e in worker["containers"][0]["env"])
+
+
 def test_dask_job_pods_are_restricted(tj) -> None:
     job = ctl.decide(tj, None, [], ON_DASK, NOW).job
     for pod_spec in (job["spec"]["job"]["spec"], job["spec"]["cluster"]["spec"]["worker"]["spec"],

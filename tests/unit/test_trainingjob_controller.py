@@ -96,6 +96,18 @@ def test_feedback_mounted_read_only_when_asked(tj) -> None:
     assert {"name": "feedback", "mountPath": "/var/lib/mlops/feedback", "readOnly": True} in c["volumeMounts"]
 
 
+def test_a_pvc_source_mounts_its_claim_read_only_where_the_trainer_reads_it(tj) -> None:
+    tj["spec"]["data"]["source"] = "pvc://training-data/sets/iris.csv"
+    pod = ctl.build_job(tj, Settings())["spec"]["template"]["spec"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "training-data", "readOnly": True}} in pod["volumes"]
+    c = pod["containers"][0]
+    assert {"name": "data", "mountPath": "/mnt/pvc/training-data", "readOnly": True} in c["volumeMounts"]
+    assert "--pvc-root" not in c["args"]  # the trainer's default, /mnt/pvc
+    assert restricted_violations(pod) == []
+    tj["spec"]["data"]["source"] = "sklearn://iris"
+    assert "data" not in {v["name"] for v in ctl.build_job(tj, Settings())["spec"]["template"]["spec"]["volumes"]}
+
+
 def _live_pod(phase: str = "Running", *, waiting: dict | None = None, scheduled: dict | None = None) -> dict:
     state = {"waiting": waiting} if waiting else ({"running": {"startedAt": "2026-01-02T03:05:01Z"}} if phase == "Running" else {})
     status: dict = {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}] if state else []}

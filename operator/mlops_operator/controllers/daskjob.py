@@ -23,7 +23,7 @@ from .conditions import set_condition, summarize, timestamp
 from .decision import Event
 from .security import restricted_pod_spec
 from .settings import Settings
-from .storage import is_s3, s3_access
+from .storage import data_access
 from .cluster import Obj
 
 DASK_API_VERSION = "kubernetes.dask.org/v1"
@@ -114,11 +114,11 @@ def build_daskjob(tj: Obj, batch_job: Obj, settings: Settings, attempt: int = 0)
                              worker_resources)
     worker["env"].append(WORKER_NO_PAUSE)
     # The workers read the data's partitions themselves: an s3:// source needs the store's settings and Secret
-    # (by reference), nothing else of the runner's (no store mount, no MLflow credentials).
-    access = s3_access(settings) if is_s3(spec.data.source) else None
-    if access is not None:
-        worker["env"] += access.env
-        worker["volumeMounts"] += access.mounts
+    # (by reference), a pvc:// one its claim (read-only), nothing else of the runner's (no store mount, no MLflow
+    # credentials).
+    access = data_access(settings, spec.data.source)
+    worker["env"] += access.env
+    worker["volumeMounts"] += access.mounts
     scheduler = _dask_container(
         "scheduler", image, settings, ["dask", "scheduler"],
         [{"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
@@ -148,7 +148,7 @@ def build_daskjob(tj: Obj, batch_job: Obj, settings: Settings, attempt: int = 0)
                 "spec": {
                     "worker": {
                         "replicas": spec.distributed.workers,
-                        "spec": restricted_pod_spec([worker], [*tmp, *(access.volumes if access else [])],
+                        "spec": restricted_pod_spec([worker], [*tmp, *access.volumes],
                                                     settings.service_account),
                     },
                     "scheduler": {

@@ -20,6 +20,9 @@ from .settings import Settings
 
 CA_MOUNT = "/etc/mlops/store-ca"
 CA_KEY = "ca.crt"
+DATA_CLAIMS_PATH = "/mnt/pvc"
+"""Where the claim of a ``pvc://<claim>/<path>`` data source is mounted, read-only: the trainer's default
+``--pvc-root``, in the trainer's pod and in every Dask worker's (they read the partitions themselves)."""
 MODEL_CACHE_PATH = "/var/lib/mlops/models"
 """Where a serving pod keeps its verified copy of an object-store version."""
 SECRET_KEYS = (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True))
@@ -81,7 +84,8 @@ def s3_env(settings: Settings) -> list[Obj]:
 
 def pod_storage(settings: Settings, *, store_read_only: bool, feedback: bool, feedback_read_only: bool,
                 data_source: str | None = None) -> PodStorage:
-    """The store (read-only for serving), when ``feedback`` the feedback location, and an ``s3://`` data source of one pod."""
+    """The store (read-only for serving), when ``feedback`` the feedback location, and the data source (``s3://``
+    settings, or a ``pvc://`` claim read-only) of one pod."""
     if is_s3(settings.store_uri):
         storage = PodStorage(store_arg=settings.store_uri)
     elif settings.store_uri.startswith("pvc://"):
@@ -104,7 +108,32 @@ def pod_storage(settings: Settings, *, store_read_only: bool, feedback: bool, fe
     if is_s3(storage.store_arg) or is_s3(storage.feedback_arg) or is_s3(data_source):
         access = s3_access(settings)
         storage.env, storage.volumes, storage.mounts = access.env, [*storage.volumes, *access.volumes], [*storage.mounts, *access.mounts]
+    if is_pvc(data_source):
+        claim = data_claim(str(data_source))
+        storage.volumes, storage.mounts = [*storage.volumes, *claim.volumes], [*storage.mounts, *claim.mounts]
     return storage
+
+
+def is_pvc(uri: str | None) -> bool:
+    return bool(uri) and str(uri).startswith("pvc://")
+
+
+def data_claim(source: str) -> PodStorage:
+    """The claim of a ``pvc://<claim>/<path>`` data source, read-only at ``DATA_CLAIMS_PATH/<claim>``."""
+    claim = source[len("pvc://"):].partition("/")[0]
+    return PodStorage(store_arg="",
+                      volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
+                      mounts=[{"name": "data", "mountPath": f"{DATA_CLAIMS_PATH}/{claim}", "readOnly": True}])
+
+
+def data_access(settings: Settings, source: str | None) -> PodStorage:
+    """What a pod needs to read the data source and nothing else: the S3 settings of an ``s3://`` source, the
+    claim of a ``pvc://`` one, nothing for the others (a Dask worker's share of :func:`pod_storage`)."""
+    if is_s3(source):
+        return s3_access(settings)
+    if is_pvc(source):
+        return data_claim(str(source))
+    return PodStorage(store_arg="")
 
 
 def s3_access(settings: Settings) -> PodStorage:
