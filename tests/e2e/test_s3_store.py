@@ -281,6 +281,11 @@ def test_s3_training_data_csv_and_parquet(s3_env) -> None:
         pd.testing.assert_frame_equal(frame.reset_index(drop=True), iris, check_dtype=False)
     with pytest.raises(DataError, match="no such object"):
         read_source(f"s3://{bucket}/sets/missing.csv", target="label")
+    # A prefix (final /) is every table under it, in name order, as Dask workers would read it.
+    both = read_source(f"s3://{bucket}/sets/", target="label")
+    pd.testing.assert_frame_equal(both, pd.concat([iris, iris], ignore_index=True), check_dtype=False)
+    with pytest.raises(DataError, match="over the download limit of 1000"):
+        read_source(f"s3://{bucket}/sets/", target="label", max_bytes=1000)
     with pytest.raises(DataError, match="more than the limit of 100 bytes"):
         read_source(f"s3://{bucket}/sets/iris.parquet", target="label", max_bytes=100)
     with pytest.raises(DataError, match="the bucket does not exist"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,22 @@ def test_pvc_source_maps_to_the_mount_root(tmp_path: Path) -> None:
         read_source("pvc://claim-a/../secret.csv", target="label", pvc_root=tmp_path)
     with pytest.raises(DataError, match="no such file"):
         read_source("pvc://claim-a/missing.csv", target="label", pvc_root=tmp_path)
+
+
+def test_a_folder_is_its_tables_in_name_order_with_the_same_columns(tmp_path: Path) -> None:
+    """A folder of part files (Spark's, say): the single-pod trainer reads what Dask workers would, in one frame."""
+    folder = tmp_path / "claim-a" / "events"
+    folder.mkdir(parents=True)
+    rows = CSV.splitlines()
+    (folder / "part-1.csv").write_text("\n".join([rows[0], *rows[11:]]) + "\n")
+    (folder / "part-0.csv").write_text("\n".join(rows[:11]) + "\n")
+    (folder / "_SUCCESS").write_text("")
+    (folder / "notes.txt").write_text("not a table")
+    frame = read_source("pvc://claim-a/events", target="label", pvc_root=tmp_path)
+    pd.testing.assert_frame_equal(frame, pd.read_csv(io.StringIO(CSV)))
+    (folder / "part-2.csv").write_text("a,label\n1,x\n")
+    with pytest.raises(DataError, match="part-2.csv has the columns \\['a', 'label'\\]"):
+        read_source(f"file://{folder}", target="label")
 
 
 def test_gzip_csv_file(tmp_path: Path) -> None:

@@ -109,14 +109,39 @@ def read_source(
     if scheme == "sklearn":
         return _read_sklearn(rest, target)
     if scheme in ("file", "pvc"):
-        return read_table_file(local_path(source, pvc_root), source)
+        path = local_path(source, pvc_root)
+        return read_folder(source, pvc_root=pvc_root) if path.is_dir() else read_table_file(path, source)
     if scheme == "s3":
+        if source.endswith("/"):
+            return read_folder(source, max_bytes=max_bytes)
         return read_table_bytes(_read_s3_object(source, max_bytes), rest, source)
     if scheme == "https" or (scheme == "http" and _loopback_allowed(source)):
         data = download(source, max_bytes=max_bytes, timeout=timeout)
         name = urllib.parse.unquote(urllib.parse.urlparse(source).path)
         return read_table_bytes(data, name, source)
     raise DataError(f"unsupported data source {source!r}: use sklearn://, file:///, pvc://<claim>/<path>, s3://<bucket>/<key> or https://")
+
+
+def read_folder(source: str, *, pvc_root: str | os.PathLike[str] = DEFAULT_PVC_ROOT,
+                max_bytes: int | None = None) -> pd.DataFrame:
+    """Every table under a folder or an ``s3://`` prefix, in name order: what Dask workers would read as
+    partitions (runtime/partitions.py), read by one pod. The files must have the same columns; ``max_bytes``
+    bounds what is downloaded."""
+    from . import partitions
+
+    parts = partitions.list_partitions(source, pvc_root=pvc_root)
+    if max_bytes is not None:
+        total = sum({p.location: p.size or 0 for p in parts}.values())
+        if total > max_bytes:
+            raise DataError(f"{source}: {total} bytes under it, over the download limit of {max_bytes}; "
+                            "train on Dask workers (spec.distributed), which read it in partitions")
+    frames = [partitions.read_partition(p) for p in parts]
+    columns = list(frames[0].columns)
+    for part, frame in zip(parts, frames):
+        if list(frame.columns) != columns:
+            raise DataError(f"{source}: {partitions.describe(part)} has the columns {list(frame.columns)}, "
+                            f"the first file {columns}; the files of one source must share their columns")
+    return pd.concat(frames, ignore_index=True)
 
 
 def local_path(source: str, pvc_root: str | os.PathLike[str] = DEFAULT_PVC_ROOT) -> Path:
@@ -153,7 +178,7 @@ def _read_s3_object(source: str, max_bytes: int) -> bytes:
             raise DataError(str(exc)) from None
         raise
     if data is None:
-        raise DataError(f"{source}: no such object")
+        raise DataError(f"{source}: no such object (name a prefix of several files with a final /)")
     return data
 
 
