@@ -11,6 +11,7 @@ skipped with that reason; ``MLOPS_CLUSTER_TESTS=0`` skips them on purpose
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,7 @@ def cluster(images):
 UNHEALTHY = pytest.StashKey[str]()
 # The node's summary at the first failed cluster test, printed again at the very end of the run.
 FIRST_FAILURE = pytest.StashKey[str]()
+HEALTH_RECHECK_SECONDS = 15
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -93,9 +95,11 @@ def pytest_runtest_makereport(item, call):
     summary = node.summary()
     report.sections.append(("one-node cluster", summary))
     item.config.stash.setdefault(FIRST_FAILURE, f"{item.nodeid}\n{summary}")
-    problems = node.health()
-    if problems and UNHEALTHY not in item.config.stash:
-        item.config.stash[UNHEALTHY] = f"{item.nodeid}: {'; '.join(problems)}"
+    if UNHEALTHY not in item.config.stash and node.health():
+        time.sleep(HEALTH_RECHECK_SECONDS)  # a problem that lasts, not a moment's (the API server restarting, say)
+        problems = node.health()
+        if problems:
+            item.config.stash[UNHEALTHY] = f"{item.nodeid}: {'; '.join(problems)}"
     for name, tail in {**node.logs(), **{f"pod {k}": v for k, v in node.pod_logs().items()}}.items():
         report.sections.append((f"log of {name}", tail))
 

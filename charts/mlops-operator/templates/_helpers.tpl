@@ -170,7 +170,6 @@ namespace otherwise. Keep docs/operations.md (RBAC) in step.
 {{- end }}
 {{- end }}
 
-{{/* Non-empty when anything is on object storage. */}}
 {{/* Non-empty when the operator gets the S3 settings: an s3:// store or feedback, or store.s3 filled in for
 training data on s3:// beside a claim store. */}}
 {{- define "mlops-operator.usesS3" -}}

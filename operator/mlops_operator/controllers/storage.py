@@ -88,7 +88,7 @@ def pod_storage(settings: Settings, *, store_read_only: bool, feedback: bool, fe
     settings, or a ``pvc://`` claim read-only) of one pod."""
     if is_s3(settings.store_uri):
         storage = PodStorage(store_arg=settings.store_uri)
-    elif settings.store_uri.startswith("pvc://"):
+    elif is_pvc(settings.store_uri):
         storage = PodStorage(store_arg=settings.store_path)
         source, sub = _pvc_volume(settings.store_uri)
         _mount(storage, "store", source, settings.store_path, sub, store_read_only)
@@ -98,7 +98,7 @@ def pod_storage(settings: Settings, *, store_read_only: bool, feedback: bool, fe
     if feedback:
         if is_s3(settings.feedback_uri):
             storage.feedback_arg = settings.feedback_uri
-        elif settings.feedback_uri.startswith("pvc://"):
+        elif is_pvc(settings.feedback_uri):
             source, sub = _pvc_volume(settings.feedback_uri)
             _mount(storage, "feedback", source, settings.feedback_path, sub, feedback_read_only)
             storage.feedback_arg = settings.feedback_path
