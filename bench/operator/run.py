@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -269,6 +270,7 @@ def main() -> int:
         plane.stop()
         if silent is not None:
             silent.close()
+        shutil.rmtree(operator_log.parent, ignore_errors=True)  # printed above when the run failed
 
     result = {
         "count": args.count,
