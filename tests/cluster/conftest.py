@@ -92,10 +92,11 @@ def pytest_runtest_makereport(item, call):
     node = item.funcargs.get("cluster")
     if node is None:
         return
-    summary = node.summary()
+    problems = node.health()
+    summary = node.summary(problems)
     report.sections.append(("one-node cluster", summary))
     item.config.stash.setdefault(FIRST_FAILURE, f"{item.nodeid}\n{summary}")
-    if UNHEALTHY not in item.config.stash and node.health():
+    if problems and UNHEALTHY not in item.config.stash:
         time.sleep(HEALTH_RECHECK_SECONDS)  # a problem that lasts, not a moment's (the API server restarting, say)
         problems = node.health()
         if problems:

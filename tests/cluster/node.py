@@ -347,9 +347,10 @@ class OneNodeCluster:
                                     f"in ContainerCreating for {age:.0f}s")
         return problems
 
-    def summary(self, events: int = 15) -> str:
-        """A short account of the node for a failure report: its conditions, the disk and the latest Warning events."""
-        lines = [f"problems: {'; '.join(self.health()) or 'none'}"]
+    def summary(self, problems: list[str], events: int = 15) -> str:
+        """A short account of the node for a failure report: ``problems`` (:meth:`health`'s), its conditions, the
+        disk and the latest Warning events."""
+        lines = [f"problems: {'; '.join(problems) or 'none'}"]
         if self.work_dir is not None:
             lines.append(f"disk free under {self.work_dir}: {shutil.disk_usage(self.work_dir).free >> 20} MiB")
         try:

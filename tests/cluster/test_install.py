@@ -126,19 +126,24 @@ def persistent_volumes(store_dir: Path, namespace: str = NAMESPACE) -> str:
         path.mkdir(parents=True)
         path.chmod(0o770)
         os.chown(path, POD_UID, POD_UID)
-        items.append({
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": f"{namespace}-{claim}"},
-            "spec": {
-                "capacity": {"storage": size},
-                "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "claimRef": {"namespace": namespace, "name": claim},
-                "hostPath": {"path": str(path), "type": "Directory"},
-            },
-        })
+        items.append(host_path_volume(path, claim, namespace, size))
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def host_path_volume(path: Path, claim: str, namespace: str, size: str) -> dict:
+    """A PersistentVolume of the host directory ``path``, pre-bound to the claim ``namespace/claim``."""
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"{namespace}-{claim}"},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"namespace": namespace, "name": claim},
+            "hostPath": {"path": str(path), "type": "Directory"},
+        },
+    }
 
 
 @contextlib.contextmanager
@@ -146,13 +151,10 @@ def data_claim(cluster, directory: Path, claim: str, namespace: str = NAMESPACE)
     """A claim ``claim`` bound to a hostPath volume of ``directory`` (readable by the pods' uid); removed afterwards."""
     for path in [directory, *directory.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    volume = f"{namespace}-{claim}"
+    pv = host_path_volume(directory, claim, namespace, "1Gi")
+    volume = pv["metadata"]["name"]
     objects = {"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
-         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
-                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                  "claimRef": {"namespace": namespace, "name": claim},
-                  "hostPath": {"path": str(directory), "type": "Directory"}}},
+        pv,
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
          "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": volume,
                   "resources": {"requests": {"storage": "1Gi"}}}},
